@@ -1,0 +1,416 @@
+//! The catalog: nodes, services and checks, as Consul's `catalog` tables.
+//!
+//! A registration upserts a node, optionally one service, and any checks
+//! (Consul's `ensureRegistrationTxn`). Rows that do not change keep their
+//! `ModifyIndex`, so idempotent re-registration does not wake watchers.
+
+use crate::ids::RaftIndex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub type Meta = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: Meta,
+    pub meta: Meta,
+    pub create_index: RaftIndex,
+    pub modify_index: RaftIndex,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub node: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub tags: Vec<String>,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub meta: Meta,
+    pub port: u16,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub create_index: RaftIndex,
+    pub modify_index: RaftIndex,
+}
+
+/// A check's state. Order matters: worse states sort higher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CheckStatus {
+    Passing,
+    Warning,
+    Critical,
+    Maintenance,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passing => "passing",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Critical => "critical",
+            CheckStatus::Maintenance => "maintenance",
+        }
+    }
+    /// Parses an API status; `maintenance` is only set by the agent itself.
+    pub fn parse(text: &str) -> Option<CheckStatus> {
+        match text {
+            "passing" => Some(CheckStatus::Passing),
+            "warning" => Some(CheckStatus::Warning),
+            "critical" => Some(CheckStatus::Critical),
+            _ => None,
+        }
+    }
+    /// Critical for session invalidation and health filtering.
+    pub fn is_critical(self) -> bool {
+        matches!(self, CheckStatus::Critical | CheckStatus::Maintenance)
+    }
+}
+
+impl fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckStatus::Maintenance => "critical",
+            other => other.as_str(),
+        })
+    }
+}
+
+/// How a check is run; shown to users as `Definition` and `Type`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDefinition {
+    pub http: String,
+    pub tcp: String,
+    pub interval: String,
+    pub timeout: String,
+    pub deregister_critical_service_after: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub node: String,
+    pub check_id: String,
+    pub name: String,
+    pub status: CheckStatus,
+    pub notes: String,
+    pub output: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    pub check_type: String,
+    pub definition: CheckDefinition,
+    pub create_index: RaftIndex,
+    pub modify_index: RaftIndex,
+}
+
+/// Catalog register request (Consul's `structs.RegisterRequest`), already
+/// validated by the API layer. Indexes inside are ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub node: Node,
+    pub skip_node_update: bool,
+    pub service: Option<Service>,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogError {
+    MissingNode,
+    MissingAddress,
+    ServiceUnknown {
+        check_id: String,
+        service_id: String,
+    },
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogError::MissingNode => f.write_str("Must provide node"),
+            CatalogError::MissingAddress => f.write_str("Must provide address"),
+            CatalogError::ServiceUnknown {
+                check_id,
+                service_id,
+            } => write!(
+                f,
+                "Unknown service ID {service_id:?} for check ID {check_id:?}"
+            ),
+        }
+    }
+}
+
+/// The three catalog tables, keyed for ordered, deterministic iteration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<(String, String), Service>,
+    pub checks: BTreeMap<(String, String), Check>,
+}
+
+/// Which tables a catalog write touched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub nodes: bool,
+    pub services: bool,
+    pub checks: bool,
+}
+
+fn upsert<K: Ord + Clone, V: Clone + PartialEq>(
+    table: &mut BTreeMap<K, V>,
+    key: K,
+    mut row: V,
+    index: RaftIndex,
+    indexes: impl Fn(&mut V) -> (&mut RaftIndex, &mut RaftIndex),
+) -> bool {
+    match table.get(&key) {
+        Some(old) => {
+            let mut old_cmp = old.clone();
+            let (old_create, old_modify) = {
+                let (c, m) = indexes(&mut old_cmp);
+                (*c, *m)
+            };
+            {
+                let (c, m) = indexes(&mut row);
+                *c = old_create;
+                *m = old_modify;
+            }
+            if old_cmp == row {
+                return false;
+            }
+            *indexes(&mut row).1 = index;
+            table.insert(key, row);
+            true
+        }
+        None => {
+            {
+                let (c, m) = indexes(&mut row);
+                *c = index;
+                *m = index;
+            }
+            table.insert(key, row);
+            true
+        }
+    }
+}
+
+impl Catalog {
+    /// Applies a registration. Validation happens before any change, so an
+    /// error leaves the catalog untouched.
+    pub fn register(
+        &mut self,
+        index: RaftIndex,
+        reg: &Registration,
+    ) -> Result<(Touched, Vec<(String, String)>), CatalogError> {
+        let node_name = reg.node.name.clone();
+        if node_name.is_empty() {
+            return Err(CatalogError::MissingNode);
+        }
+        let node_exists = self.nodes.contains_key(&node_name);
+        if reg.node.address.is_empty() && !(reg.skip_node_update && node_exists) {
+            return Err(CatalogError::MissingAddress);
+        }
+        for check in &reg.checks {
+            let service_known = check.service_id.is_empty()
+                || reg
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| s.id == check.service_id)
+                || self
+                    .services
+                    .contains_key(&(node_name.clone(), check.service_id.clone()));
+            if !service_known {
+                return Err(CatalogError::ServiceUnknown {
+                    check_id: check.check_id.clone(),
+                    service_id: check.service_id.clone(),
+                });
+            }
+        }
+        let mut touched = Touched::default();
+        if !(reg.skip_node_update && node_exists) {
+            touched.nodes |= upsert(
+                &mut self.nodes,
+                node_name.clone(),
+                reg.node.clone(),
+                index,
+                |n| (&mut n.create_index, &mut n.modify_index),
+            );
+        }
+        if let Some(service) = &reg.service {
+            let mut service = service.clone();
+            service.node = node_name.clone();
+            let key = (node_name.clone(), service.id.clone());
+            touched.services |= upsert(&mut self.services, key, service, index, |s| {
+                (&mut s.create_index, &mut s.modify_index)
+            });
+        }
+        let mut critical = Vec::new();
+        for check in &reg.checks {
+            let mut check = check.clone();
+            check.node = node_name.clone();
+            if let Some(service) = self
+                .services
+                .get(&(node_name.clone(), check.service_id.clone()))
+            {
+                check.service_name = service.name.clone();
+                check.service_tags = service.tags.clone();
+            }
+            if check.status.is_critical() {
+                critical.push((node_name.clone(), check.check_id.clone()));
+            }
+            let key = (node_name.clone(), check.check_id.clone());
+            touched.checks |= upsert(&mut self.checks, key, check, index, |c| {
+                (&mut c.create_index, &mut c.modify_index)
+            });
+        }
+        Ok((touched, critical))
+    }
+
+    /// Removes a whole node with its services and checks. Returns the
+    /// removed check IDs (sessions bound to them must go).
+    pub fn deregister_node(&mut self, node: &str) -> (Touched, Vec<String>) {
+        let mut touched = Touched {
+            nodes: self.nodes.remove(node).is_some(),
+            ..Touched::default()
+        };
+        let services: Vec<_> = self.node_services(node).map(|s| s.id.clone()).collect();
+        for id in services {
+            touched.services |= self.services.remove(&(node.to_string(), id)).is_some();
+        }
+        let checks: Vec<String> = self.node_checks(node).map(|c| c.check_id.clone()).collect();
+        for id in &checks {
+            touched.checks |= self
+                .checks
+                .remove(&(node.to_string(), id.clone()))
+                .is_some();
+        }
+        (touched, checks)
+    }
+
+    /// Removes one service and the checks bound to it.
+    pub fn deregister_service(&mut self, node: &str, service_id: &str) -> (Touched, Vec<String>) {
+        let mut touched = Touched {
+            services: self
+                .services
+                .remove(&(node.to_string(), service_id.to_string()))
+                .is_some(),
+            ..Touched::default()
+        };
+        let checks: Vec<String> = self
+            .node_checks(node)
+            .filter(|c| c.service_id == service_id)
+            .map(|c| c.check_id.clone())
+            .collect();
+        for id in &checks {
+            touched.checks |= self
+                .checks
+                .remove(&(node.to_string(), id.clone()))
+                .is_some();
+        }
+        (touched, checks)
+    }
+
+    pub fn deregister_check(&mut self, node: &str, check_id: &str) -> Touched {
+        Touched {
+            checks: self
+                .checks
+                .remove(&(node.to_string(), check_id.to_string()))
+                .is_some(),
+            ..Touched::default()
+        }
+    }
+
+    pub fn node_services<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        let start = (node.to_string(), String::new());
+        self.services
+            .range(start..)
+            .take_while(move |((n, _), _)| n == node)
+            .map(|(_, s)| s)
+    }
+
+    pub fn node_checks<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Check> + 'a {
+        let start = (node.to_string(), String::new());
+        self.checks
+            .range(start..)
+            .take_while(move |((n, _), _)| n == node)
+            .map(|(_, c)| c)
+    }
+
+    /// Instances of service `name`, ordered by node then ID.
+    pub fn service_instances<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services.values().filter(move |s| s.name == name)
+    }
+
+    /// Checks that decide the health of `service`: its node's node-level
+    /// checks plus the checks bound to it.
+    pub fn service_health_checks<'a>(
+        &'a self,
+        service: &'a Service,
+    ) -> impl Iterator<Item = &'a Check> + 'a {
+        self.node_checks(&service.node)
+            .filter(move |c| c.service_id.is_empty() || c.service_id == service.id)
+    }
+
+    pub fn check_invariants(&self) {
+        for ((node, id), service) in &self.services {
+            assert!(
+                self.nodes.contains_key(node),
+                "service {id} on missing node {node}"
+            );
+            assert_eq!(
+                (&service.node, &service.id),
+                (node, id),
+                "service key mismatch"
+            );
+            assert!(service.create_index <= service.modify_index);
+        }
+        for ((node, id), check) in &self.checks {
+            assert!(
+                self.nodes.contains_key(node),
+                "check {id} on missing node {node}"
+            );
+            assert_eq!(
+                (&check.node, &check.check_id),
+                (node, id),
+                "check key mismatch"
+            );
+            if !check.service_id.is_empty() {
+                assert!(
+                    self.services
+                        .contains_key(&(node.clone(), check.service_id.clone())),
+                    "check {id} bound to missing service"
+                );
+            }
+        }
+    }
+}

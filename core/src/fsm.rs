@@ -1,0 +1,418 @@
+//! The replicated state machine: `apply(index, &Command)` over the store.
+//!
+//! Pure: no clock, no randomness, no I/O. What the leader must do with the
+//! passage of time (lock-delay, TTL timers) comes back as [`Effects`], which
+//! the caller hands to the leader state in `server.rs`.
+
+use crate::catalog::{Catalog, Registration, Touched};
+use crate::command::{ApplyError, Command, CommandResult, KvOp, KvVerb, TxnOutcome};
+use crate::ids::{RaftIndex, SessionId};
+use crate::kv::{Kv, KvSnapshot};
+use crate::session::{Behavior, Session, Sessions};
+use crate::time::Duration;
+use crate::txn;
+use crate::watch::{Table, WatchKey};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Highest index that changed each table (Consul's `index` table).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableIndexes {
+    pub kv: RaftIndex,
+    pub nodes: RaftIndex,
+    pub services: RaftIndex,
+    pub checks: RaftIndex,
+    pub sessions: RaftIndex,
+}
+
+impl TableIndexes {
+    pub fn get(&self, table: Table) -> RaftIndex {
+        match table {
+            Table::Kv => self.kv,
+            Table::Nodes => self.nodes,
+            Table::Services => self.services,
+            Table::Checks => self.checks,
+            Table::Sessions => self.sessions,
+        }
+    }
+    fn set(&mut self, table: Table, index: RaftIndex) {
+        match table {
+            Table::Kv => self.kv = index,
+            Table::Nodes => self.nodes = index,
+            Table::Services => self.services = index,
+            Table::Checks => self.checks = index,
+            Table::Sessions => self.sessions = index,
+        }
+    }
+}
+
+/// Side effects of one apply that the shell or the leader acts upon.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// What changed, for blocking-query watches.
+    pub touched: Vec<WatchKey>,
+    /// Keys freed by an invalidated session, with that session's lock-delay.
+    pub lock_delays: Vec<(String, Duration)>,
+    pub sessions_created: Vec<(SessionId, Duration)>,
+    pub sessions_removed: Vec<SessionId>,
+}
+
+impl Effects {
+    pub fn clear(&mut self) {
+        self.touched.clear();
+        self.lock_delays.clear();
+        self.sessions_created.clear();
+        self.sessions_removed.clear();
+    }
+}
+
+/// The whole replicated store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fsm {
+    pub kv: Kv,
+    pub catalog: Catalog,
+    pub sessions: Sessions,
+    pub indexes: TableIndexes,
+    pub last_applied: RaftIndex,
+}
+
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct FsmSnapshot {
+    kv: KvSnapshot,
+    catalog: Catalog,
+    sessions: Sessions,
+    indexes: TableIndexes,
+    last_applied: RaftIndex,
+}
+
+/// Why a snapshot was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    Empty,
+    UnknownVersion(u8),
+    Malformed,
+    Inconsistent(String),
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Empty => f.write_str("empty snapshot"),
+            SnapshotError::UnknownVersion(v) => write!(f, "unknown snapshot version {v}"),
+            SnapshotError::Malformed => f.write_str("malformed snapshot"),
+            SnapshotError::Inconsistent(why) => write!(f, "inconsistent snapshot: {why}"),
+        }
+    }
+}
+
+impl Fsm {
+    /// Applies the committed command at `index`. `index` must grow.
+    pub fn apply(
+        &mut self,
+        index: RaftIndex,
+        command: &Command,
+        fx: &mut Effects,
+    ) -> CommandResult {
+        assert!(
+            index > self.last_applied,
+            "apply index {index} after {}",
+            self.last_applied
+        );
+        self.last_applied = index;
+        match command {
+            Command::Kv(op) => self.apply_kv(index, op, fx),
+            Command::Txn(ops) => self.apply_txn(index, ops, fx),
+            Command::Register(reg) => self.apply_register(index, reg, fx),
+            Command::Deregister {
+                node,
+                service_id,
+                check_id,
+            } => self.apply_deregister(index, node, service_id.as_deref(), check_id.as_deref(), fx),
+            Command::SessionCreate(session) => self.apply_session_create(index, session, fx),
+            Command::SessionDestroy { id } => {
+                self.destroy_session(index, *id, fx);
+                CommandResult::Bool(true)
+            }
+        }
+    }
+
+    fn touch(&mut self, index: RaftIndex, table: Table, fx: &mut Effects) {
+        self.indexes.set(table, index);
+        fx.touched.push(WatchKey::Table(table));
+    }
+
+    fn touch_key(&mut self, index: RaftIndex, key: String, fx: &mut Effects) {
+        self.indexes.kv = index;
+        fx.touched.push(WatchKey::Kv(key));
+    }
+
+    fn live_session(&self, op: &KvOp) -> Result<SessionId, ApplyError> {
+        let id = op.session.ok_or(ApplyError::MissingSession)?;
+        match self.sessions.get(id) {
+            Some(_) => Ok(id),
+            None => Err(ApplyError::SessionUnknown(id)),
+        }
+    }
+
+    fn apply_kv(&mut self, index: RaftIndex, op: &KvOp, fx: &mut Effects) -> CommandResult {
+        let key = op.key.as_str();
+        let changed = match op.verb {
+            KvVerb::Set => {
+                self.kv.set(index, key, &op.value, op.flags);
+                true
+            }
+            KvVerb::Cas => self.kv.cas(index, key, &op.value, op.flags, op.index),
+            KvVerb::Lock | KvVerb::Unlock => {
+                let session = match self.live_session(op) {
+                    Ok(session) => session,
+                    Err(e) => return CommandResult::Failed(e),
+                };
+                if op.verb == KvVerb::Lock {
+                    self.kv.lock(index, key, &op.value, op.flags, session)
+                } else {
+                    self.kv.unlock(index, key, &op.value, op.flags, session)
+                }
+            }
+            KvVerb::Delete => {
+                self.kv.delete(index, key);
+                true
+            }
+            KvVerb::DeleteCas => self.kv.delete_cas(index, key, op.index),
+            KvVerb::DeleteTree => {
+                for deleted in self.kv.delete_tree(index, key) {
+                    self.touch_key(index, deleted, fx);
+                }
+                return CommandResult::Bool(true);
+            }
+            verb => return CommandResult::Failed(ApplyError::VerbNotAllowed(verb)),
+        };
+        if changed {
+            self.touch_key(index, op.key.clone(), fx);
+        }
+        CommandResult::Bool(changed)
+    }
+
+    fn apply_txn(&mut self, index: RaftIndex, ops: &[KvOp], fx: &mut Effects) -> CommandResult {
+        let (outcome, written) = txn::apply(&mut self.kv, &self.sessions, index, ops);
+        for key in written {
+            self.touch_key(index, key, fx);
+        }
+        CommandResult::Txn(outcome)
+    }
+
+    fn apply_touched(&mut self, index: RaftIndex, touched: Touched, fx: &mut Effects) {
+        if touched.nodes {
+            self.touch(index, Table::Nodes, fx);
+        }
+        if touched.services {
+            self.touch(index, Table::Services, fx);
+        }
+        if touched.checks {
+            self.touch(index, Table::Checks, fx);
+        }
+    }
+
+    fn apply_register(
+        &mut self,
+        index: RaftIndex,
+        reg: &Registration,
+        fx: &mut Effects,
+    ) -> CommandResult {
+        match self.catalog.register(index, reg) {
+            Ok((touched, critical)) => {
+                self.apply_touched(index, touched, fx);
+                for (node, check_id) in critical {
+                    for id in self.sessions.depending_on(&node, &check_id) {
+                        self.destroy_session(index, id, fx);
+                    }
+                }
+                CommandResult::Done
+            }
+            Err(e) => CommandResult::Failed(ApplyError::Catalog(e)),
+        }
+    }
+
+    fn apply_deregister(
+        &mut self,
+        index: RaftIndex,
+        node: &str,
+        service_id: Option<&str>,
+        check_id: Option<&str>,
+        fx: &mut Effects,
+    ) -> CommandResult {
+        let doomed: Vec<SessionId> = match (service_id, check_id) {
+            (None, None) => {
+                let (touched, _) = self.catalog.deregister_node(node);
+                self.apply_touched(index, touched, fx);
+                self.sessions.on_node(node).map(|s| s.id).collect()
+            }
+            (Some(service), _) => {
+                let (touched, checks) = self.catalog.deregister_service(node, service);
+                self.apply_touched(index, touched, fx);
+                let mut ids: Vec<SessionId> = Vec::new();
+                for check in checks {
+                    ids.extend(self.sessions.depending_on(node, &check));
+                }
+                ids
+            }
+            (None, Some(check)) => {
+                let touched = self.catalog.deregister_check(node, check);
+                self.apply_touched(index, touched, fx);
+                self.sessions.depending_on(node, check)
+            }
+        };
+        for id in doomed {
+            self.destroy_session(index, id, fx);
+        }
+        CommandResult::Done
+    }
+
+    fn apply_session_create(
+        &mut self,
+        index: RaftIndex,
+        session: &Session,
+        fx: &mut Effects,
+    ) -> CommandResult {
+        if self.sessions.get(session.id).is_some() {
+            return CommandResult::Failed(ApplyError::SessionExists(session.id));
+        }
+        if !self.catalog.nodes.contains_key(&session.node) {
+            return CommandResult::Failed(ApplyError::SessionNodeUnknown(session.node.clone()));
+        }
+        for check_id in session.check_ids() {
+            let key = (session.node.clone(), check_id.to_string());
+            match self.catalog.checks.get(&key) {
+                None => {
+                    return CommandResult::Failed(ApplyError::SessionCheckUnknown(check_id.into()))
+                }
+                Some(c) if c.status.is_critical() => {
+                    return CommandResult::Failed(ApplyError::SessionCheckCritical(check_id.into()))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut session = session.clone();
+        session.create_index = index;
+        session.modify_index = index;
+        fx.sessions_created.push((session.id, session.ttl));
+        self.sessions.by_id.insert(session.id, session.clone());
+        self.touch(index, Table::Sessions, fx);
+        CommandResult::SessionCreated(session.id)
+    }
+
+    /// Invalidates a session: its keys are released or deleted according to
+    /// its behavior, and each gets the session's lock-delay.
+    fn destroy_session(&mut self, index: RaftIndex, id: SessionId, fx: &mut Effects) {
+        let Some(session) = self.sessions.by_id.remove(&id) else {
+            return;
+        };
+        for key in self.kv.held_by(id) {
+            match session.behavior {
+                Behavior::Release => self.kv.clear_holder(index, &key),
+                Behavior::Delete => {
+                    self.kv.delete(index, &key);
+                }
+            }
+            if session.lock_delay > Duration::ZERO {
+                fx.lock_delays.push((key.clone(), session.lock_delay));
+            }
+            self.touch_key(index, key, fx);
+        }
+        fx.sessions_removed.push(id);
+        self.touch(index, Table::Sessions, fx);
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snapshot = FsmSnapshot {
+            kv: self.kv.snapshot(),
+            catalog: self.catalog.clone(),
+            sessions: self.sessions.clone(),
+            indexes: self.indexes,
+            last_applied: self.last_applied,
+        };
+        let mut out = vec![SNAPSHOT_VERSION];
+        out.extend(postcard::to_allocvec(&snapshot).expect("in-memory store always serializes"));
+        out
+    }
+
+    /// Rebuilds a store from [`Fsm::snapshot`] bytes, refusing damaged or
+    /// internally inconsistent input instead of panicking later.
+    pub fn restore(bytes: &[u8]) -> Result<Fsm, SnapshotError> {
+        let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnknownVersion(version));
+        }
+        let snapshot: FsmSnapshot = match postcard::take_from_bytes(body) {
+            Ok((snapshot, [])) => snapshot,
+            _ => return Err(SnapshotError::Malformed),
+        };
+        let fsm = Fsm {
+            kv: Kv::restore(snapshot.kv),
+            catalog: snapshot.catalog,
+            sessions: snapshot.sessions,
+            indexes: snapshot.indexes,
+            last_applied: snapshot.last_applied,
+        };
+        fsm.validate().map_err(SnapshotError::Inconsistent)?;
+        Ok(fsm)
+    }
+
+    /// Cross-table consistency, as an error (for untrusted snapshots).
+    pub fn validate(&self) -> Result<(), String> {
+        for (id, session) in &self.sessions.by_id {
+            if *id != session.id {
+                return Err(format!("session {id} stored under another ID"));
+            }
+        }
+        for (key, entry) in self.kv.list("") {
+            if let Some(holder) = entry.session {
+                if self.sessions.get(holder).is_none() {
+                    return Err(format!("key {key:?} held by unknown session {holder}"));
+                }
+            }
+            if entry.create_index == 0 || entry.create_index > entry.modify_index {
+                return Err(format!("key {key:?} has bad indexes"));
+            }
+            if entry.modify_index > self.last_applied {
+                return Err(format!("key {key:?} modified after the snapshot index"));
+            }
+        }
+        for (node, id) in self
+            .catalog
+            .services
+            .keys()
+            .chain(self.catalog.checks.keys())
+        {
+            if !self.catalog.nodes.contains_key(node) {
+                return Err(format!("{id:?} registered on unknown node {node:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Panics on a broken internal assumption; the simulator calls this after
+    /// every step.
+    pub fn check_invariants(&self) {
+        self.kv.check_invariants();
+        self.catalog.check_invariants();
+        if let Err(why) = self.validate() {
+            panic!("fsm invariant broken: {why}");
+        }
+        let table_max = [
+            self.indexes.kv,
+            self.indexes.nodes,
+            self.indexes.services,
+            self.indexes.checks,
+            self.indexes.sessions,
+        ];
+        assert!(table_max.iter().all(|&i| i <= self.last_applied));
+    }
+
+    /// Runs a txn made only of read verbs, without replication.
+    pub fn read_txn(&self, ops: &[KvOp]) -> TxnOutcome {
+        txn::read_only(&self.kv, &self.sessions, ops)
+    }
+}

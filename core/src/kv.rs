@@ -1,0 +1,436 @@
+//! The KV table: entries, tombstones and lock ownership.
+//!
+//! Semantics follow Consul's state store (`kvs.go`):
+//! - a plain set keeps `CreateIndex`, `LockIndex` and the lock holder;
+//! - `cas` with index 0 creates only; otherwise the `ModifyIndex` must match;
+//! - `lock` (acquire) succeeds when the key is free or already held by the
+//!   same session; `LockIndex` grows only when the holder changes;
+//! - `unlock` (release) needs the holder's session and keeps `LockIndex`;
+//! - a delete leaves a tombstone holding the delete's index, so the index a
+//!   blocking query sees for a key or prefix never goes backwards.
+
+use crate::ids::{RaftIndex, SessionId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+/// One stored key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub value: Box<[u8]>,
+    pub flags: u64,
+    pub lock_index: u64,
+    pub session: Option<SessionId>,
+    pub create_index: RaftIndex,
+    pub modify_index: RaftIndex,
+}
+
+/// The key/value table. `locks` is derived (rebuilt on restore).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kv {
+    entries: BTreeMap<Box<str>, KvEntry>,
+    tombstones: BTreeMap<Box<str>, RaftIndex>,
+    locks: BTreeSet<(SessionId, Box<str>)>,
+}
+
+/// What a write changed, for watches and lock bookkeeping.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KvChange {
+    Unchanged,
+    Changed,
+}
+
+/// One key's stored state (live entry and/or tombstone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyState {
+    entry: Option<KvEntry>,
+    tombstone: Option<RaftIndex>,
+}
+
+/// The serializable part of [`Kv`].
+#[derive(Serialize, Deserialize)]
+pub struct KvSnapshot {
+    pub entries: Vec<(Box<str>, KvEntry)>,
+    pub tombstones: Vec<(Box<str>, RaftIndex)>,
+}
+
+/// Iterates the entries under `prefix` in key order.
+pub fn prefix_range<'a, V>(
+    map: &'a BTreeMap<Box<str>, V>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a Box<str>, &'a V)> + 'a {
+    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+impl Kv {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&KvEntry> {
+        self.entries.get(key)
+    }
+
+    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a KvEntry)> {
+        prefix_range(&self.entries, prefix).map(|(k, v)| (&**k, v))
+    }
+
+    /// Keys under `prefix`, folded at the first `separator` after the prefix
+    /// (Consul's `?keys&separator=`): `a/b/c` under `a/` with `/` is `a/b/`.
+    pub fn keys(&self, prefix: &str, separator: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (key, _) in self.list(prefix) {
+            let folded = if separator.is_empty() {
+                key
+            } else {
+                match key[prefix.len()..].find(separator) {
+                    Some(at) => &key[..prefix.len() + at + separator.len()],
+                    None => key,
+                }
+            };
+            if out.last().map(String::as_str) != Some(folded) {
+                out.push(folded.to_string());
+            }
+        }
+        out
+    }
+
+    /// The highest index that describes `key` (entry or tombstone), 0 if none.
+    pub fn key_index(&self, key: &str) -> RaftIndex {
+        match self.entries.get(key) {
+            Some(entry) => entry.modify_index,
+            None => self.tombstones.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The highest index among entries and tombstones under `prefix`.
+    pub fn prefix_index(&self, prefix: &str) -> RaftIndex {
+        let live = self.list(prefix).map(|(_, e)| e.modify_index).max();
+        let dead = prefix_range(&self.tombstones, prefix)
+            .map(|(_, i)| *i)
+            .max();
+        live.unwrap_or(0).max(dead.unwrap_or(0))
+    }
+
+    /// Keys held by `session`, in key order.
+    pub fn held_by(&self, session: SessionId) -> Vec<String> {
+        let start = (session, Box::<str>::from(""));
+        self.locks
+            .range(start..)
+            .take_while(|(s, _)| *s == session)
+            .map(|(_, k)| k.to_string())
+            .collect()
+    }
+
+    /// Plain write: keeps create index, lock index and holder.
+    pub fn set(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64) {
+        match self.entries.get_mut(key) {
+            Some(entry) => {
+                entry.value = value.into();
+                entry.flags = flags;
+                entry.modify_index = index;
+            }
+            None => {
+                self.tombstones.remove(key);
+                self.entries.insert(
+                    key.into(),
+                    KvEntry {
+                        value: value.into(),
+                        flags,
+                        lock_index: 0,
+                        session: None,
+                        create_index: index,
+                        modify_index: index,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Check-and-set: 0 means "only if absent".
+    pub fn cas(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64, cas: u64) -> bool {
+        let matches = match self.entries.get(key) {
+            None => cas == 0,
+            Some(entry) => cas != 0 && entry.modify_index == cas,
+        };
+        if matches {
+            self.set(index, key, value, flags);
+        }
+        matches
+    }
+
+    /// Acquire for `session` (which the caller has checked exists).
+    pub fn lock(
+        &mut self,
+        index: RaftIndex,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        session: SessionId,
+    ) -> bool {
+        let current = self.entries.get(key).and_then(|e| e.session);
+        match current {
+            Some(holder) if holder != session => return false,
+            Some(_) => {}
+            None => {
+                self.set(index, key, value, flags);
+                let entry = self.entries.get_mut(key).expect("set just wrote this key");
+                entry.lock_index += 1;
+                entry.session = Some(session);
+                self.locks.insert((session, key.into()));
+                return true;
+            }
+        }
+        self.set(index, key, value, flags);
+        true
+    }
+
+    /// Release by `session`; false unless that session holds the key.
+    pub fn unlock(
+        &mut self,
+        index: RaftIndex,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        session: SessionId,
+    ) -> bool {
+        if self.entries.get(key).and_then(|e| e.session) != Some(session) {
+            return false;
+        }
+        self.set(index, key, value, flags);
+        self.clear_holder(index, key);
+        true
+    }
+
+    /// Drops the holder of `key` (session invalidated with behavior release).
+    pub fn clear_holder(&mut self, index: RaftIndex, key: &str) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            if let Some(session) = entry.session.take() {
+                self.locks.remove(&(session, Box::from(key)));
+                entry.modify_index = index;
+            }
+        }
+    }
+
+    /// Deletes `key` if present, leaving a tombstone.
+    pub fn delete(&mut self, index: RaftIndex, key: &str) -> KvChange {
+        match self.entries.remove(key) {
+            Some(entry) => {
+                if let Some(session) = entry.session {
+                    self.locks.remove(&(session, Box::from(key)));
+                }
+                self.tombstones.insert(key.into(), index);
+                KvChange::Changed
+            }
+            None => KvChange::Unchanged,
+        }
+    }
+
+    /// Delete only if `ModifyIndex == cas`; a missing key counts as deleted.
+    pub fn delete_cas(&mut self, index: RaftIndex, key: &str, cas: u64) -> bool {
+        match self.entries.get(key) {
+            None => true,
+            Some(entry) if entry.modify_index == cas => {
+                self.delete(index, key);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Deletes every key starting with `prefix`; returns the keys removed.
+    pub fn delete_tree(&mut self, index: RaftIndex, prefix: &str) -> Vec<String> {
+        let doomed: Vec<String> = self.list(prefix).map(|(k, _)| k.to_string()).collect();
+        for key in &doomed {
+            self.delete(index, key);
+        }
+        doomed
+    }
+
+    /// Everything stored about `key`, for a txn's undo log.
+    pub fn key_state(&self, key: &str) -> KeyState {
+        KeyState {
+            entry: self.entries.get(key).cloned(),
+            tombstone: self.tombstones.get(key).copied(),
+        }
+    }
+
+    /// Puts `key` back exactly as `state` recorded it (txn rollback).
+    pub fn put_key_state(&mut self, key: &str, state: KeyState) {
+        if let Some(old) = self.entries.remove(key) {
+            if let Some(session) = old.session {
+                self.locks.remove(&(session, Box::from(key)));
+            }
+        }
+        self.tombstones.remove(key);
+        if let Some(entry) = state.entry {
+            if let Some(session) = entry.session {
+                self.locks.insert((session, key.into()));
+            }
+            self.entries.insert(key.into(), entry);
+        }
+        if let Some(index) = state.tombstone {
+            self.tombstones.insert(key.into(), index);
+        }
+    }
+
+    pub fn snapshot(&self) -> KvSnapshot {
+        KvSnapshot {
+            entries: self
+                .entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tombstones: self
+                .tombstones
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
+    }
+
+    pub fn restore(snapshot: KvSnapshot) -> Kv {
+        let entries: BTreeMap<Box<str>, KvEntry> = snapshot.entries.into_iter().collect();
+        let locks = entries
+            .iter()
+            .filter_map(|(k, e)| e.session.map(|s| (s, k.clone())))
+            .collect();
+        Kv {
+            entries,
+            tombstones: snapshot.tombstones.into_iter().collect(),
+            locks,
+        }
+    }
+
+    /// Internal consistency: every lock record matches its entry and back,
+    /// no key is both live and a tombstone, indexes are ordered.
+    pub fn check_invariants(&self) {
+        for (session, key) in &self.locks {
+            let entry = self
+                .entries
+                .get(key)
+                .expect("lock record for a missing key");
+            assert_eq!(
+                entry.session,
+                Some(*session),
+                "lock record disagrees with entry"
+            );
+        }
+        for (key, entry) in &self.entries {
+            assert!(
+                entry.create_index <= entry.modify_index,
+                "create after modify: {key}"
+            );
+            assert!(entry.create_index > 0, "index 0 handed out for {key}");
+            assert!(
+                !self.tombstones.contains_key(key),
+                "{key} is live and a tombstone"
+            );
+            if let Some(session) = entry.session {
+                assert!(
+                    self.locks.contains(&(session, key.clone())),
+                    "{key} lock not indexed"
+                );
+                assert!(entry.lock_index > 0, "held key {key} with LockIndex 0");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Uuid;
+
+    const S1: SessionId = Uuid(1);
+    const S2: SessionId = Uuid(2);
+
+    #[test]
+    fn set_keeps_create_index_and_holder() {
+        let mut kv = Kv::default();
+        kv.set(5, "a", b"1", 0);
+        assert!(kv.lock(6, "a", b"2", 0, S1));
+        kv.set(7, "a", b"3", 9);
+        let entry = kv.get("a").expect("present");
+        assert_eq!((entry.create_index, entry.modify_index), (5, 7));
+        assert_eq!(
+            (entry.lock_index, entry.session, entry.flags),
+            (1, Some(S1), 9)
+        );
+        kv.check_invariants();
+    }
+
+    #[test]
+    fn cas_zero_creates_only() {
+        let mut kv = Kv::default();
+        assert!(kv.cas(3, "k", b"v", 0, 0));
+        assert!(!kv.cas(4, "k", b"w", 0, 0));
+        assert!(!kv.cas(4, "k", b"w", 0, 2));
+        assert!(kv.cas(4, "k", b"w", 0, 3));
+        assert_eq!(&*kv.get("k").expect("present").value, b"w");
+    }
+
+    #[test]
+    fn lock_index_grows_on_acquire_only() {
+        let mut kv = Kv::default();
+        assert!(kv.lock(1, "l", b"", 0, S1));
+        assert!(kv.lock(2, "l", b"x", 0, S1), "holder re-acquires");
+        assert_eq!(kv.get("l").expect("present").lock_index, 1);
+        assert!(!kv.lock(3, "l", b"", 0, S2), "other session refused");
+        assert!(!kv.unlock(3, "l", b"", 0, S2));
+        assert!(kv.unlock(4, "l", b"", 0, S1));
+        assert_eq!(kv.get("l").expect("present").lock_index, 1);
+        assert!(kv.lock(5, "l", b"", 0, S2));
+        assert_eq!(kv.get("l").expect("present").lock_index, 2);
+        assert_eq!(kv.held_by(S2), vec!["l".to_string()]);
+        assert!(kv.held_by(S1).is_empty());
+        kv.check_invariants();
+    }
+
+    #[test]
+    fn tombstones_keep_prefix_index_monotonic() {
+        let mut kv = Kv::default();
+        kv.set(1, "p/a", b"", 0);
+        kv.set(2, "p/b", b"", 0);
+        assert_eq!(kv.prefix_index("p/"), 2);
+        kv.delete(3, "p/b");
+        assert_eq!(kv.prefix_index("p/"), 3);
+        assert_eq!(kv.key_index("p/b"), 3);
+        kv.set(4, "p/b", b"", 0);
+        assert_eq!(kv.tombstone_count(), 0);
+        kv.check_invariants();
+    }
+
+    #[test]
+    fn keys_fold_at_separator() {
+        let mut kv = Kv::default();
+        for (i, key) in ["a/b/c", "a/b/d", "a/e", "ab", "z"].iter().enumerate() {
+            kv.set(i as u64 + 1, key, b"", 0);
+        }
+        assert_eq!(kv.keys("a/", "/"), vec!["a/b/", "a/e"]);
+        assert_eq!(kv.keys("", "/"), vec!["a/", "ab", "z"]);
+        assert_eq!(kv.keys("a", ""), vec!["a/b/c", "a/b/d", "a/e", "ab"]);
+    }
+
+    #[test]
+    fn delete_tree_and_delete_cas() {
+        let mut kv = Kv::default();
+        kv.set(1, "t/1", b"", 0);
+        kv.set(2, "t/2", b"", 0);
+        kv.set(3, "u", b"", 0);
+        assert!(!kv.delete_cas(4, "u", 2));
+        assert!(kv.delete_cas(4, "u", 3));
+        assert!(kv.delete_cas(5, "missing", 9));
+        assert_eq!(kv.delete_tree(6, "t/"), vec!["t/1", "t/2"]);
+        assert!(kv.is_empty());
+        let restored = Kv::restore(kv.snapshot());
+        assert_eq!(restored, kv);
+    }
+}

@@ -1,0 +1,46 @@
+//! Every bound tribune enforces, in one place, units last. Relationships
+//! between them are checked at compile time.
+
+use crate::time::Duration;
+
+/// Largest KV value (Consul's default `kv_max_value_size`).
+pub const KV_VALUE_BYTES_MAX: usize = 512 * 1024;
+/// Longest KV key accepted. Consul has no explicit key limit; keys are bounded
+/// here so a single request cannot make the store index huge strings.
+pub const KV_KEY_BYTES_MAX: usize = 8 * 1024;
+/// Operations in one `/v1/txn` (Consul's historic limit).
+pub const TXN_OPS_MAX: usize = 64;
+/// Largest JSON request body (`/v1/txn`, registrations, sessions). A txn of
+/// base64 values may be larger than one raw value, so this leaves room for a
+/// full-size value plus its encoding overhead.
+pub const HTTP_JSON_BODY_BYTES_MAX: usize = 2 * KV_VALUE_BYTES_MAX;
+/// Largest replicated entry a single command may encode to.
+pub const COMMAND_BYTES_MAX: usize = HTTP_JSON_BODY_BYTES_MAX + 64 * 1024;
+
+/// Session TTL bounds (Consul: 10s..86400s).
+pub const SESSION_TTL_MIN: Duration = Duration::from_secs(10);
+pub const SESSION_TTL_MAX: Duration = Duration::from_secs(86_400);
+/// Consul reaps a session only after twice its TTL: TTL is a lower bound.
+pub const SESSION_TTL_MULTIPLIER: u64 = 2;
+/// Default and largest lock-delay.
+pub const SESSION_LOCK_DELAY_DEFAULT: Duration = Duration::from_secs(15);
+pub const SESSION_LOCK_DELAY_MAX: Duration = Duration::from_secs(60);
+
+/// Blocking queries: default wait, cap, and the jitter divisor (wait/16).
+pub const BLOCKING_WAIT_DEFAULT: Duration = Duration::from_secs(300);
+pub const BLOCKING_WAIT_MAX: Duration = Duration::from_secs(600);
+pub const BLOCKING_JITTER_DIVISOR: u64 = 16;
+/// Waiters registered at once across all watch keys. Past this a blocking
+/// query is answered immediately (as if its wait elapsed) rather than queued.
+pub const BLOCKING_WAITERS_MAX: usize = 16 * 1024;
+
+/// Check output kept per check (Consul's `check_output_max_size`).
+pub const CHECK_OUTPUT_BYTES_MAX: usize = 4 * 1024;
+/// Services or checks one agent may hold.
+pub const AGENT_SERVICES_MAX: usize = 16 * 1024;
+
+const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
+const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);
+const _: () = assert!(SESSION_TTL_MIN.as_nanos() < SESSION_TTL_MAX.as_nanos());
+const _: () = assert!(SESSION_LOCK_DELAY_DEFAULT.as_nanos() <= SESSION_LOCK_DELAY_MAX.as_nanos());
+const _: () = assert!(BLOCKING_WAIT_DEFAULT.as_nanos() <= BLOCKING_WAIT_MAX.as_nanos());

@@ -1,0 +1,298 @@
+//! `tribune agent` configuration: Consul's single-dash flags plus JSON config
+//! files (`-config-file`, `-config-dir`), flags winning over files.
+
+use crate::cli::flags::{parse, FlagSpec, Parsed};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub dev: bool,
+    pub server: bool,
+    pub node_name: String,
+    pub datacenter: String,
+    pub bind_addr: String,
+    pub client_addr: String,
+    pub http_port: u16,
+    pub dns_port: u16,
+    pub serf_lan_port: u16,
+    pub serf_wan_port: u16,
+    pub server_port: u16,
+    pub grpc_port: u16,
+    pub data_dir: Option<String>,
+    pub log_level: String,
+}
+
+const VALUE_FLAGS: [&str; 14] = [
+    "node",
+    "datacenter",
+    "bind",
+    "client",
+    "http-port",
+    "dns-port",
+    "serf-lan-port",
+    "serf-wan-port",
+    "server-port",
+    "grpc-port",
+    "data-dir",
+    "config-file",
+    "config-dir",
+    "log-level",
+];
+
+fn specs() -> Vec<FlagSpec> {
+    let mut specs: Vec<FlagSpec> = VALUE_FLAGS
+        .iter()
+        .map(|name| FlagSpec {
+            name,
+            takes_value: true,
+        })
+        .collect();
+    specs.push(FlagSpec {
+        name: "dev",
+        takes_value: false,
+    });
+    specs.push(FlagSpec {
+        name: "server",
+        takes_value: false,
+    });
+    specs
+}
+
+/// The subset of Consul's config-file keys the agent uses so far.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileConfig {
+    node_name: Option<String>,
+    datacenter: Option<String>,
+    bind_addr: Option<String>,
+    client_addr: Option<String>,
+    data_dir: Option<String>,
+    log_level: Option<String>,
+    server: Option<bool>,
+    ports: FilePorts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FilePorts {
+    http: Option<i32>,
+    dns: Option<i32>,
+    serf_lan: Option<i32>,
+    serf_wan: Option<i32>,
+    server: Option<i32>,
+    grpc: Option<i32>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tribune-dev".to_string())
+}
+
+fn port(text: &str, flag: &str) -> Result<u16, String> {
+    text.parse()
+        .map_err(|_| format!("invalid value {text:?} for flag -{flag}: must be a port number"))
+}
+
+fn file_port(value: Option<i32>, default: u16, key: &str) -> Result<u16, String> {
+    match value {
+        None => Ok(default),
+        // Consul uses -1 for "disabled"; nothing listens on these yet.
+        Some(-1) => Ok(0),
+        Some(v) => u16::try_from(v).map_err(|_| format!("ports.{key}: {v} is not a port number")),
+    }
+}
+
+fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
+    let name = path.display();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => {}
+        Some("hcl") => {
+            return Err(format!(
+                "{name}: HCL config files are not supported yet; write the same keys as JSON"
+            ))
+        }
+        _ => return Err(format!("{name}: config files must end in .json")),
+    }
+    let text = std::fs::read(path).map_err(|e| format!("Error reading {name}: {e}"))?;
+    let file: FileConfig =
+        serde_json::from_slice(&text).map_err(|e| format!("Error parsing {name}: {e}"))?;
+    macro_rules! take {
+        ($($field:ident),*) => { $( if file.$field.is_some() { into.$field = file.$field; } )* };
+    }
+    take!(
+        node_name,
+        datacenter,
+        bind_addr,
+        client_addr,
+        data_dir,
+        log_level,
+        server
+    );
+    macro_rules! take_port {
+        ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
+    }
+    take_port!(http, dns, serf_lan, serf_wan, server, grpc);
+    Ok(())
+}
+
+fn load_files(parsed: &Parsed) -> Result<FileConfig, String> {
+    let mut config = FileConfig::default();
+    for file in parsed.all("config-file") {
+        load_file(Path::new(file), &mut config)?;
+    }
+    for dir in parsed.all("config-dir") {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("Error reading {dir}: {e}"))?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "hcl")))
+            .collect();
+        paths.sort();
+        for path in paths {
+            load_file(&path, &mut config)?;
+        }
+    }
+    Ok(config)
+}
+
+impl AgentConfig {
+    pub fn from_args(args: &[String]) -> Result<AgentConfig, String> {
+        let parsed = parse(args, &specs())?;
+        if let Some(extra) = parsed.positional.first() {
+            return Err(format!("unexpected argument {extra:?}"));
+        }
+        let file = load_files(&parsed)?;
+        let text = |flag: &str, from_file: &Option<String>, default: &str| -> String {
+            parsed
+                .value(flag)
+                .map(str::to_string)
+                .or_else(|| from_file.clone())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let flag_port = |flag: &str, from_file: Option<i32>, default: u16, key: &str| match parsed
+            .value(flag)
+        {
+            Some(v) => port(v, flag),
+            None => file_port(from_file, default, key),
+        };
+        let config = AgentConfig {
+            dev: parsed.flag("dev"),
+            server: parsed.flag("server") || file.server.unwrap_or(false),
+            node_name: text("node", &file.node_name, &hostname()),
+            datacenter: text("datacenter", &file.datacenter, "dc1"),
+            bind_addr: text("bind", &file.bind_addr, "127.0.0.1"),
+            client_addr: text("client", &file.client_addr, "127.0.0.1"),
+            http_port: flag_port("http-port", file.ports.http, 8500, "http")?,
+            dns_port: flag_port("dns-port", file.ports.dns, 8600, "dns")?,
+            serf_lan_port: flag_port("serf-lan-port", file.ports.serf_lan, 8301, "serf_lan")?,
+            serf_wan_port: flag_port("serf-wan-port", file.ports.serf_wan, 8302, "serf_wan")?,
+            server_port: flag_port("server-port", file.ports.server, 8300, "server")?,
+            grpc_port: flag_port("grpc-port", file.ports.grpc, 8502, "grpc")?,
+            data_dir: parsed
+                .value("data-dir")
+                .map(str::to_string)
+                .or(file.data_dir),
+            log_level: text("log-level", &file.log_level, "info"),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.datacenter.is_empty()
+            || !self
+                .datacenter
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "Datacenter must be alpha-numeric with underscores and hypens: {:?}",
+                self.datacenter
+            ));
+        }
+        if self.node_name.is_empty() {
+            return Err("Node name cannot be empty".into());
+        }
+        for (what, addr) in [("bind", &self.bind_addr), ("client", &self.client_addr)] {
+            if addr.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("-{what}: {addr:?} is not an IP address"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = AgentConfig::from_args(&args(&["-dev"])).expect("valid");
+        assert!(c.dev);
+        assert_eq!(
+            (c.http_port, c.dns_port, c.datacenter.as_str()),
+            (8500, 8600, "dc1")
+        );
+        assert_eq!(c.client_addr, "127.0.0.1");
+        let c = AgentConfig::from_args(&args(&[
+            "--dev",
+            "-http-port=9000",
+            "-node",
+            "n1",
+            "-datacenter=east",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (c.http_port, c.node_name.as_str(), c.datacenter.as_str()),
+            (9000, "n1", "east")
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(AgentConfig::from_args(&args(&["-dev", "-http-port=x"])).is_err());
+        assert!(AgentConfig::from_args(&args(&["-dev", "-bogus"])).is_err());
+        assert!(AgentConfig::from_args(&args(&["-dev", "-client=nope"])).is_err());
+        assert!(AgentConfig::from_args(&args(&["-dev", "-datacenter=a b"])).is_err());
+    }
+
+    #[test]
+    fn config_files_fill_in_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("tribune-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("a.json");
+        std::fs::write(
+            &file,
+            r#"{"node_name":"from-file","datacenter":"dc9","ports":{"http":8555}}"#,
+        )
+        .expect("write");
+        let c = AgentConfig::from_args(&args(&[
+            "-dev",
+            "-config-dir",
+            dir.to_str().expect("utf8"),
+            "-datacenter=dc2",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (c.node_name.as_str(), c.datacenter.as_str(), c.http_port),
+            ("from-file", "dc2", 8555)
+        );
+        std::fs::write(dir.join("b.json"), "{not json").expect("write");
+        assert!(AgentConfig::from_args(&args(&[
+            "-dev",
+            "-config-dir",
+            dir.to_str().expect("utf8")
+        ]))
+        .is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

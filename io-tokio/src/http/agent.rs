@@ -1,0 +1,173 @@
+//! `/v1/agent/*`: the local agent's view and its services and checks.
+
+use crate::http::{Ctx, HttpError, Reply};
+use crate::state::Identity;
+use hyper::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tribune_core::api::body::{decode_agent_service, decode_check_register, decode_check_update};
+use tribune_core::api::render;
+use tribune_core::catalog::CheckStatus;
+
+pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
+    let (what, arg) = tail.split_once('/').unwrap_or((tail, ""));
+    match what {
+        "self" => get_only(&ctx, || agent_self(&ctx.node.identity)),
+        "members" => get_only(&ctx, || Reply::json(&[member(&ctx.node.identity)])),
+        "services" => get_only(&ctx, || services(&ctx)),
+        "checks" => get_only(&ctx, || checks(&ctx)),
+        "service" => service(&mut ctx, arg).await,
+        "check" => check(&mut ctx, arg).await,
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+fn get_only(ctx: &Ctx, f: impl FnOnce() -> Reply) -> Result<Reply, HttpError> {
+    ctx.require(&[Method::GET])?;
+    Ok(f())
+}
+
+/// One serf member as `/v1/agent/members` shows it.
+pub fn member(id: &Identity) -> Value {
+    json!({
+        "Name": id.node_name,
+        "Addr": id.bind_addr,
+        "Port": id.serf_lan_port,
+        "Tags": {
+            "role": "consul",
+            "dc": id.datacenter,
+            "id": id.node_id,
+            "port": id.server_port.to_string(),
+            "build": env!("CARGO_PKG_VERSION"),
+            "vsn": "2",
+            "vsn_min": "2",
+            "vsn_max": "3",
+            "raft_vsn": "3",
+            "bootstrap": "1",
+            "segment": "",
+        },
+        "Status": 1,
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    })
+}
+
+fn agent_self(id: &Identity) -> Reply {
+    Reply::json(&json!({
+        "Config": {
+            "Datacenter": id.datacenter,
+            "PrimaryDatacenter": id.datacenter,
+            "NodeName": id.node_name,
+            "NodeID": id.node_id,
+            "Server": true,
+            "Revision": "",
+            "Version": env!("CARGO_PKG_VERSION"),
+            "BuildDate": "",
+        },
+        "DebugConfig": {
+            "Datacenter": id.datacenter,
+            "NodeName": id.node_name,
+            "ServerMode": true,
+            "DevMode": true,
+            "ClientAddrs": [id.http_addr],
+        },
+        "Coord": null,
+        "Member": member(id),
+        "Stats": {
+            "agent": {"check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0"},
+            "build": {"prerelease": "", "revision": "", "version": env!("CARGO_PKG_VERSION")},
+            "consul": {"server": "true", "leader": "true", "bootstrap": "true",
+                        "known_datacenters": "1", "leader_addr": id.leader_addr()},
+            "runtime": {"arch": std::env::consts::ARCH, "os": std::env::consts::OS,
+                         "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()},
+        },
+        "Meta": {},
+        "xDS": null,
+    }))
+}
+
+fn services(ctx: &Ctx) -> Reply {
+    let dc = ctx.node.identity.datacenter.clone();
+    ctx.node.read(|inner| {
+        let out: BTreeMap<&str, _> = inner
+            .agent
+            .services()
+            .iter()
+            .map(|(id, s)| (id.as_str(), render::service(s, Some(&dc))))
+            .collect();
+        Reply::json(&out)
+    })
+}
+
+fn checks(ctx: &Ctx) -> Reply {
+    ctx.node.read(|inner| {
+        let out: BTreeMap<&str, _> = inner
+            .agent
+            .checks()
+            .iter()
+            .map(|(id, c)| (id.as_str(), render::check(&c.check)))
+            .collect();
+        Reply::json(&out)
+    })
+}
+
+async fn service(ctx: &mut Ctx, tail: &str) -> Result<Reply, HttpError> {
+    let (what, id) = tail.split_once('/').unwrap_or((tail, ""));
+    ctx.require(&[Method::PUT])?;
+    match (what, id.is_empty()) {
+        ("register", true) => {
+            let body = ctx.json_body().await?;
+            let reg = decode_agent_service(&body)?;
+            let now = crate::clock::now();
+            ctx.node
+                .with_agent(|agent| agent.add_service(now, reg.service, reg.checks))?;
+            Ok(Reply::empty())
+        }
+        ("deregister", false) => {
+            ctx.node.with_agent(|agent| agent.remove_service(id))?;
+            Ok(Reply::empty())
+        }
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+async fn check(ctx: &mut Ctx, tail: &str) -> Result<Reply, HttpError> {
+    let (what, id) = tail.split_once('/').unwrap_or((tail, ""));
+    ctx.require(&[Method::PUT])?;
+    let now = crate::clock::now();
+    let note = ctx.query.get("note").unwrap_or("").to_string();
+    let status = match what {
+        "register" if id.is_empty() => {
+            let body = ctx.json_body().await?;
+            let (check, ttl) = decode_check_register(&body)?;
+            ctx.node
+                .with_agent(|agent| agent.add_check(now, check, ttl))?;
+            return Ok(Reply::empty());
+        }
+        "deregister" if !id.is_empty() => {
+            ctx.node.with_agent(|agent| agent.remove_check(id))?;
+            return Ok(Reply::empty());
+        }
+        "update" if !id.is_empty() => {
+            let body = ctx.json_body().await?;
+            let (status, output) = decode_check_update(&body)?;
+            ctx.node
+                .with_agent(|agent| agent.update_ttl(now, id, status, output))?;
+            return Ok(Reply::empty());
+        }
+        "pass" => CheckStatus::Passing,
+        "warn" => CheckStatus::Warning,
+        "fail" => CheckStatus::Critical,
+        _ => return Err(HttpError::NotFound),
+    };
+    if id.is_empty() {
+        return Err(HttpError::NotFound);
+    }
+    ctx.node
+        .with_agent(|agent| agent.update_ttl(now, id, status, note))?;
+    Ok(Reply::empty())
+}

@@ -1,0 +1,199 @@
+//! Consul's HTTP API over hyper.
+//!
+//! One request: parse the path and query (core::api::query), read the token
+//! through [`Ctx::token`] (the single place ACLs will hook in), route to a
+//! handler module, and turn its [`Reply`] or [`HttpError`] into a response.
+//! Errors become a status and Consul's plain-text body in one table
+//! ([`errors`]).
+
+mod agent;
+mod blocking;
+mod catalog;
+mod errors;
+mod health;
+mod kv;
+mod reply;
+mod session;
+mod status;
+mod txn;
+
+use crate::state::Node;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tribune_core::api::query::{parse_query, percent_decode, read_options, Query, ReadOptions};
+
+pub use errors::HttpError;
+pub use reply::Reply;
+
+/// What every handler gets.
+pub struct Ctx {
+    pub node: Arc<Node>,
+    pub method: Method,
+    pub query: Query,
+    token: Option<String>,
+    body: Option<Incoming>,
+    content_length: Option<u64>,
+}
+
+impl Ctx {
+    /// The caller's ACL token: `X-Consul-Token`, then `Authorization:
+    /// Bearer`, then the deprecated `?token=`. Unused until ACLs land.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub fn read_options(&self) -> Result<ReadOptions, HttpError> {
+        let options = read_options(&self.query)?;
+        self.check_datacenter(options.datacenter.as_deref())?;
+        Ok(options)
+    }
+
+    pub fn check_datacenter(&self, dc: Option<&str>) -> Result<(), HttpError> {
+        match dc {
+            Some(dc) if dc != self.node.identity.datacenter => Err(HttpError::NoPathToDatacenter),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the body, refusing more than `max` bytes with `too_large`.
+    pub async fn body(
+        &mut self,
+        max: usize,
+        too_large: impl Fn(usize) -> HttpError,
+    ) -> Result<Bytes, HttpError> {
+        if let Some(len) = self.content_length {
+            if len > max as u64 {
+                return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
+            }
+        }
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        match Limited::new(body, max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max + 1)),
+            Err(e) => Err(HttpError::BadRequest(format!("Failed to read body: {e}"))),
+        }
+    }
+
+    pub async fn json_body(&mut self) -> Result<Bytes, HttpError> {
+        let max = tribune_core::limits::HTTP_JSON_BODY_BYTES_MAX;
+        self.body(max, |len| {
+            HttpError::Api(tribune_core::api::ApiError::BodyTooLarge { len, max })
+        })
+        .await
+    }
+
+    pub fn require(&self, allowed: &[Method]) -> Result<(), HttpError> {
+        if allowed.contains(&self.method) {
+            Ok(())
+        } else {
+            Err(HttpError::MethodNotAllowed(allowed.to_vec()))
+        }
+    }
+}
+
+fn extract_token(req: &Request<Incoming>, query: &Query) -> Option<String> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(token) = header("x-consul-token").filter(|t| !t.is_empty()) {
+        return Some(token.to_string());
+    }
+    if let Some(auth) = header("authorization") {
+        if let Some(token) = auth.strip_prefix("Bearer ").map(str::trim) {
+            return Some(token.to_string());
+        }
+    }
+    query
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let pretty_default = false;
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let query = match parse_query(&raw_query) {
+        Ok(q) => q,
+        Err(e) => return HttpError::Api(e).into_response(),
+    };
+    let path = match percent_decode(req.uri().path(), false) {
+        Ok(p) => p,
+        Err(e) => return HttpError::Api(e).into_response(),
+    };
+    let pretty = pretty_default || query.has("pretty");
+    let content_length = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let token = extract_token(&req, &query);
+    let method = req.method().clone();
+    let ctx = Ctx {
+        node,
+        method,
+        query,
+        token,
+        body: Some(req.into_body()),
+        content_length,
+    };
+    match route(ctx, &path).await {
+        Ok(reply) => reply.into_response(pretty),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(ctx: Ctx, path: &str) -> Result<Reply, HttpError> {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return match path {
+            "/" => Ok(Reply::text("Consul Agent (tribune)")),
+            _ => Err(HttpError::NotFound),
+        };
+    };
+    let (group, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    match group {
+        "kv" => kv::handle(ctx, tail).await,
+        "txn" if tail.is_empty() => txn::handle(ctx).await,
+        "catalog" => catalog::handle(ctx, tail).await,
+        "health" => health::handle(ctx, tail).await,
+        "agent" => agent::handle(ctx, tail).await,
+        "session" => session::handle(ctx, tail).await,
+        "status" => status::handle(ctx, tail),
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                crate::log::warn(&format!("http: accept failed: {e}"));
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let node = node.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(node, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                crate::log::debug(&format!("http: connection ended: {e}"));
+            }
+        });
+    }
+}

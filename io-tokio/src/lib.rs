@@ -1,0 +1,12 @@
+//! tribune's tokio shell: the agent daemon, its HTTP API and the CLI.
+//!
+//! The shell moves bytes and time; every decision is made in
+//! `tribune_core`. See `book/src/architecture.md`.
+
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod http;
+pub mod log;
+pub mod state;

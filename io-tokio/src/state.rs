@@ -1,0 +1,244 @@
+//! The node's shared state and its single write path.
+//!
+//! `-dev` is one server with an in-memory log: a write is prepared by the
+//! leader, appended (given the next index), committed at once, and applied.
+//! The steps are kept apart (`propose` → `commit` → `apply`) so that Raft can
+//! take the middle without the HTTP layer changing: handlers only call
+//! [`Node::write`] and [`Node::read`].
+//!
+//! Blocking queries register a waiter in core's `Watches`; an apply that
+//! touches a watched key fires a oneshot here.
+
+use crate::clock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{oneshot, Notify};
+use tribune_core::agent::LocalAgent;
+use tribune_core::command::{Command, CommandResult};
+use tribune_core::fsm::{Effects, Fsm};
+use tribune_core::rng::Rng;
+use tribune_core::server::{Leader, Output};
+use tribune_core::time::Instant;
+use tribune_core::watch::{WaiterId, WatchTarget, Watches};
+
+/// Facts about this agent that handlers show.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub node_name: String,
+    pub node_id: String,
+    pub datacenter: String,
+    pub bind_addr: String,
+    pub server_port: u16,
+    pub serf_lan_port: u16,
+    pub http_addr: String,
+}
+
+impl Identity {
+    pub fn leader_addr(&self) -> String {
+        format!("{}:{}", self.bind_addr, self.server_port)
+    }
+}
+
+pub struct Inner {
+    pub fsm: Fsm,
+    pub leader: Leader,
+    pub agent: LocalAgent,
+    watches: Watches,
+    waiters: BTreeMap<WaiterId, oneshot::Sender<()>>,
+    last_log_index: u64,
+    effects: Effects,
+    pub rng: Rng,
+}
+
+pub struct Node {
+    inner: Mutex<Inner>,
+    /// Wakes the timer loop when deadlines may have moved earlier.
+    timers_changed: Notify,
+    pub identity: Identity,
+}
+
+/// A write that could not be carried out (beyond a command's own result).
+#[derive(Debug)]
+pub enum WriteError {
+    /// The log refused the entry (reserved for Raft: no leader, disk).
+    NotCommitted(String),
+}
+
+impl Inner {
+    /// propose → commit → apply, for the one-server in-memory log.
+    fn write(&mut self, now: Instant, mut command: Command) -> CommandResult {
+        if let Err(answer) = self.leader.prepare(now, &self.fsm, &mut command) {
+            return answer;
+        }
+        let index = self.append(&command);
+        self.apply(now, index, &command)
+    }
+
+    /// Appends to the in-memory log; the entry is committed on return.
+    fn append(&mut self, _command: &Command) -> u64 {
+        self.last_log_index += 1;
+        self.last_log_index
+    }
+
+    fn apply(&mut self, now: Instant, index: u64, command: &Command) -> CommandResult {
+        self.effects.clear();
+        let result = self.fsm.apply(index, command, &mut self.effects);
+        self.leader.on_applied(now, &self.effects);
+        for id in self.watches.fire(&self.effects.touched) {
+            if let Some(waiter) = self.waiters.remove(&id) {
+                // The receiver may be gone (client left): nothing to do.
+                let _ = waiter.send(());
+            }
+        }
+        result
+    }
+
+    /// Proposes what the leader and the local agent queued.
+    fn drain_outputs(&mut self, now: Instant) {
+        loop {
+            if let Some(Output::Propose(command)) = self.leader.poll() {
+                self.write(now, command);
+                continue;
+            }
+            if let Some(command) = self.agent.poll() {
+                let result = self.write(now, command);
+                if let CommandResult::Failed(e) = result {
+                    crate::log::warn(&format!("agent: catalog sync failed: {e}"));
+                }
+                continue;
+            }
+            break;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.leader.poll_timeout(), self.agent.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl Node {
+    pub fn new(identity: Identity, agent: LocalAgent, seed: u64) -> Arc<Node> {
+        let fsm = Fsm::default();
+        let mut rng = Rng::from_seed(seed);
+        let leader = Leader::new(clock::now(), rng.next_u64(), &fsm);
+        let node = Arc::new(Node {
+            inner: Mutex::new(Inner {
+                fsm,
+                leader,
+                agent,
+                watches: Watches::default(),
+                waiters: BTreeMap::new(),
+                last_log_index: 0,
+                effects: Effects::default(),
+                rng,
+            }),
+            timers_changed: Notify::new(),
+            identity,
+        });
+        node.with_agent(|agent| agent.register_node());
+        node
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug that already crashed a
+        // request; the state itself is only changed by whole applies.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replicates and applies a command.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, WriteError> {
+        let arms_timers = matches!(
+            command,
+            Command::SessionCreate(_) | Command::SessionDestroy { .. }
+        );
+        let result = self.lock().write(clock::now(), command);
+        if arms_timers {
+            self.timers_changed.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// Runs `f` against the applied state.
+    pub fn read<T>(&self, f: impl FnOnce(&Inner) -> T) -> T {
+        f(&self.lock())
+    }
+
+    /// Changes the local agent's state, then proposes what it queued.
+    pub fn with_agent<T>(&self, f: impl FnOnce(&mut LocalAgent) -> T) -> T {
+        let now = clock::now();
+        let mut inner = self.lock();
+        let out = f(&mut inner.agent);
+        inner.drain_outputs(now);
+        drop(inner);
+        self.timers_changed.notify_one();
+        out
+    }
+
+    /// Renews a session's TTL on the leader.
+    pub fn renew_session(
+        &self,
+        id: tribune_core::ids::SessionId,
+    ) -> Option<tribune_core::session::Session> {
+        let now = clock::now();
+        let mut inner = self.lock();
+        let Inner { leader, fsm, .. } = &mut *inner;
+        let session = leader.renew(now, fsm, id);
+        drop(inner);
+        self.timers_changed.notify_one();
+        session
+    }
+
+    /// A value in `0..bound` from the node's seeded RNG (blocking jitter).
+    pub fn random_below(&self, bound: u64) -> u64 {
+        if bound == 0 {
+            return 0;
+        }
+        self.lock().rng.below(bound)
+    }
+
+    /// Registers a waiter; `None` when the waiter bound is reached (the
+    /// caller then answers at once).
+    pub fn watch(&self, targets: Vec<WatchTarget>) -> Option<(WaiterId, oneshot::Receiver<()>)> {
+        let mut inner = self.lock();
+        let id = inner.watches.register(targets).ok()?;
+        let (tx, rx) = oneshot::channel();
+        inner.waiters.insert(id, tx);
+        Some((id, rx))
+    }
+
+    pub fn unwatch(&self, id: WaiterId) {
+        let mut inner = self.lock();
+        inner.watches.cancel(id);
+        inner.waiters.remove(&id);
+    }
+
+    /// Fires due timers (session TTLs, TTL checks) forever.
+    pub async fn run_timers(self: Arc<Node>) {
+        loop {
+            let deadline = self.lock().next_deadline();
+            match deadline {
+                Some(at) => {
+                    let sleep = tokio::time::sleep_until(clock::to_std(at).into());
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = self.timers_changed.notified() => continue,
+                    }
+                }
+                None => {
+                    self.timers_changed.notified().await;
+                    continue;
+                }
+            }
+            let now = clock::now();
+            let mut inner = self.lock();
+            inner.leader.handle_timeout(now);
+            inner.agent.handle_timeout(now);
+            inner.drain_outputs(now);
+        }
+    }
+}
