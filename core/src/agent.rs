@@ -16,6 +16,8 @@ use std::fmt;
 
 /// The built-in node health check every agent registers.
 pub const SERF_HEALTH_CHECK_ID: &str = "serfHealth";
+/// The service every server registers for itself.
+pub const CONSUL_SERVICE: &str = "consul";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,8 +106,10 @@ impl LocalAgent {
     }
 
     /// Registers the node itself with a passing `serfHealth` check (until
-    /// gossip exists, the agent is alive by definition while it runs).
-    pub fn register_node(&mut self) {
+    /// gossip exists, the agent is alive by definition while it runs). A
+    /// server also registers the `consul` service on its RPC port, as Consul
+    /// servers do; it is not an agent-local service.
+    pub fn register_node(&mut self, server_port: Option<u16>) {
         let check = Check {
             node: self.node.name.clone(),
             check_id: SERF_HEALTH_CHECK_ID.into(),
@@ -121,7 +125,22 @@ impl LocalAgent {
             create_index: 0,
             modify_index: 0,
         };
-        let command = self.registration(None, vec![check]);
+        let service = server_port.map(|port| Service {
+            node: self.node.name.clone(),
+            id: CONSUL_SERVICE.into(),
+            name: CONSUL_SERVICE.into(),
+            kind: String::new(),
+            tags: Vec::new(),
+            address: String::new(),
+            tagged_addresses: BTreeMap::new(),
+            meta: [("raft_version".to_string(), "3".to_string())].into_iter().collect(),
+            port,
+            weights: Default::default(),
+            enable_tag_override: false,
+            create_index: 0,
+            modify_index: 0,
+        });
+        let command = self.registration(service, vec![check]);
         self.outputs.push_back(command);
     }
 

@@ -88,10 +88,11 @@ impl HttpClient {
         HttpClient::new(&addr, token)
     }
 
-    /// Replaces the token when `token` is `Some` (a `-token` flag beats env).
+    /// Replaces the token when `token` is a non-empty `Some` (a `-token`
+    /// flag beats env); like Consul, an empty `-token=` keeps the env token.
     pub fn with_token(mut self, token: Option<String>) -> HttpClient {
-        if let Some(token) = token {
-            self.token = Some(token).filter(|t| !t.is_empty());
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            self.token = Some(token);
         }
         self
     }
@@ -225,20 +226,16 @@ pub fn read_token_file(path: &str) -> Result<String, String> {
 /// A missing port means 80, as it would in the equivalent `http://` URL.
 fn normalize_addr(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
-    let lower = trimmed.to_ascii_lowercase();
-    let rest = if lower.starts_with("http://") {
-        &trimmed["http://".len()..]
-    } else if lower.starts_with("https://") {
-        return Err(format!(
-            "HTTPS address {trimmed:?} is not supported by tribune's CLI client; use http://"
-        ));
-    } else if lower.starts_with("unix://") {
-        return Err(format!(
-            "unix socket address {trimmed:?} is not supported by tribune's CLI client"
-        ));
-    } else {
-        trimmed
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => ("http".to_string(), trimmed),
     };
+    if scheme != "http" {
+        // Notably https:// and unix://, which Consul's client also accepts.
+        return Err(format!(
+            "{scheme}:// address {trimmed:?} is not supported by tribune's CLI client; use http://"
+        ));
+    }
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
         return Err(format!("invalid HTTP address {raw:?}: missing host"));
@@ -354,32 +351,29 @@ pub enum ClientError {
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let (target, detail) = match self {
+            ClientError::Status { status, body } => {
+                return write!(f, "Unexpected response code: {status} ({body})");
+            }
             ClientError::Resolve {
                 target,
                 host,
                 source,
-            } => write!(
-                f,
-                "{target}: dial tcp: lookup {host}: {}",
-                io_error_text(source)
+            } => (
+                target,
+                format!("dial tcp: lookup {host}: {}", io_error_text(source)),
             ),
             ClientError::Connect {
                 target,
                 addr,
                 source,
-            } => write!(
-                f,
-                "{target}: dial tcp {addr}: connect: {}",
-                io_error_text(source)
+            } => (
+                target,
+                format!("dial tcp {addr}: connect: {}", io_error_text(source)),
             ),
-            ClientError::Io { target, source } => {
-                write!(f, "{target}: {}", io_error_text(source))
-            }
-            ClientError::Status { status, body } => {
-                write!(f, "Unexpected response code: {status} ({body})")
-            }
-        }
+            ClientError::Io { target, source } => (target, io_error_text(source)),
+        };
+        write!(f, "{target}: {detail}")
     }
 }
 
@@ -416,6 +410,10 @@ pub fn io_error_text(err: &io::Error) -> String {
     }
 }
 
+fn eof() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "unexpected EOF")
+}
+
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
@@ -450,10 +448,7 @@ fn read_line(reader: &mut impl BufRead, limit: u64) -> io::Result<String> {
         if line.len() as u64 >= limit {
             return Err(invalid("response line too long"));
         }
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "unexpected EOF",
-        ));
+        return Err(eof());
     }
     line.pop();
     if line.last() == Some(&b'\r') {
@@ -562,10 +557,7 @@ fn read_exactly(reader: &mut impl BufRead, length: u64) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     reader.take(length).read_to_end(&mut body)?;
     if (body.len() as u64) < length {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "unexpected EOF",
-        ));
+        return Err(eof());
     }
     Ok(body)
 }
@@ -715,33 +707,18 @@ mod tests {
         for raw in cases {
             assert!(parse(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
         }
+        let filler = b"X-Filler: 0123456789012345678901234567890123456789\r\n".repeat(2000);
+        let oversized = [&b"HTTP/1.1 200 OK\r\n"[..], &filler, b"\r\n"].concat();
+        assert!(parse(&oversized).is_err(), "a 100 KB head must be refused");
     }
 
     #[test]
-    fn oversized_head_is_rejected() {
-        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for _ in 0..2000 {
-            raw.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
-        }
-        raw.extend_from_slice(b"\r\n");
-        assert!(parse(&raw).is_err());
-    }
-
-    #[test]
-    fn into_result_reports_status_like_go_client() {
-        let response = Response {
-            status: 500,
-            headers: Vec::new(),
-            body: b"No cluster leader\n".to_vec(),
-        };
-        let err = match response.into_result() {
-            Ok(_) => panic!("500 must be an error"),
-            Err(err) => err,
-        };
-        assert_eq!(
-            err.to_string(),
-            "Unexpected response code: 500 (No cluster leader)"
-        );
+    fn into_result_reports_status_like_go_client() -> io::Result<()> {
+        let raw = b"HTTP/1.1 500 Error\r\nContent-Length: 18\r\n\r\nNo cluster leader\n";
+        let err = parse(raw)?.into_result().err().map(|e| e.to_string());
+        let expected = "Unexpected response code: 500 (No cluster leader)";
+        assert_eq!(err.as_deref(), Some(expected));
+        Ok(())
     }
 
     #[test]
@@ -787,30 +764,9 @@ mod tests {
         assert!(head.ends_with("\r\n\r\n"));
         let get = String::from_utf8_lossy(&client.request_head("GET", "/", None)).into_owned();
         assert!(!get.contains("Content-Length"));
-        let cleared = client.with_token(Some(String::new()));
-        assert_eq!(cleared.token(), None);
-        Ok(())
-    }
-
-    #[test]
-    fn connection_refused_reads_like_consul() -> Result<(), String> {
-        // Bind then drop to get a loopback port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let client = HttpClient::new(&format!("127.0.0.1:{port}"), None)?;
-        let err = match client.get("/v1/kv/foo") {
-            Ok(response) => return Err(format!("unexpected response {response:?}")),
-            Err(err) => err,
-        };
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "Get \"http://127.0.0.1:{port}/v1/kv/foo\": dial tcp 127.0.0.1:{port}: \
-                 connect: connection refused"
-            )
-        );
+        let kept = client.with_token(Some(String::new())).with_token(None);
+        assert_eq!(kept.token(), Some("secret"));
+        assert_eq!(kept.with_token(Some("other".into())).token(), Some("other"));
         Ok(())
     }
 

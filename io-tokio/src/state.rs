@@ -138,7 +138,8 @@ impl Node {
             timers_changed: Notify::new(),
             identity,
         });
-        node.with_agent(|agent| agent.register_node());
+        let server_port = node.identity.server_port;
+        node.with_agent(|agent| agent.register_node(Some(server_port)));
         node
     }
 

@@ -78,10 +78,7 @@ Usage: tribune catalog datacenters [options]
 "#;
 
 fn datacenters(args: &[String], ui: &mut Ui) -> i32 {
-    let (_, http) = match prelude(args, &[], DATACENTERS_HELP, ui) {
-        Ok(ready) => ready,
-        Err(code) => return code,
-    };
+    let (_, http) = or_exit!(prelude(args, &[], DATACENTERS_HELP, ui));
     match get_json::<Option<Vec<String>>>(&http, "/v1/catalog/datacenters", &[]) {
         Ok(list) => {
             for dc in list.flatten().unwrap_or_default() {
@@ -149,10 +146,7 @@ const NODES_FLAGS: &[FlagSpec] = &[
 ];
 
 fn nodes(args: &[String], ui: &mut Ui) -> i32 {
-    let (parsed, http) = match prelude(args, NODES_FLAGS, NODES_HELP, ui) {
-        Ok(ready) => ready,
-        Err(code) => return code,
-    };
+    let (parsed, http) = or_exit!(prelude(args, NODES_FLAGS, NODES_HELP, ui));
     let extra = match filter_params(&parsed, true) {
         Ok(extra) => extra,
         Err(err) => return super::usage_error(ui, &err, NODES_HELP),
@@ -287,10 +281,7 @@ const SERVICES_FLAGS: &[FlagSpec] = &[
 ];
 
 fn services(args: &[String], ui: &mut Ui) -> i32 {
-    let (parsed, http) = match prelude(args, SERVICES_FLAGS, SERVICES_HELP, ui) {
-        Ok(ready) => ready,
-        Err(code) => return code,
-    };
+    let (parsed, http) = or_exit!(prelude(args, SERVICES_FLAGS, SERVICES_HELP, ui));
     let extra = match filter_params(&parsed, false) {
         Ok(extra) => extra,
         Err(err) => return super::usage_error(ui, &err, SERVICES_HELP),

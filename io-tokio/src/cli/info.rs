@@ -90,10 +90,7 @@ Usage: tribune info [options]
 "#;
 
 pub(super) fn info(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, &[], INFO_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, &[], INFO_HELP, ui));
     if !parsed.positional.is_empty() {
         let count = parsed.positional.len();
         return usage_error(
@@ -102,10 +99,7 @@ pub(super) fn info(args: &[String], ui: &mut Ui) -> i32 {
             INFO_HELP,
         );
     }
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     let agent_self = match get_json::<Map<String, Value>>(&http, "/v1/agent/self", &[]) {
         Ok(Some(found)) => found,
         Ok(None) => return fail(ui, "Error querying agent: Unexpected response code: 404 ()"),

@@ -186,10 +186,7 @@ const PUT_FLAGS: &[FlagSpec] = &[
 ];
 
 fn put(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, PUT_FLAGS, PUT_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, PUT_FLAGS, PUT_HELP, ui));
     let (flags, modify_index) = match (
         u64_flag(&parsed, "flags"),
         u64_flag(&parsed, "modify-index"),
@@ -201,10 +198,7 @@ fn put(args: &[String], ui: &mut Ui) -> i32 {
         Ok(request) => request,
         Err(err) => return fail(ui, &err),
     };
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     let result = put_value(&http, &key, &value, flags, &mode);
     report_put(ui, &key, &mode, result)
 }
@@ -267,7 +261,7 @@ fn put_mode(parsed: &Parsed, modify_index: u64) -> Result<PutMode, String> {
 }
 
 fn report_put(ui: &mut Ui, key: &str, mode: &PutMode, result: Result<bool, String>) -> i32 {
-    let problem = match (result, mode) {
+    let message = match (result, mode) {
         (Err(err), PutMode::Cas(_)) => format!("Error! Did not write to {key}: {err}"),
         (Err(err), _) => format!("Error! Failed writing data: {err}"),
         (Ok(false), PutMode::Cas(_)) => format!("Error! Did not write to {key}: CAS failed"),
@@ -278,11 +272,11 @@ fn report_put(ui: &mut Ui, key: &str, mode: &PutMode, result: Result<bool, Strin
         (Ok(_), PutMode::Release(_)) => format!("Success! Lock released on: {key}"),
         (Ok(_), _) => format!("Success! Data written to: {key}"),
     };
-    if problem.starts_with("Success!") {
-        ui.info(&problem);
+    if message.starts_with("Success!") {
+        ui.info(&message);
         0
     } else {
-        ui.error(&problem);
+        ui.error(&message);
         1
     }
 }
@@ -315,23 +309,14 @@ const GET_FLAGS: &[FlagSpec] = &[
 ];
 
 fn get(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, GET_FLAGS, GET_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
-    let key = match optional_key(&parsed, ui) {
-        Ok(key) => key,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, GET_FLAGS, GET_HELP, ui));
+    let key = or_exit!(optional_key(&parsed, ui));
     let (keys, recurse) = (parsed.flag("keys"), parsed.flag("recurse"));
     if key.is_empty() && !(recurse || keys) {
         ui.error("Error! Missing KEY argument");
         return 1;
     }
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     let result = if keys {
         let separator = parsed.value("separator").unwrap_or("/");
         list_keys(&http, &key, separator).map(|keys| {
@@ -468,18 +453,12 @@ const DELETE_FLAGS: &[FlagSpec] = &[
 ];
 
 fn delete(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, DELETE_FLAGS, DELETE_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, DELETE_FLAGS, DELETE_HELP, ui));
     let modify_index = match u64_flag(&parsed, "modify-index") {
         Ok(index) => index.unwrap_or(0),
         Err(err) => return super::usage_error(ui, &err, DELETE_HELP),
     };
-    let key = match optional_key(&parsed, ui) {
-        Ok(key) => key,
-        Err(code) => return code,
-    };
+    let key = or_exit!(optional_key(&parsed, ui));
     let (cas, recurse) = (parsed.flag("cas"), parsed.flag("recurse"));
     let problem = if key.is_empty() && !recurse {
         Some("Error! Missing KEY argument")
@@ -498,10 +477,7 @@ fn delete(args: &[String], ui: &mut Ui) -> i32 {
         ui.error(problem);
         return 1;
     }
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     let extra = if recurse {
         vec![("recurse", None)]
     } else if cas {
@@ -583,18 +559,9 @@ Usage: tribune kv export [KEY_OR_PREFIX]
 "#;
 
 fn export(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, &[], EXPORT_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
-    let key = match optional_key(&parsed, ui) {
-        Ok(key) => key,
-        Err(code) => return code,
-    };
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, &[], EXPORT_HELP, ui));
+    let key = or_exit!(optional_key(&parsed, ui));
+    let http = or_exit!(connect(&parsed, ui));
     let pairs = match fetch_pairs(&http, &key, true) {
         Ok(pairs) => pairs,
         Err(err) => return fail(ui, &format!("Error querying Consul agent: {err}")),
@@ -621,10 +588,7 @@ Usage: tribune kv import [DATA]
 "#;
 
 fn import(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, &[], IMPORT_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, &[], IMPORT_HELP, ui));
     let data = match parsed.positional.as_slice() {
         [] => Err("Missing DATA argument".to_string()),
         [data] if data.is_empty() => Err("Empty DATA argument".to_string()),
@@ -638,10 +602,7 @@ fn import(args: &[String], ui: &mut Ui) -> i32 {
         Ok(data) => data,
         Err(err) => return fail(ui, &format!("Error! {err}")),
     };
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     let entries: Vec<ExportEntry> = match serde_json::from_slice(&data) {
         Ok(entries) => entries,
         Err(err) => return fail(ui, &format!("Cannot unmarshal data: {err}")),

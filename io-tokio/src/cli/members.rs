@@ -56,18 +56,12 @@ struct Member {
 }
 
 pub(super) fn run(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, MEMBERS_FLAGS, MEMBERS_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, MEMBERS_FLAGS, MEMBERS_HELP, ui));
     let pattern = match StatusPattern::new(parsed.value("status").unwrap_or(".*")) {
         Ok(pattern) => pattern,
         Err(err) => return fail(ui, &format!("Failed to compile status regexp: {err}")),
     };
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     let segment = parsed.value("segment").unwrap_or(ALL_SEGMENTS).to_string();
     let mut extra = Vec::new();
     if parsed.flag("wan") {

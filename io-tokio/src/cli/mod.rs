@@ -13,6 +13,17 @@
 
 pub mod flags;
 
+/// Unwraps a step's `Ok` value or returns its exit code from the command:
+/// the steps (flag parsing, connecting, ...) have already reported why.
+macro_rules! or_exit {
+    ($step:expr) => {
+        match $step {
+            Ok(value) => value,
+            Err(code) => return code,
+        }
+    };
+}
+
 mod catalog;
 mod info;
 mod kv;

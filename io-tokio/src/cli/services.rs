@@ -85,10 +85,7 @@ const REGISTER_FLAGS: &[FlagSpec] = &[
 ];
 
 fn register(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, REGISTER_FLAGS, REGISTER_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(args, REGISTER_FLAGS, REGISTER_HELP, ui));
     let from_flags = match service_from_flags(&parsed) {
         Ok(service) => service,
         Err(err) => return super::usage_error(ui, &err, REGISTER_HELP),
@@ -111,10 +108,7 @@ fn register(args: &[String], ui: &mut Ui) -> i32 {
             Err(err) => return fail(ui, &format!("Error: {err}")),
         }
     };
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     for service in services {
         let name = string_field(&service, "Name");
         if let Err(err) = send_registration(&http, &service) {
@@ -335,10 +329,12 @@ Command Options
 "#;
 
 fn deregister(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = match parse_command(args, &[FlagSpec::value("id")], DEREGISTER_HELP, ui) {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
+    let parsed = or_exit!(parse_command(
+        args,
+        &[FlagSpec::value("id")],
+        DEREGISTER_HELP,
+        ui
+    ));
     let flag_id = parsed.value("id").unwrap_or_default().to_string();
     let files = &parsed.positional;
     if files.is_empty() && flag_id.is_empty() {
@@ -365,10 +361,7 @@ fn deregister(args: &[String], ui: &mut Ui) -> i32 {
             Err(err) => return fail(ui, &format!("Error: {err}")),
         }
     };
-    let http = match connect(&parsed, ui) {
-        Ok(http) => http,
-        Err(code) => return code,
-    };
+    let http = or_exit!(connect(&parsed, ui));
     for id in ids {
         let path = format!("/v1/agent/service/deregister/{}", percent_encode_path(&id));
         let result = http
