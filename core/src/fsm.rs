@@ -7,7 +7,7 @@
 use crate::catalog::{Catalog, Registration, Touched};
 use crate::command::{ApplyError, Command, CommandResult, KvOp, KvVerb, TxnOutcome};
 use crate::ids::{RaftIndex, SessionId};
-use crate::kv::{Kv, KvSnapshot};
+use crate::kv::{Kv, KvChange, KvSnapshot, KvWrite};
 use crate::session::{Behavior, Session, Sessions};
 use crate::time::Duration;
 use crate::txn;
@@ -159,11 +159,8 @@ impl Fsm {
 
     fn apply_kv(&mut self, index: RaftIndex, op: &KvOp, fx: &mut Effects) -> CommandResult {
         let key = op.key.as_str();
-        let changed = match op.verb {
-            KvVerb::Set => {
-                self.kv.set(index, key, &op.value, op.flags);
-                true
-            }
+        let write = match op.verb {
+            KvVerb::Set => self.kv.set(index, key, &op.value, op.flags),
             KvVerb::Cas => self.kv.cas(index, key, &op.value, op.flags, op.index),
             KvVerb::Lock | KvVerb::Unlock => {
                 let session = match self.live_session(op) {
@@ -176,10 +173,10 @@ impl Fsm {
                     self.kv.unlock(index, key, &op.value, op.flags, session)
                 }
             }
-            KvVerb::Delete => {
-                self.kv.delete(index, key);
-                true
-            }
+            KvVerb::Delete => match self.kv.delete(index, key) {
+                KvChange::Changed => KvWrite::Changed,
+                KvChange::Unchanged => KvWrite::Unchanged,
+            },
             KvVerb::DeleteCas => self.kv.delete_cas(index, key, op.index),
             KvVerb::DeleteTree => {
                 for deleted in self.kv.delete_tree(index, key) {
@@ -189,10 +186,10 @@ impl Fsm {
             }
             verb => return CommandResult::Failed(ApplyError::VerbNotAllowed(verb)),
         };
-        if changed {
+        if write.changed() {
             self.touch_key(index, op.key.clone(), fx);
         }
-        CommandResult::Bool(changed)
+        CommandResult::Bool(write.ok())
     }
 
     fn apply_txn(&mut self, index: RaftIndex, ops: &[KvOp], fx: &mut Effects) -> CommandResult {

@@ -40,6 +40,24 @@ pub enum KvChange {
     Changed,
 }
 
+/// The outcome of a conditional write. `Unchanged` is a success that wrote
+/// nothing new (Consul skips such writes, so indexes and watchers stay put).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvWrite {
+    Refused,
+    Unchanged,
+    Changed,
+}
+
+impl KvWrite {
+    pub fn ok(self) -> bool {
+        self != KvWrite::Refused
+    }
+    pub fn changed(self) -> bool {
+        self == KvWrite::Changed
+    }
+}
+
 /// One key's stored state (live entry and/or tombstone).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyState {
@@ -129,13 +147,16 @@ impl Kv {
             .collect()
     }
 
-    /// Plain write: keeps create index, lock index and holder.
-    pub fn set(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64) {
+    /// Plain write: keeps create index, lock index and holder. Writing the
+    /// same value and flags again changes nothing (Consul's `kvsSetTxn`).
+    pub fn set(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64) -> KvWrite {
         match self.entries.get_mut(key) {
+            Some(entry) if *entry.value == *value && entry.flags == flags => KvWrite::Unchanged,
             Some(entry) => {
                 entry.value = value.into();
                 entry.flags = flags;
                 entry.modify_index = index;
+                KvWrite::Changed
             }
             None => {
                 self.tombstones.remove(key);
@@ -150,20 +171,28 @@ impl Kv {
                         modify_index: index,
                     },
                 );
+                KvWrite::Changed
             }
         }
     }
 
     /// Check-and-set: 0 means "only if absent".
-    pub fn cas(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64, cas: u64) -> bool {
+    pub fn cas(
+        &mut self,
+        index: RaftIndex,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        cas: u64,
+    ) -> KvWrite {
         let matches = match self.entries.get(key) {
             None => cas == 0,
             Some(entry) => cas != 0 && entry.modify_index == cas,
         };
-        if matches {
-            self.set(index, key, value, flags);
+        if !matches {
+            return KvWrite::Refused;
         }
-        matches
+        self.set(index, key, value, flags)
     }
 
     /// Acquire for `session` (which the caller has checked exists).
@@ -174,25 +203,24 @@ impl Kv {
         value: &[u8],
         flags: u64,
         session: SessionId,
-    ) -> bool {
-        let current = self.entries.get(key).and_then(|e| e.session);
-        match current {
-            Some(holder) if holder != session => return false,
-            Some(_) => {}
+    ) -> KvWrite {
+        match self.entries.get(key).and_then(|e| e.session) {
+            Some(holder) if holder != session => KvWrite::Refused,
+            // The holder re-acquiring only updates the contents.
+            Some(_) => self.set(index, key, value, flags),
             None => {
                 self.set(index, key, value, flags);
                 let entry = self.entries.get_mut(key).expect("set just wrote this key");
                 entry.lock_index += 1;
                 entry.session = Some(session);
+                entry.modify_index = index;
                 self.locks.insert((session, key.into()));
-                return true;
+                KvWrite::Changed
             }
         }
-        self.set(index, key, value, flags);
-        true
     }
 
-    /// Release by `session`; false unless that session holds the key.
+    /// Release by `session`; refused unless that session holds the key.
     pub fn unlock(
         &mut self,
         index: RaftIndex,
@@ -200,13 +228,13 @@ impl Kv {
         value: &[u8],
         flags: u64,
         session: SessionId,
-    ) -> bool {
+    ) -> KvWrite {
         if self.entries.get(key).and_then(|e| e.session) != Some(session) {
-            return false;
+            return KvWrite::Refused;
         }
         self.set(index, key, value, flags);
         self.clear_holder(index, key);
-        true
+        KvWrite::Changed
     }
 
     /// Drops the holder of `key` (session invalidated with behavior release).
@@ -234,14 +262,14 @@ impl Kv {
     }
 
     /// Delete only if `ModifyIndex == cas`; a missing key counts as deleted.
-    pub fn delete_cas(&mut self, index: RaftIndex, key: &str, cas: u64) -> bool {
+    pub fn delete_cas(&mut self, index: RaftIndex, key: &str, cas: u64) -> KvWrite {
         match self.entries.get(key) {
-            None => true,
+            None => KvWrite::Unchanged,
             Some(entry) if entry.modify_index == cas => {
                 self.delete(index, key);
-                true
+                KvWrite::Changed
             }
-            Some(_) => false,
+            Some(_) => KvWrite::Refused,
         }
     }
 
@@ -356,8 +384,9 @@ mod tests {
     fn set_keeps_create_index_and_holder() {
         let mut kv = Kv::default();
         kv.set(5, "a", b"1", 0);
-        assert!(kv.lock(6, "a", b"2", 0, S1));
-        kv.set(7, "a", b"3", 9);
+        assert!(kv.lock(6, "a", b"2", 0, S1).changed());
+        assert_eq!(kv.set(7, "a", b"3", 9), KvWrite::Changed);
+        assert_eq!(kv.set(8, "a", b"3", 9), KvWrite::Unchanged, "same content");
         let entry = kv.get("a").expect("present");
         assert_eq!((entry.create_index, entry.modify_index), (5, 7));
         assert_eq!(
@@ -370,24 +399,24 @@ mod tests {
     #[test]
     fn cas_zero_creates_only() {
         let mut kv = Kv::default();
-        assert!(kv.cas(3, "k", b"v", 0, 0));
-        assert!(!kv.cas(4, "k", b"w", 0, 0));
-        assert!(!kv.cas(4, "k", b"w", 0, 2));
-        assert!(kv.cas(4, "k", b"w", 0, 3));
+        assert!(kv.cas(3, "k", b"v", 0, 0).ok());
+        assert!(!kv.cas(4, "k", b"w", 0, 0).ok());
+        assert!(!kv.cas(4, "k", b"w", 0, 2).ok());
+        assert!(kv.cas(4, "k", b"w", 0, 3).ok());
         assert_eq!(&*kv.get("k").expect("present").value, b"w");
     }
 
     #[test]
     fn lock_index_grows_on_acquire_only() {
         let mut kv = Kv::default();
-        assert!(kv.lock(1, "l", b"", 0, S1));
-        assert!(kv.lock(2, "l", b"x", 0, S1), "holder re-acquires");
+        assert!(kv.lock(1, "l", b"", 0, S1).ok());
+        assert!(kv.lock(2, "l", b"x", 0, S1).ok(), "holder re-acquires");
         assert_eq!(kv.get("l").expect("present").lock_index, 1);
-        assert!(!kv.lock(3, "l", b"", 0, S2), "other session refused");
-        assert!(!kv.unlock(3, "l", b"", 0, S2));
-        assert!(kv.unlock(4, "l", b"", 0, S1));
+        assert!(!kv.lock(3, "l", b"", 0, S2).ok(), "other session refused");
+        assert!(!kv.unlock(3, "l", b"", 0, S2).ok());
+        assert!(kv.unlock(4, "l", b"", 0, S1).ok());
         assert_eq!(kv.get("l").expect("present").lock_index, 1);
-        assert!(kv.lock(5, "l", b"", 0, S2));
+        assert!(kv.lock(5, "l", b"", 0, S2).ok());
         assert_eq!(kv.get("l").expect("present").lock_index, 2);
         assert_eq!(kv.held_by(S2), vec!["l".to_string()]);
         assert!(kv.held_by(S1).is_empty());
@@ -425,9 +454,9 @@ mod tests {
         kv.set(1, "t/1", b"", 0);
         kv.set(2, "t/2", b"", 0);
         kv.set(3, "u", b"", 0);
-        assert!(!kv.delete_cas(4, "u", 2));
-        assert!(kv.delete_cas(4, "u", 3));
-        assert!(kv.delete_cas(5, "missing", 9));
+        assert!(!kv.delete_cas(4, "u", 2).ok());
+        assert!(kv.delete_cas(4, "u", 3).ok());
+        assert!(kv.delete_cas(5, "missing", 9).ok());
         assert_eq!(kv.delete_tree(6, "t/"), vec!["t/1", "t/2"]);
         assert!(kv.is_empty());
         let restored = Kv::restore(kv.snapshot());

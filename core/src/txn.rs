@@ -31,7 +31,22 @@ pub fn read_op(kv: &Kv, sessions: &Sessions, op: &KvOp) -> Result<Vec<TxnKvResul
             Some(entry) => Ok(vec![row(key, entry, true)]),
             None => Err(format!("key {key:?} doesn't exist")),
         },
-        KvVerb::GetOrEmpty => Ok(kv.get(key).map(|e| row(key, e, true)).into_iter().collect()),
+        // A missing key echoes the request's own entry with a null value.
+        KvVerb::GetOrEmpty => Ok(vec![match kv.get(key) {
+            Some(entry) => row(key, entry, true),
+            None => TxnKvResult {
+                key: key.to_string(),
+                entry: KvEntry {
+                    value: Box::default(),
+                    flags: op.flags,
+                    lock_index: 0,
+                    session: op.session,
+                    create_index: 0,
+                    modify_index: op.index,
+                },
+                include_value: true,
+            },
+        }]),
         KvVerb::GetTree => Ok(kv.list(key).map(|(k, e)| row(k, e, true)).collect()),
         KvVerb::CheckIndex => match kv.get(key) {
             Some(entry) if entry.modify_index == op.index => Ok(vec![row(key, entry, false)]),
@@ -45,7 +60,8 @@ pub fn read_op(kv: &Kv, sessions: &Sessions, op: &KvOp) -> Result<Vec<TxnKvResul
             let entry = kv
                 .get(key)
                 .ok_or_else(|| format!("key {key:?} doesn't exist"))?;
-            if entry.session.is_some() && entry.session == op.session {
+            // As in Consul, "no session" matches an unheld key.
+            if entry.session == op.session {
                 Ok(vec![row(key, entry, false)])
             } else {
                 let current = entry.session.map(|s| s.to_string()).unwrap_or_default();
@@ -113,20 +129,20 @@ fn write_op(
             kv.set(index, key, &op.value, op.flags);
             Ok(done(kv))
         }
-        KvVerb::Cas => match kv.cas(index, key, &op.value, op.flags, op.index) {
+        KvVerb::Cas => match kv.cas(index, key, &op.value, op.flags, op.index).ok() {
             true => Ok(done(kv)),
             false => Err(format!("failed to set key {key:?}, index is stale")),
         },
         KvVerb::Lock => {
             let session = session_ok(sessions, op)?;
-            match kv.lock(index, key, &op.value, op.flags, session) {
+            match kv.lock(index, key, &op.value, op.flags, session).ok() {
                 true => Ok(done(kv)),
                 false => Err(format!("failed to lock key {key:?}, lock is already held")),
             }
         }
         KvVerb::Unlock => {
             let session = session_ok(sessions, op)?;
-            match kv.unlock(index, key, &op.value, op.flags, session) {
+            match kv.unlock(index, key, &op.value, op.flags, session).ok() {
                 true => Ok(done(kv)),
                 false => Err(format!(
                     "failed to unlock key {key:?}, lock isn't held, or is held by another session"
@@ -137,7 +153,7 @@ fn write_op(
             kv.delete(index, key);
             Ok(Vec::new())
         }
-        KvVerb::DeleteCas => match kv.delete_cas(index, key, op.index) {
+        KvVerb::DeleteCas => match kv.delete_cas(index, key, op.index).ok() {
             true => Ok(Vec::new()),
             false => Err(format!("failed to delete key {key:?}, index is stale")),
         },
@@ -180,7 +196,12 @@ pub fn apply(
         }
     }
     if errors.is_empty() {
-        let written = undo.into_keys().collect();
+        // Only keys whose stored state really changed wake watchers.
+        let written = undo
+            .into_iter()
+            .filter(|(key, before)| kv.key_state(key) != *before)
+            .map(|(key, _)| key)
+            .collect();
         (TxnOutcome::Committed(results), written)
     } else {
         for (key, state) in undo {

@@ -43,10 +43,12 @@ pub struct TooManyWaiters;
 
 #[derive(Debug, Default)]
 pub struct Watches {
-    by_target: BTreeMap<WatchTarget, BTreeSet<WaiterId>>,
+    kv_keys: BTreeMap<String, BTreeSet<WaiterId>>,
+    /// Keyed by the prefix string so `fire` can look up every prefix of a
+    /// touched key by `&str`, without allocating.
+    kv_prefixes: BTreeMap<String, BTreeSet<WaiterId>>,
+    tables: BTreeMap<Table, BTreeSet<WaiterId>>,
     by_waiter: BTreeMap<WaiterId, Vec<WatchTarget>>,
-    /// Prefix watches exist: lets the common no-prefix case skip the scan.
-    prefix_count: usize,
     next_id: WaiterId,
 }
 
@@ -65,10 +67,14 @@ impl Watches {
         self.next_id += 1;
         let id = self.next_id;
         for target in &targets {
-            if matches!(target, WatchTarget::KvPrefix(_)) {
-                self.prefix_count += 1;
-            }
-            self.by_target.entry(target.clone()).or_default().insert(id);
+            let set = match target {
+                WatchTarget::KvKey(key) => self.kv_keys.entry(key.clone()).or_default(),
+                WatchTarget::KvPrefix(prefix) => {
+                    self.kv_prefixes.entry(prefix.clone()).or_default()
+                }
+                WatchTarget::Table(table) => self.tables.entry(*table).or_default(),
+            };
+            set.insert(id);
         }
         self.by_waiter.insert(id, targets);
         Ok(id)
@@ -80,21 +86,11 @@ impl Watches {
             return;
         };
         for target in targets {
-            if matches!(target, WatchTarget::KvPrefix(_)) {
-                self.prefix_count -= 1;
+            match target {
+                WatchTarget::KvKey(key) => remove_from(&mut self.kv_keys, &key, id),
+                WatchTarget::KvPrefix(prefix) => remove_from(&mut self.kv_prefixes, &prefix, id),
+                WatchTarget::Table(table) => remove_from(&mut self.tables, &table, id),
             }
-            if let Some(set) = self.by_target.get_mut(&target) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.by_target.remove(&target);
-                }
-            }
-        }
-    }
-
-    fn take_target(&mut self, target: &WatchTarget, out: &mut BTreeSet<WaiterId>) {
-        if let Some(set) = self.by_target.get(target) {
-            out.extend(set.iter().copied());
         }
     }
 
@@ -107,15 +103,14 @@ impl Watches {
         let mut woken = BTreeSet::new();
         for key in touched {
             match key {
-                WatchKey::Table(table) => self.take_target(&WatchTarget::Table(*table), &mut woken),
+                WatchKey::Table(table) => extend(&mut woken, self.tables.get(table)),
                 WatchKey::Kv(key) => {
-                    self.take_target(&WatchTarget::KvKey(key.clone()), &mut woken);
-                    self.take_target(&WatchTarget::Table(Table::Kv), &mut woken);
-                    if self.prefix_count > 0 {
+                    extend(&mut woken, self.kv_keys.get(key.as_str()));
+                    extend(&mut woken, self.tables.get(&Table::Kv));
+                    if !self.kv_prefixes.is_empty() {
                         let boundaries = (0..=key.len()).filter(|&i| key.is_char_boundary(i));
                         for end in boundaries {
-                            let prefix = WatchTarget::KvPrefix(key[..end].to_string());
-                            self.take_target(&prefix, &mut woken);
+                            extend(&mut woken, self.kv_prefixes.get(&key[..end]));
                         }
                     }
                 }
@@ -128,15 +123,45 @@ impl Watches {
     }
 
     pub fn check_invariants(&self) {
-        let mut prefixes = 0;
+        let mut registrations = 0;
         for (id, targets) in &self.by_waiter {
             for target in targets {
-                prefixes += usize::from(matches!(target, WatchTarget::KvPrefix(_)));
-                assert!(self.by_target.get(target).is_some_and(|s| s.contains(id)));
+                let set = match target {
+                    WatchTarget::KvKey(key) => self.kv_keys.get(key),
+                    WatchTarget::KvPrefix(prefix) => self.kv_prefixes.get(prefix),
+                    WatchTarget::Table(table) => self.tables.get(table),
+                };
+                assert!(
+                    set.is_some_and(|s| s.contains(id)),
+                    "waiter {id} not indexed"
+                );
+                registrations += 1;
             }
         }
-        assert_eq!(prefixes, self.prefix_count);
+        let indexed: usize = self.kv_keys.values().map(BTreeSet::len).sum::<usize>()
+            + self.kv_prefixes.values().map(BTreeSet::len).sum::<usize>()
+            + self.tables.values().map(BTreeSet::len).sum::<usize>();
+        assert!(indexed <= registrations, "stale waiter left in an index");
         assert!(self.by_waiter.len() <= BLOCKING_WAITERS_MAX);
+    }
+}
+
+fn extend(out: &mut BTreeSet<WaiterId>, set: Option<&BTreeSet<WaiterId>>) {
+    if let Some(set) = set {
+        out.extend(set.iter().copied());
+    }
+}
+
+fn remove_from<K, Q>(map: &mut BTreeMap<K, BTreeSet<WaiterId>>, key: &Q, id: WaiterId)
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+{
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            map.remove(key);
+        }
     }
 }
 
