@@ -133,7 +133,9 @@ impl LocalAgent {
             tags: Vec::new(),
             address: String::new(),
             tagged_addresses: BTreeMap::new(),
-            meta: [("raft_version".to_string(), "3".to_string())].into_iter().collect(),
+            meta: [("raft_version".to_string(), "3".to_string())]
+                .into_iter()
+                .collect(),
             port,
             weights: Default::default(),
             enable_tag_override: false,
