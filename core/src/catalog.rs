@@ -381,36 +381,50 @@ impl Catalog {
             .filter(move |c| c.service_id.is_empty() || c.service_id == service.id)
     }
 
-    pub fn check_invariants(&self) {
+    /// Checks the tables' consistency, as an error (restore uses this on
+    /// untrusted snapshots). `last_applied` bounds every index.
+    pub fn validate(&self, last_applied: RaftIndex) -> Result<(), String> {
+        let indexes_ok = |create: RaftIndex, modify: RaftIndex| {
+            create > 0 && create <= modify && modify <= last_applied
+        };
+        for (name, node) in &self.nodes {
+            if *name != node.name || !indexes_ok(node.create_index, node.modify_index) {
+                return Err(format!("node {name:?} is stored inconsistently"));
+            }
+        }
         for ((node, id), service) in &self.services {
-            assert!(
-                self.nodes.contains_key(node),
-                "service {id} on missing node {node}"
-            );
-            assert_eq!(
-                (&service.node, &service.id),
-                (node, id),
-                "service key mismatch"
-            );
-            assert!(service.create_index <= service.modify_index);
+            if !self.nodes.contains_key(node) {
+                return Err(format!("service {id:?} on missing node {node:?}"));
+            }
+            if (&service.node, &service.id) != (node, id) {
+                return Err(format!("service {id:?} stored under another key"));
+            }
+            if !indexes_ok(service.create_index, service.modify_index) {
+                return Err(format!("service {id:?} has bad indexes"));
+            }
         }
         for ((node, id), check) in &self.checks {
-            assert!(
-                self.nodes.contains_key(node),
-                "check {id} on missing node {node}"
-            );
-            assert_eq!(
-                (&check.node, &check.check_id),
-                (node, id),
-                "check key mismatch"
-            );
-            if !check.service_id.is_empty() {
-                assert!(
-                    self.services
-                        .contains_key(&(node.clone(), check.service_id.clone())),
-                    "check {id} bound to missing service"
-                );
+            if !self.nodes.contains_key(node) {
+                return Err(format!("check {id:?} on missing node {node:?}"));
             }
+            if (&check.node, &check.check_id) != (node, id) {
+                return Err(format!("check {id:?} stored under another key"));
+            }
+            if !indexes_ok(check.create_index, check.modify_index) {
+                return Err(format!("check {id:?} has bad indexes"));
+            }
+            let service_key = (node.clone(), check.service_id.clone());
+            if !check.service_id.is_empty() && !self.services.contains_key(&service_key) {
+                return Err(format!("check {id:?} bound to a missing service"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Panics on a broken internal assumption.
+    pub fn check_invariants(&self, last_applied: RaftIndex) {
+        if let Err(why) = self.validate(last_applied) {
+            panic!("catalog invariant broken: {why}");
         }
     }
 }

@@ -339,35 +339,48 @@ impl Kv {
 
     /// Internal consistency: every lock record matches its entry and back,
     /// no key is both live and a tombstone, indexes are ordered.
-    pub fn check_invariants(&self) {
+    /// Checks the table's internal consistency, as an error (restore uses
+    /// this on untrusted snapshots). `last_applied` bounds every index.
+    pub fn validate(&self, last_applied: RaftIndex) -> Result<(), String> {
         for (session, key) in &self.locks {
-            let entry = self
-                .entries
-                .get(key)
-                .expect("lock record for a missing key");
-            assert_eq!(
-                entry.session,
-                Some(*session),
-                "lock record disagrees with entry"
-            );
+            match self.entries.get(key) {
+                Some(entry) if entry.session == Some(*session) => {}
+                _ => return Err(format!("lock record for {key:?} disagrees with its entry")),
+            }
         }
         for (key, entry) in &self.entries {
-            assert!(
-                entry.create_index <= entry.modify_index,
-                "create after modify: {key}"
-            );
-            assert!(entry.create_index > 0, "index 0 handed out for {key}");
-            assert!(
-                !self.tombstones.contains_key(key),
-                "{key} is live and a tombstone"
-            );
-            if let Some(session) = entry.session {
-                assert!(
-                    self.locks.contains(&(session, key.clone())),
-                    "{key} lock not indexed"
-                );
-                assert!(entry.lock_index > 0, "held key {key} with LockIndex 0");
+            if entry.create_index == 0 || entry.create_index > entry.modify_index {
+                return Err(format!("key {key:?} has bad indexes"));
             }
+            if entry.modify_index > last_applied {
+                return Err(format!("key {key:?} modified after index {last_applied}"));
+            }
+            if self.tombstones.contains_key(key) {
+                return Err(format!("key {key:?} is both live and a tombstone"));
+            }
+            if let Some(session) = entry.session {
+                if !self.locks.contains(&(session, key.clone())) {
+                    return Err(format!("lock on {key:?} is not indexed"));
+                }
+                if entry.lock_index == 0 {
+                    return Err(format!("held key {key:?} has LockIndex 0"));
+                }
+            }
+        }
+        if let Some((key, index)) = self
+            .tombstones
+            .iter()
+            .find(|(_, i)| **i == 0 || **i > last_applied)
+        {
+            return Err(format!("tombstone {key:?} has index {index}"));
+        }
+        Ok(())
+    }
+
+    /// Panics on a broken internal assumption.
+    pub fn check_invariants(&self, last_applied: RaftIndex) {
+        if let Err(why) = self.validate(last_applied) {
+            panic!("kv invariant broken: {why}");
         }
     }
 }
@@ -393,7 +406,7 @@ mod tests {
             (entry.lock_index, entry.session, entry.flags),
             (1, Some(S1), 9)
         );
-        kv.check_invariants();
+        kv.check_invariants(u64::MAX);
     }
 
     #[test]
@@ -420,7 +433,7 @@ mod tests {
         assert_eq!(kv.get("l").expect("present").lock_index, 2);
         assert_eq!(kv.held_by(S2), vec!["l".to_string()]);
         assert!(kv.held_by(S1).is_empty());
-        kv.check_invariants();
+        kv.check_invariants(u64::MAX);
     }
 
     #[test]
@@ -434,7 +447,7 @@ mod tests {
         assert_eq!(kv.key_index("p/b"), 3);
         kv.set(4, "p/b", b"", 0);
         assert_eq!(kv.tombstone_count(), 0);
-        kv.check_invariants();
+        kv.check_invariants(u64::MAX);
     }
 
     #[test]

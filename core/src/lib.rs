@@ -23,6 +23,7 @@ pub mod api;
 pub mod catalog;
 pub mod command;
 pub mod fsm;
+pub mod fuzzing;
 pub mod ids;
 pub mod kv;
 pub mod limits;

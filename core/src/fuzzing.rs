@@ -1,0 +1,471 @@
+//! Entry points for fuzzing the decoders of untrusted bytes.
+//!
+//! The cargo-fuzz targets in `fuzz/fuzz_targets/` are one-line wrappers
+//! around these functions, and `core/tests/fuzz_corpus.rs` replays the
+//! committed corpora (`fuzz/corpus/<target>/`) through them, so a plain
+//! `cargo test` on stable Rust exercises every seed and every input a
+//! fuzzer once kept.
+//!
+//! Each function accepts any bytes and never panics on its own account: a
+//! panic means one of the properties asserted here was broken, and every
+//! such property is one the decoders or the store promise:
+//! - a decoded command re-encodes to bytes that decode to the same command,
+//!   and applying it keeps the store's invariants; a refused write leaves
+//!   the store unchanged;
+//! - a snapshot that restores passes `check_invariants` and survives a
+//!   second snapshot/restore unchanged;
+//! - query parsing respects the documented limits (`wait` capped, no
+//!   `?index=0`, never both `stale` and `consistent`), and Go durations
+//!   round-trip through their formatting;
+//! - a decoded JSON body satisfies the limits its decoder checks, and the
+//!   registrations it turns into are accepted by the catalog.
+
+use crate::agent::LocalAgent;
+use crate::api::body::{
+    decode_agent_service, decode_catalog_deregister, decode_catalog_register,
+    decode_check_register, decode_check_update, decode_session_create, decode_txn,
+};
+use crate::api::query::{parse_query, percent_decode, read_options};
+use crate::api::{render, ApiError};
+use crate::catalog::{CheckStatus, Node};
+use crate::command::{Command, CommandResult, KvOp, KvVerb, TxnOutcome};
+use crate::fsm::{Effects, Fsm};
+use crate::ids::Uuid;
+use crate::limits::{
+    BLOCKING_WAIT_MAX, KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, SESSION_LOCK_DELAY_MAX,
+    SESSION_TTL_MAX, SESSION_TTL_MIN, TXN_OPS_MAX,
+};
+use crate::session::{Behavior, Session};
+use crate::time::{format_duration, parse_duration, Duration, Instant};
+
+/// The fixture's node, as a dev server registers itself (with `consul`).
+pub const FIXTURE_NODE: &str = "node1";
+/// The fixture's datacenter.
+pub const FIXTURE_DATACENTER: &str = "dc1";
+/// The fixture's session (the ID in Consul's session docs), which holds
+/// `locks/leader`. Seeds that name it reach the lock paths.
+pub const FIXTURE_SESSION: Uuid = Uuid(0xadf4238a_882b_9ddc_4a9d_5b6758e4159e);
+
+// ---------------------------------------------------------------- fixture
+
+/// A small store every applied input starts from: the dev agent's node with
+/// `serfHealth`, service `web1` with a passing TTL check, a session holding
+/// `locks/leader`, a plain key and a tombstone. Also the local agent that
+/// registered the node and the service.
+pub fn fixture() -> (Fsm, LocalAgent) {
+    let mut fsm = Fsm::default();
+    let mut agent = LocalAgent::new(Node {
+        id: "40e4a748-2192-161a-0510-9bf59fe950b5".into(),
+        name: FIXTURE_NODE.into(),
+        address: "127.0.0.1".into(),
+        datacenter: FIXTURE_DATACENTER.into(),
+        tagged_addresses: Default::default(),
+        meta: Default::default(),
+        create_index: 0,
+        modify_index: 0,
+    });
+    agent.register_node(Some(8300));
+    let web = decode_agent_service(
+        br#"{"Name":"web","ID":"web1","Port":80,"Tags":["v1"],"Check":{"TTL":"15s","Status":"passing"}}"#,
+    )
+    .expect("fixture service decodes");
+    agent
+        .add_service(Instant(0), web.service, web.checks)
+        .expect("fixture service registers");
+    drain_agent(&mut fsm, &mut agent);
+    let session = Session {
+        id: FIXTURE_SESSION,
+        name: "fixture".into(),
+        node: FIXTURE_NODE.into(),
+        node_checks: vec!["serfHealth".into()],
+        service_checks: Vec::new(),
+        lock_delay: Duration::from_secs(15),
+        behavior: Behavior::Release,
+        ttl: Duration::ZERO,
+        create_index: 0,
+        modify_index: 0,
+    };
+    let mut lock = KvOp::new(KvVerb::Lock, "locks/leader");
+    lock.session = Some(FIXTURE_SESSION);
+    let mut conn = KvOp::new(KvVerb::Set, "redis/config/conn");
+    conn.value = b"10.0.0.5:6379".to_vec();
+    for command in [
+        Command::SessionCreate(Box::new(session)),
+        Command::Kv(lock),
+        Command::Kv(conn),
+        Command::Kv(KvOp::new(KvVerb::Set, "gone")),
+        Command::Kv(KvOp::new(KvVerb::Delete, "gone")),
+    ] {
+        let result = apply_next(&mut fsm, &command);
+        assert!(
+            !matches!(
+                result,
+                CommandResult::Failed(_) | CommandResult::Bool(false)
+            ),
+            "fixture command {command:?} failed: {result:?}"
+        );
+    }
+    fsm.check_invariants();
+    (fsm, agent)
+}
+
+fn apply_next(fsm: &mut Fsm, command: &Command) -> CommandResult {
+    let mut effects = Effects::default();
+    fsm.apply(fsm.last_applied + 1, command, &mut effects)
+}
+
+/// Applies what the agent queued; the agent only proposes registrations the
+/// catalog accepts.
+fn drain_agent(fsm: &mut Fsm, agent: &mut LocalAgent) {
+    while let Some(command) = agent.poll() {
+        let result = apply_next(fsm, &command);
+        assert!(
+            !matches!(result, CommandResult::Failed(_)),
+            "agent proposed a command the catalog refused: {result:?} for {command:?}"
+        );
+        fsm.check_invariants();
+    }
+}
+
+/// Applies `command` to `fsm` and checks what every apply must keep:
+/// invariants, growing indexes, an unchanged store after a refused write,
+/// and a faithful snapshot.
+fn apply_checked(fsm: &mut Fsm, command: &Command) -> CommandResult {
+    let before = fsm.clone();
+    let result = apply_next(fsm, command);
+    fsm.check_invariants();
+    assert_eq!(fsm.last_applied, before.last_applied + 1);
+    let (old, new) = (before.indexes, fsm.indexes);
+    assert!(
+        new.kv >= old.kv
+            && new.nodes >= old.nodes
+            && new.services >= old.services
+            && new.checks >= old.checks
+            && new.sessions >= old.sessions,
+        "a table index went backwards: {old:?} -> {new:?}"
+    );
+    let refused = matches!(
+        result,
+        CommandResult::Failed(_)
+            | CommandResult::Bool(false)
+            | CommandResult::Txn(TxnOutcome::RolledBack(_))
+    );
+    if refused {
+        assert!(
+            fsm.kv == before.kv && fsm.catalog == before.catalog && fsm.sessions == before.sessions,
+            "refused command {command:?} ({result:?}) changed the store"
+        );
+    }
+    assert_eq!(Fsm::restore(&fsm.snapshot()).as_ref(), Ok(&*fsm));
+    result
+}
+
+/// Renders every row the HTTP API could show, as the API would.
+fn render_all(fsm: &Fsm) {
+    let mut out = Vec::new();
+    for (key, entry) in fsm.kv.list("") {
+        let _ = serde_json::to_writer(&mut out, &render::kv(key, entry, true));
+    }
+    let _ = fsm.kv.keys("", "/");
+    for node in fsm.catalog.nodes.values() {
+        let _ = serde_json::to_writer(&mut out, &render::node(node));
+    }
+    for service in fsm.catalog.services.values() {
+        let _ = serde_json::to_writer(&mut out, &render::service(service, Some("dc1")));
+        if let Some(node) = fsm.catalog.nodes.get(&service.node) {
+            let _ = serde_json::to_writer(&mut out, &render::catalog_service(node, service));
+        }
+    }
+    for check in fsm.catalog.checks.values() {
+        let _ = serde_json::to_writer(&mut out, &render::check(check));
+    }
+    for session in fsm.sessions.by_id.values() {
+        let _ = serde_json::to_writer(&mut out, &render::session(session));
+    }
+}
+
+// ---------------------------------------------------------------- commands
+
+/// `Command::decode` on arbitrary bytes (a peer's or a damaged log's). A
+/// decoded command must survive encode → decode, and applying it to the
+/// fixture must keep the store's invariants.
+pub fn command_codec(data: &[u8]) {
+    let Ok(command) = Command::decode(data) else {
+        return;
+    };
+    let encoded = command.encode();
+    assert_eq!(
+        Command::decode(&encoded).as_ref(),
+        Ok(&command),
+        "re-encoded command decodes differently"
+    );
+    assert_eq!(
+        Command::decode(&encoded).map(|c| c.encode()),
+        Ok(encoded),
+        "encoding is not a fixpoint"
+    );
+    let (mut fsm, _) = fixture();
+    apply_checked(&mut fsm, &command);
+    render_all(&fsm);
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/// `Fsm::restore` on arbitrary bytes. A snapshot that restores must be
+/// internally consistent (it may come from disk or a peer) and snapshot to
+/// bytes that restore to the same store.
+pub fn snapshot_restore(data: &[u8]) {
+    let Ok(fsm) = Fsm::restore(data) else {
+        return;
+    };
+    fsm.check_invariants();
+    let again = fsm.snapshot();
+    assert_eq!(
+        Fsm::restore(&again).as_ref(),
+        Ok(&fsm),
+        "snapshot of a restored store restores differently"
+    );
+    render_all(&fsm);
+}
+
+// ---------------------------------------------------------------- queries
+
+/// Parameter names the HTTP handlers read.
+const QUERY_NAMES: [&str; 18] = [
+    "recurse",
+    "keys",
+    "separator",
+    "index",
+    "wait",
+    "stale",
+    "consistent",
+    "dc",
+    "tag",
+    "passing",
+    "cas",
+    "flags",
+    "acquire",
+    "release",
+    "raw",
+    "pretty",
+    "token",
+    "note",
+];
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-decoding, query parsing and `read_options` on arbitrary UTF-8
+/// (a raw query string, or a path for `percent_decode`).
+pub fn api_query(data: &[u8]) {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    for plus_is_space in [false, true] {
+        let Ok(decoded) = percent_decode(raw, plus_is_space) else {
+            continue;
+        };
+        assert!(decoded.len() <= raw.len(), "decoding grew the text");
+        if !raw.contains(['%', '+']) {
+            assert_eq!(decoded, raw);
+        }
+        let encoded = percent_encode(&decoded);
+        assert_eq!(percent_decode(&encoded, plus_is_space), Ok(decoded));
+    }
+    durations(raw);
+    let Ok(query) = parse_query(raw) else {
+        return;
+    };
+    for name in QUERY_NAMES {
+        let all = query.all(name);
+        assert_eq!(query.has(name), query.get(name).is_some());
+        assert_eq!(all.last().copied(), query.get(name));
+        let _ = query.flag(name);
+        let _ = query.u64(name, ApiError::InvalidIndex);
+        if let Some(value) = query.get(name) {
+            durations(value);
+        }
+    }
+    let Ok(options) = read_options(&query) else {
+        return;
+    };
+    assert!(options.wait <= BLOCKING_WAIT_MAX, "wait above the cap");
+    assert_ne!(options.min_index, Some(0), "?index=0 must not block");
+    assert!(!(query.has("stale") && query.has("consistent")));
+    assert!(options.datacenter.as_deref() != Some(""));
+}
+
+/// A parsed Go duration formats to text that parses back to it.
+fn durations(text: &str) {
+    if let Ok(d) = parse_duration(text) {
+        let shown = format_duration(d);
+        assert_eq!(parse_duration(&shown), Ok(d), "{text:?} shown as {shown:?}");
+    }
+}
+
+// ---------------------------------------------------------------- bodies
+
+/// Feeds the bytes to every JSON body decoder of the HTTP API and carries
+/// what decodes through core as the handlers would.
+pub fn json_bodies(data: &[u8]) {
+    txn_body(data);
+    session_body(data);
+    check_bodies(data);
+    service_body(data);
+    catalog_bodies(data);
+}
+
+/// `PUT /v1/txn`.
+fn txn_body(data: &[u8]) {
+    let Ok(ops) = decode_txn(data) else {
+        return;
+    };
+    assert!(ops.len() <= TXN_OPS_MAX);
+    for op in &ops {
+        assert!(op.value.len() <= KV_VALUE_BYTES_MAX);
+        // Tree verbs take any prefix, even the empty one.
+        if !matches!(op.verb, KvVerb::GetTree | KvVerb::DeleteTree) {
+            assert!(!op.key.is_empty() && op.key.len() <= KV_KEY_BYTES_MAX);
+        }
+    }
+    let (mut fsm, _) = fixture();
+    if ops.iter().all(|op| op.verb.is_read()) {
+        let _ = fsm.read_txn(&ops);
+        return;
+    }
+    let command = Command::Txn(ops);
+    command_codec(&command.encode());
+    apply_checked(&mut fsm, &command);
+    render_all(&fsm);
+}
+
+/// `PUT /v1/session/create`, then destroy.
+fn session_body(data: &[u8]) {
+    let Ok(mut session) = decode_session_create(data, FIXTURE_NODE) else {
+        return;
+    };
+    let ttl = session.ttl;
+    assert!(ttl == Duration::ZERO || (SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&ttl));
+    assert!(session.lock_delay <= SESSION_LOCK_DELAY_MAX);
+    assert!(!session.node.is_empty());
+    session.id = Uuid(0x5e55_1011);
+    let (mut fsm, _) = fixture();
+    let created = apply_checked(&mut fsm, &Command::SessionCreate(Box::new(session)));
+    render_all(&fsm);
+    if let CommandResult::SessionCreated(id) = created {
+        apply_checked(&mut fsm, &Command::SessionDestroy { id });
+    }
+}
+
+/// `PUT /v1/agent/check/register` and `/v1/agent/check/update/<id>`, then
+/// the TTL timer firing.
+fn check_bodies(data: &[u8]) {
+    let (mut fsm, mut agent) = fixture();
+    if let Ok((check, ttl)) = decode_check_register(data) {
+        assert!(!check.check_id.is_empty());
+        assert!(ttl.is_none_or(|t| t > Duration::ZERO));
+        let _ = agent.add_check(Instant(1), check, ttl);
+        drain_agent(&mut fsm, &mut agent);
+    }
+    if let Ok((status, output)) = decode_check_update(data) {
+        assert_ne!(status, CheckStatus::Maintenance, "only the agent sets it");
+        // The body above may have replaced the fixture's TTL check.
+        let _ = agent.update_ttl(Instant(2), "service:web1", status, output);
+        drain_agent(&mut fsm, &mut agent);
+    }
+    if let Some(deadline) = agent.poll_timeout() {
+        agent.handle_timeout(deadline);
+        drain_agent(&mut fsm, &mut agent);
+    }
+    render_all(&fsm);
+}
+
+/// `PUT /v1/agent/service/register`, then deregister.
+fn service_body(data: &[u8]) {
+    let Ok(reg) = decode_agent_service(data) else {
+        return;
+    };
+    assert!(!reg.service.id.is_empty() && !reg.service.name.is_empty());
+    for (check, _) in &reg.checks {
+        assert_eq!(check.service_id, reg.service.id);
+        assert!(!check.check_id.is_empty());
+    }
+    let id = reg.service.id.clone();
+    let (mut fsm, mut agent) = fixture();
+    let _ = agent.add_service(Instant(1), reg.service, reg.checks);
+    drain_agent(&mut fsm, &mut agent);
+    render_all(&fsm);
+    let _ = agent.remove_service(&id);
+    drain_agent(&mut fsm, &mut agent);
+}
+
+/// `PUT /v1/catalog/register` and `/v1/catalog/deregister`.
+fn catalog_bodies(data: &[u8]) {
+    if let Ok(reg) = decode_catalog_register(data, FIXTURE_DATACENTER) {
+        assert!(!reg.node.name.is_empty() && !reg.node.datacenter.is_empty());
+        if let Some(service) = &reg.service {
+            assert!(!service.id.is_empty() && !service.name.is_empty());
+        }
+        assert!(reg.checks.iter().all(|c| !c.check_id.is_empty()));
+        let (mut fsm, _) = fixture();
+        let command = Command::Register(Box::new(reg));
+        command_codec(&command.encode());
+        apply_checked(&mut fsm, &command);
+        render_all(&fsm);
+    }
+    if let Ok((node, service_id, check_id)) = decode_catalog_deregister(data) {
+        assert!(!node.is_empty());
+        let (mut fsm, _) = fixture();
+        let command = Command::Deregister {
+            node,
+            service_id,
+            check_id,
+        };
+        apply_checked(&mut fsm, &command);
+        render_all(&fsm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_is_consistent() {
+        let (fsm, agent) = fixture();
+        assert!(fsm
+            .kv
+            .get("locks/leader")
+            .is_some_and(|e| e.session == Some(FIXTURE_SESSION)));
+        assert!(fsm.kv.get("gone").is_none());
+        assert_eq!(fsm.catalog.services.len(), 2, "consul and web1");
+        assert_eq!(agent.checks().len(), 1);
+    }
+
+    #[test]
+    fn entry_points_take_garbage() {
+        for data in [
+            &b""[..],
+            b"\x00",
+            b"\x01\x00",
+            b"{}",
+            b"[]",
+            b"%",
+            b"\xff\xfe",
+        ] {
+            command_codec(data);
+            snapshot_restore(data);
+            api_query(data);
+            json_bodies(data);
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/*`) through
+//! the same functions the cargo-fuzz targets call, so `cargo test` on stable
+//! Rust exercises every seed and every input a fuzzer kept.
+//!
+//! Seed names say what a seed must do: `valid-*` seeds must decode (or
+//! restore, or parse), `bad-*` seeds must be refused; other names (inputs a
+//! fuzzer found) only must not break a property. When the command codec or
+//! the snapshot format changes, the binary seeds go stale and
+//! `binary_seeds_still_decode` fails: regenerate them with
+//! `cargo test -p tribune-core --test fuzz_corpus -- --ignored write_binary_seeds`.
+
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use tribune_core::api::body::{
+    decode_agent_service, decode_catalog_deregister, decode_catalog_register,
+    decode_check_register, decode_check_update, decode_session_create, decode_txn,
+};
+use tribune_core::api::query::{parse_query, read_options};
+use tribune_core::command::{Command, KvOp, KvVerb};
+use tribune_core::fsm::{Effects, Fsm};
+use tribune_core::fuzzing::{self, FIXTURE_DATACENTER, FIXTURE_NODE, FIXTURE_SESSION};
+use tribune_core::ids::Uuid;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// The files of one corpus, sorted; the corpus must exist and hold seeds.
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let entries =
+        fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} is missing: {e}", dir.display()));
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|entry| entry.expect("readable corpus entry").path())
+        .filter(|path| path.is_file())
+        .map(|path| {
+            let name = path.file_name().expect("file name");
+            let data = fs::read(&path).expect("readable corpus file");
+            (name.to_string_lossy().into_owned(), data)
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+    files
+}
+
+/// Runs every file of `target`'s corpus through `run`, reporting all the
+/// files that panic rather than only the first.
+fn replay(target: &str, run: fn(&[u8])) {
+    let failures: Vec<String> = corpus(target)
+        .into_iter()
+        .filter(|(_, data)| catch_unwind(AssertUnwindSafe(|| run(data))).is_err())
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{target}: these corpus files break a property (see the panics above): {failures:?}"
+    );
+}
+
+#[test]
+fn command_codec_corpus() {
+    replay("command_codec", fuzzing::command_codec);
+}
+
+#[test]
+fn snapshot_restore_corpus() {
+    replay("snapshot_restore", fuzzing::snapshot_restore);
+}
+
+#[test]
+fn api_query_corpus() {
+    replay("api_query", fuzzing::api_query);
+}
+
+#[test]
+fn json_bodies_corpus() {
+    replay("json_bodies", fuzzing::json_bodies);
+}
+
+/// Checks `valid-*` / `bad-*` seeds of `target` with `accepts`.
+fn check_seed_names(target: &str, accepts: impl Fn(&str, &[u8]) -> bool) {
+    let mut checked = 0;
+    for (name, data) in corpus(target) {
+        let wanted = if name.starts_with("valid-") {
+            true
+        } else if name.starts_with("bad-") {
+            false
+        } else {
+            continue;
+        };
+        assert_eq!(
+            accepts(&name, &data),
+            wanted,
+            "{target}/{name}: expected {}",
+            if wanted { "acceptance" } else { "refusal" }
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "{target}: no valid-/bad- seeds");
+}
+
+#[test]
+fn binary_seeds_still_decode() {
+    check_seed_names("command_codec", |_, data| Command::decode(data).is_ok());
+    check_seed_names("snapshot_restore", |_, data| Fsm::restore(data).is_ok());
+}
+
+#[test]
+fn query_seeds_parse_as_named() {
+    check_seed_names("api_query", |_, data| {
+        std::str::from_utf8(data)
+            .ok()
+            .and_then(|raw| parse_query(raw.trim_end_matches('\n')).ok())
+            .is_some_and(|query| read_options(&query).is_ok())
+    });
+}
+
+/// `valid-<endpoint>-*.json` seeds must decode with that endpoint's decoder.
+#[test]
+fn json_seeds_decode_as_named() {
+    check_seed_names("json_bodies", |name, data| {
+        let rest = name
+            .strip_prefix("valid-")
+            .or_else(|| name.strip_prefix("bad-"))
+            .expect("named seed");
+        let endpoint = rest.split_once("--").map_or(rest, |(e, _)| e);
+        match endpoint {
+            "txn" => decode_txn(data).is_ok(),
+            "session-create" => decode_session_create(data, FIXTURE_NODE).is_ok(),
+            "check-register" => decode_check_register(data).is_ok(),
+            "check-update" => decode_check_update(data).is_ok(),
+            "service-register" => decode_agent_service(data).is_ok(),
+            "catalog-register" => decode_catalog_register(data, FIXTURE_DATACENTER).is_ok(),
+            "catalog-deregister" => decode_catalog_deregister(data).is_ok(),
+            other => panic!("{name}: unknown endpoint {other:?} (name seeds <endpoint>--<what>)"),
+        }
+    });
+}
+
+// ---------------------------------------------------------------- seeds
+
+fn kv(verb: KvVerb, key: &str, value: &[u8]) -> KvOp {
+    KvOp {
+        value: value.to_vec(),
+        ..KvOp::new(verb, key)
+    }
+}
+
+fn locked(verb: KvVerb, key: &str) -> KvOp {
+    KvOp {
+        session: Some(FIXTURE_SESSION),
+        ..KvOp::new(verb, key)
+    }
+}
+
+/// Commands a dev agent really proposes, plus a few the store refuses.
+fn seed_commands() -> Vec<(&'static str, Command)> {
+    let register = decode_catalog_register(
+        include_bytes!("../../fuzz/corpus/json_bodies/valid-catalog-register--docs-example.json"),
+        FIXTURE_DATACENTER,
+    )
+    .expect("docs example decodes");
+    let session = decode_session_create(
+        br#"{"Name":"lock-holder","TTL":"30s","LockDelay":"5s","Behavior":"delete"}"#,
+        FIXTURE_NODE,
+    )
+    .expect("session body decodes");
+    let session = tribune_core::session::Session {
+        id: Uuid(0x1c3f_0e05),
+        ..session
+    };
+    let cas = KvOp {
+        index: 7,
+        ..kv(KvVerb::Cas, "redis/config/conn", b"10.0.0.6:6379")
+    };
+    let delete_cas = KvOp {
+        index: 7,
+        ..KvOp::new(KvVerb::DeleteCas, "redis/config/conn")
+    };
+    let check_index = KvOp {
+        index: 7,
+        ..KvOp::new(KvVerb::CheckIndex, "redis/config/conn")
+    };
+    vec![
+        (
+            "kv-set",
+            Command::Kv(kv(KvVerb::Set, "redis/config/conn", b"10.0.0.5:6379")),
+        ),
+        (
+            "kv-set-flags",
+            Command::Kv(KvOp {
+                flags: 42,
+                ..kv(KvVerb::Set, "web/key1", b"test")
+            }),
+        ),
+        ("kv-cas", Command::Kv(cas)),
+        ("kv-lock", Command::Kv(locked(KvVerb::Lock, "locks/leader"))),
+        (
+            "kv-lock-other-key",
+            Command::Kv(locked(KvVerb::Lock, "service/mw/leader")),
+        ),
+        (
+            "kv-unlock",
+            Command::Kv(locked(KvVerb::Unlock, "locks/leader")),
+        ),
+        (
+            "kv-delete",
+            Command::Kv(KvOp::new(KvVerb::Delete, "redis/config/conn")),
+        ),
+        ("kv-delete-cas", Command::Kv(delete_cas)),
+        (
+            "kv-delete-tree",
+            Command::Kv(KvOp::new(KvVerb::DeleteTree, "redis/")),
+        ),
+        (
+            "kv-read-verb-refused",
+            Command::Kv(KvOp::new(KvVerb::Get, "redis/config/conn")),
+        ),
+        (
+            "txn-mixed",
+            Command::Txn(vec![
+                kv(KvVerb::Set, "txn/a", b"1"),
+                check_index,
+                locked(KvVerb::Lock, "txn/lock"),
+                KvOp::new(KvVerb::GetTree, "txn/"),
+            ]),
+        ),
+        (
+            "txn-rolled-back",
+            Command::Txn(vec![
+                kv(KvVerb::Set, "txn/a", b"1"),
+                KvOp::new(KvVerb::Get, "does/not/exist"),
+            ]),
+        ),
+        ("catalog-register", Command::Register(Box::new(register))),
+        (
+            "catalog-deregister-node",
+            Command::Deregister {
+                node: FIXTURE_NODE.into(),
+                service_id: None,
+                check_id: None,
+            },
+        ),
+        (
+            "catalog-deregister-service",
+            Command::Deregister {
+                node: FIXTURE_NODE.into(),
+                service_id: Some("web1".into()),
+                check_id: None,
+            },
+        ),
+        (
+            "catalog-deregister-check",
+            Command::Deregister {
+                node: FIXTURE_NODE.into(),
+                service_id: None,
+                check_id: Some("serfHealth".into()),
+            },
+        ),
+        ("session-create", Command::SessionCreate(Box::new(session))),
+        (
+            "session-destroy",
+            Command::SessionDestroy {
+                id: FIXTURE_SESSION,
+            },
+        ),
+    ]
+}
+
+/// Stores worth restoring: empty, the fuzzing fixture, and the fixture after
+/// every seed command (locks released, tombstones, a second session).
+fn seed_snapshots() -> Vec<(&'static str, Vec<u8>)> {
+    let (fixture, _) = fuzzing::fixture();
+    let mut busy = fixture.clone();
+    let mut effects = Effects::default();
+    for (_, command) in seed_commands() {
+        effects.clear();
+        busy.apply(busy.last_applied + 1, &command, &mut effects);
+    }
+    busy.check_invariants();
+    vec![
+        ("empty", Fsm::default().snapshot()),
+        ("fixture", fixture.snapshot()),
+        ("after-seed-commands", busy.snapshot()),
+    ]
+}
+
+/// Writes the binary seeds of `command_codec` and `snapshot_restore`.
+#[test]
+#[ignore = "writes into fuzz/corpus; run with --ignored to regenerate the seeds"]
+fn write_binary_seeds() {
+    let write = |target: &str, name: String, data: &[u8]| {
+        let dir = corpus_dir(target);
+        fs::create_dir_all(&dir).expect("corpus dir");
+        fs::write(dir.join(name), data).expect("seed written");
+    };
+    for (name, command) in seed_commands() {
+        write(
+            "command_codec",
+            format!("valid-{name}.bin"),
+            &command.encode(),
+        );
+    }
+    let set = Command::Kv(kv(KvVerb::Set, "k", b"v")).encode();
+    let mut wrong_version = set.clone();
+    wrong_version[0] = 2;
+    write("command_codec", "bad-empty.bin".into(), b"");
+    write("command_codec", "bad-version.bin".into(), &wrong_version);
+    write(
+        "command_codec",
+        "bad-truncated.bin".into(),
+        &set[..set.len() - 1],
+    );
+    write(
+        "command_codec",
+        "bad-trailing-byte.bin".into(),
+        &[&set[..], &[0]].concat(),
+    );
+    for (name, snapshot) in seed_snapshots() {
+        write("snapshot_restore", format!("valid-{name}.bin"), &snapshot);
+    }
+    let (fixture, _) = fuzzing::fixture();
+    let snapshot = fixture.snapshot();
+    write("snapshot_restore", "bad-empty.bin".into(), b"");
+    write(
+        "snapshot_restore",
+        "bad-truncated.bin".into(),
+        &snapshot[..snapshot.len() / 2],
+    );
+    // Well-formed but inconsistent: a key held by a session that is not
+    // in the snapshot. Restore must refuse it.
+    let mut orphan = fixture.clone();
+    orphan.sessions.by_id.remove(&FIXTURE_SESSION);
+    write(
+        "snapshot_restore",
+        "bad-orphan-lock.bin".into(),
+        &orphan.snapshot(),
+    );
+    let mut effects = Effects::default();
+    let mut destroyed = fixture;
+    let destroy = Command::SessionDestroy {
+        id: FIXTURE_SESSION,
+    };
+    destroyed.apply(destroyed.last_applied + 1, &destroy, &mut effects);
+    write(
+        "snapshot_restore",
+        "valid-session-destroyed.bin".into(),
+        &destroyed.snapshot(),
+    );
+}
