@@ -264,10 +264,10 @@ fn main() {
             None => println!("| {name} | n/a | {PAYLOAD_BYTES} | n/a |"),
         }
     }
-    let slot = size_of::<Box<str>>() + size_of::<KvEntry>();
+    let slot = size_of::<tribune_core::kv_key::KvKey>() + size_of::<KvEntry>();
     println!(
         "\nLayout: size_of KvEntry = {} B (Option<SessionId> = {} B), B-tree slot \
-         (Box<str> key + KvEntry) = {slot} B, leaf of 11 slots ≈ {} B.",
+         (KvKey, inline up to 22 B, + KvEntry) = {slot} B, leaf of 11 slots ≈ {} B.",
         size_of::<KvEntry>(),
         size_of::<Option<tribune_core::ids::SessionId>>(),
         11 * slot + 16,

@@ -44,7 +44,7 @@ pub const FIXTURE_NODE: &str = "node1";
 pub const FIXTURE_DATACENTER: &str = "dc1";
 /// The fixture's session (the ID in Consul's session docs), which holds
 /// `locks/leader`. Seeds that name it reach the lock paths.
-pub const FIXTURE_SESSION: Uuid = Uuid(0xadf4238a_882b_9ddc_4a9d_5b6758e4159e);
+pub const FIXTURE_SESSION: Uuid = Uuid::new(0xadf4238a_882b_9ddc_4a9d_5b6758e4159e);
 
 // ---------------------------------------------------------------- fixture
 
@@ -357,7 +357,7 @@ fn session_body(data: &[u8]) {
     assert!(ttl == Duration::ZERO || (SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&ttl));
     assert!(session.lock_delay <= SESSION_LOCK_DELAY_MAX);
     assert!(!session.node.is_empty());
-    session.id = Uuid(0x5e55_1011);
+    session.id = Uuid::new(0x5e55_1011);
     let (mut fsm, _) = fixture();
     let created = apply_checked(&mut fsm, &Command::SessionCreate(Box::new(session)));
     render_all(&fsm);

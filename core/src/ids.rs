@@ -2,12 +2,34 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::num::NonZeroU128;
 use std::str::FromStr;
 
 /// A UUID (session and node IDs), stored as 16 bytes and shown in Consul's
-/// 8-4-4-4-12 lowercase hex form.
+/// 8-4-4-4-12 lowercase hex form. The nil UUID names nothing, so it is not a
+/// value: that lets `Option<Uuid>` (a KV entry's lock holder) take 16 bytes
+/// instead of 32, which every stored key pays for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Uuid(pub u128);
+pub struct Uuid(NonZeroU128);
+
+impl Uuid {
+    /// A session ID the leader has not assigned yet; `Leader::prepare`
+    /// replaces it before the command is replicated.
+    pub const UNASSIGNED: Uuid = Uuid::new(u128::MAX);
+
+    /// The UUID with these 128 bits. Panics on 0 (the nil UUID), which no
+    /// caller builds on purpose; untrusted text goes through `FromStr`.
+    pub const fn new(value: u128) -> Uuid {
+        match NonZeroU128::new(value) {
+            Some(v) => Uuid(v),
+            None => panic!("the nil UUID is not an identifier"),
+        }
+    }
+
+    pub const fn as_u128(self) -> u128 {
+        self.0.get()
+    }
+}
 
 /// A session's ID.
 pub type SessionId = Uuid;
@@ -17,7 +39,7 @@ pub type RaftIndex = u64;
 
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = format!("{:032x}", self.0);
+        let hex = format!("{:032x}", self.as_u128());
         write!(
             f,
             "{}-{}-{}-{}-{}",
@@ -52,7 +74,7 @@ impl FromStr for Uuid {
             let digit = (b as char).to_digit(16).ok_or(BadUuid)?;
             value = value << 4 | u128::from(digit);
         }
-        Ok(Uuid(value))
+        NonZeroU128::new(value).map(Uuid).ok_or(BadUuid)
     }
 }
 

@@ -10,6 +10,7 @@
 //!   blocking query sees for a key or prefix never goes backwards.
 
 use crate::ids::{RaftIndex, SessionId};
+use crate::kv_key::KvKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -28,8 +29,8 @@ pub struct KvEntry {
 /// The key/value table. `locks` is derived (rebuilt on restore).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
-    entries: BTreeMap<Box<str>, KvEntry>,
-    tombstones: BTreeMap<Box<str>, RaftIndex>,
+    entries: BTreeMap<KvKey, KvEntry>,
+    tombstones: BTreeMap<KvKey, RaftIndex>,
     locks: BTreeSet<(SessionId, Box<str>)>,
 }
 
@@ -73,12 +74,13 @@ pub struct KvSnapshot {
 }
 
 /// Iterates the entries under `prefix` in key order.
-pub fn prefix_range<'a, V>(
-    map: &'a BTreeMap<Box<str>, V>,
+fn prefix_range<'a, V>(
+    map: &'a BTreeMap<KvKey, V>,
     prefix: &'a str,
-) -> impl Iterator<Item = (&'a Box<str>, &'a V)> + 'a {
-    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-        .take_while(move |(k, _)| k.starts_with(prefix))
+) -> impl Iterator<Item = (&'a KvKey, &'a V)> + 'a {
+    let prefix = prefix.as_bytes();
+    map.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.as_bytes().starts_with(prefix))
 }
 
 impl Kv {
@@ -93,11 +95,11 @@ impl Kv {
     }
 
     pub fn get(&self, key: &str) -> Option<&KvEntry> {
-        self.entries.get(key)
+        self.entries.get(key.as_bytes())
     }
 
     pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a KvEntry)> {
-        prefix_range(&self.entries, prefix).map(|(k, v)| (&**k, v))
+        prefix_range(&self.entries, prefix).map(|(k, v)| (k.as_str(), v))
     }
 
     /// Keys under `prefix`, folded at the first `separator` after the prefix
@@ -122,9 +124,9 @@ impl Kv {
 
     /// The highest index that describes `key` (entry or tombstone), 0 if none.
     pub fn key_index(&self, key: &str) -> RaftIndex {
-        match self.entries.get(key) {
+        match self.entries.get(key.as_bytes()) {
             Some(entry) => entry.modify_index,
-            None => self.tombstones.get(key).copied().unwrap_or(0),
+            None => self.tombstones.get(key.as_bytes()).copied().unwrap_or(0),
         }
     }
 
@@ -150,18 +152,24 @@ impl Kv {
     /// Plain write: keeps create index, lock index and holder. Writing the
     /// same value and flags again changes nothing (Consul's `kvsSetTxn`).
     pub fn set(&mut self, index: RaftIndex, key: &str, value: &[u8], flags: u64) -> KvWrite {
-        match self.entries.get_mut(key) {
+        match self.entries.get_mut(key.as_bytes()) {
             Some(entry) if *entry.value == *value && entry.flags == flags => KvWrite::Unchanged,
             Some(entry) => {
-                entry.value = value.into();
+                // Overwrites of same-sized values (counters, configs) reuse
+                // the allocation instead of freeing and allocating again.
+                if entry.value.len() == value.len() {
+                    entry.value.copy_from_slice(value);
+                } else {
+                    entry.value = value.into();
+                }
                 entry.flags = flags;
                 entry.modify_index = index;
                 KvWrite::Changed
             }
             None => {
-                self.tombstones.remove(key);
+                self.tombstones.remove(key.as_bytes());
                 self.entries.insert(
-                    key.into(),
+                    KvKey::new(key),
                     KvEntry {
                         value: value.into(),
                         flags,
@@ -185,7 +193,7 @@ impl Kv {
         flags: u64,
         cas: u64,
     ) -> KvWrite {
-        let matches = match self.entries.get(key) {
+        let matches = match self.entries.get(key.as_bytes()) {
             None => cas == 0,
             Some(entry) => cas != 0 && entry.modify_index == cas,
         };
@@ -204,13 +212,16 @@ impl Kv {
         flags: u64,
         session: SessionId,
     ) -> KvWrite {
-        match self.entries.get(key).and_then(|e| e.session) {
+        match self.entries.get(key.as_bytes()).and_then(|e| e.session) {
             Some(holder) if holder != session => KvWrite::Refused,
             // The holder re-acquiring only updates the contents.
             Some(_) => self.set(index, key, value, flags),
             None => {
                 self.set(index, key, value, flags);
-                let entry = self.entries.get_mut(key).expect("set just wrote this key");
+                let entry = self
+                    .entries
+                    .get_mut(key.as_bytes())
+                    .expect("set just wrote this key");
                 entry.lock_index += 1;
                 entry.session = Some(session);
                 entry.modify_index = index;
@@ -229,7 +240,7 @@ impl Kv {
         flags: u64,
         session: SessionId,
     ) -> KvWrite {
-        if self.entries.get(key).and_then(|e| e.session) != Some(session) {
+        if self.entries.get(key.as_bytes()).and_then(|e| e.session) != Some(session) {
             return KvWrite::Refused;
         }
         self.set(index, key, value, flags);
@@ -239,7 +250,7 @@ impl Kv {
 
     /// Drops the holder of `key` (session invalidated with behavior release).
     pub fn clear_holder(&mut self, index: RaftIndex, key: &str) {
-        if let Some(entry) = self.entries.get_mut(key) {
+        if let Some(entry) = self.entries.get_mut(key.as_bytes()) {
             if let Some(session) = entry.session.take() {
                 self.locks.remove(&(session, Box::from(key)));
                 entry.modify_index = index;
@@ -249,12 +260,12 @@ impl Kv {
 
     /// Deletes `key` if present, leaving a tombstone.
     pub fn delete(&mut self, index: RaftIndex, key: &str) -> KvChange {
-        match self.entries.remove(key) {
+        match self.entries.remove(key.as_bytes()) {
             Some(entry) => {
                 if let Some(session) = entry.session {
                     self.locks.remove(&(session, Box::from(key)));
                 }
-                self.tombstones.insert(key.into(), index);
+                self.tombstones.insert(KvKey::new(key), index);
                 KvChange::Changed
             }
             None => KvChange::Unchanged,
@@ -263,7 +274,7 @@ impl Kv {
 
     /// Delete only if `ModifyIndex == cas`; a missing key counts as deleted.
     pub fn delete_cas(&mut self, index: RaftIndex, key: &str, cas: u64) -> KvWrite {
-        match self.entries.get(key) {
+        match self.entries.get(key.as_bytes()) {
             None => KvWrite::Unchanged,
             Some(entry) if entry.modify_index == cas => {
                 self.delete(index, key);
@@ -285,27 +296,27 @@ impl Kv {
     /// Everything stored about `key`, for a txn's undo log.
     pub fn key_state(&self, key: &str) -> KeyState {
         KeyState {
-            entry: self.entries.get(key).cloned(),
-            tombstone: self.tombstones.get(key).copied(),
+            entry: self.entries.get(key.as_bytes()).cloned(),
+            tombstone: self.tombstones.get(key.as_bytes()).copied(),
         }
     }
 
     /// Puts `key` back exactly as `state` recorded it (txn rollback).
     pub fn put_key_state(&mut self, key: &str, state: KeyState) {
-        if let Some(old) = self.entries.remove(key) {
+        if let Some(old) = self.entries.remove(key.as_bytes()) {
             if let Some(session) = old.session {
                 self.locks.remove(&(session, Box::from(key)));
             }
         }
-        self.tombstones.remove(key);
+        self.tombstones.remove(key.as_bytes());
         if let Some(entry) = state.entry {
             if let Some(session) = entry.session {
                 self.locks.insert((session, key.into()));
             }
-            self.entries.insert(key.into(), entry);
+            self.entries.insert(KvKey::new(key), entry);
         }
         if let Some(index) = state.tombstone {
-            self.tombstones.insert(key.into(), index);
+            self.tombstones.insert(KvKey::new(key), index);
         }
     }
 
@@ -314,36 +325,42 @@ impl Kv {
             entries: self
                 .entries
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (Box::from(k.as_str()), v.clone()))
                 .collect(),
             tombstones: self
                 .tombstones
                 .iter()
-                .map(|(k, v)| (k.clone(), *v))
+                .map(|(k, v)| (Box::from(k.as_str()), *v))
                 .collect(),
         }
     }
 
     pub fn restore(snapshot: KvSnapshot) -> Kv {
-        let entries: BTreeMap<Box<str>, KvEntry> = snapshot.entries.into_iter().collect();
-        let locks = entries
+        let locks = snapshot
+            .entries
             .iter()
             .filter_map(|(k, e)| e.session.map(|s| (s, k.clone())))
             .collect();
         Kv {
-            entries,
-            tombstones: snapshot.tombstones.into_iter().collect(),
+            entries: snapshot
+                .entries
+                .into_iter()
+                .map(|(k, e)| (KvKey::new(&k), e))
+                .collect(),
+            tombstones: snapshot
+                .tombstones
+                .into_iter()
+                .map(|(k, i)| (KvKey::new(&k), i))
+                .collect(),
             locks,
         }
     }
 
-    /// Internal consistency: every lock record matches its entry and back,
-    /// no key is both live and a tombstone, indexes are ordered.
     /// Checks the table's internal consistency, as an error (restore uses
     /// this on untrusted snapshots). `last_applied` bounds every index.
     pub fn validate(&self, last_applied: RaftIndex) -> Result<(), String> {
         for (session, key) in &self.locks {
-            match self.entries.get(key) {
+            match self.entries.get(key.as_bytes()) {
                 Some(entry) if entry.session == Some(*session) => {}
                 _ => return Err(format!("lock record for {key:?} disagrees with its entry")),
             }
@@ -355,11 +372,11 @@ impl Kv {
             if entry.modify_index > last_applied {
                 return Err(format!("key {key:?} modified after index {last_applied}"));
             }
-            if self.tombstones.contains_key(key) {
+            if self.tombstones.contains_key(key.as_bytes()) {
                 return Err(format!("key {key:?} is both live and a tombstone"));
             }
             if let Some(session) = entry.session {
-                if !self.locks.contains(&(session, key.clone())) {
+                if !self.locks.contains(&(session, Box::from(key.as_str()))) {
                     return Err(format!("lock on {key:?} is not indexed"));
                 }
                 if entry.lock_index == 0 {
@@ -390,8 +407,8 @@ mod tests {
     use super::*;
     use crate::ids::Uuid;
 
-    const S1: SessionId = Uuid(1);
-    const S2: SessionId = Uuid(2);
+    const S1: SessionId = Uuid::new(1);
+    const S2: SessionId = Uuid::new(2);
 
     #[test]
     fn set_keeps_create_index_and_holder() {

@@ -26,6 +26,7 @@ pub mod fsm;
 pub mod fuzzing;
 pub mod ids;
 pub mod kv;
+pub mod kv_key;
 pub mod limits;
 pub mod rng;
 pub mod server;

@@ -54,7 +54,8 @@ impl Rng {
         let mut bytes = (u128::from(high) << 64 | u128::from(low)).to_be_bytes();
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        crate::ids::Uuid(u128::from_be_bytes(bytes))
+        // The version bits make the value non-zero.
+        crate::ids::Uuid::new(u128::from_be_bytes(bytes))
     }
 }
 

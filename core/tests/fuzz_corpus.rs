@@ -170,7 +170,7 @@ fn seed_commands() -> Vec<(&'static str, Command)> {
     )
     .expect("session body decodes");
     let session = tribune_core::session::Session {
-        id: Uuid(0x1c3f_0e05),
+        id: Uuid::new(0x1c3f_0e05),
         ..session
     };
     let cas = KvOp {

@@ -575,7 +575,7 @@ fn registration(node: &str, status: CheckStatus) -> Registration {
 fn session(id: SessionId, node: &str, checks: &[&str], behavior: Behavior) -> Session {
     Session {
         id,
-        name: format!("s{}", id.0),
+        name: format!("s{}", id.as_u128()),
         node: node.to_string(),
         node_checks: checks.iter().map(|c| c.to_string()).collect(),
         service_checks: Vec::new(),
@@ -618,7 +618,7 @@ fn concrete_op(spec: &OpSpec, model: &Model, last_index: RaftIndex) -> KvOp {
                 .live(key)
                 .and_then(|e| e.session)
                 .or_else(|| Some(live_session(model, n))),
-            SessionRef::Never => Some(Uuid(u128::from(SESSION_NEVER))),
+            SessionRef::Never => Some(Uuid::new(u128::from(SESSION_NEVER))),
         },
     }
 }
@@ -626,7 +626,7 @@ fn concrete_op(spec: &OpSpec, model: &Model, last_index: RaftIndex) -> KvOp {
 fn live_session(model: &Model, n: u8) -> SessionId {
     let live: Vec<SessionId> = model.sessions.keys().copied().collect();
     match live.len() {
-        0 => Uuid(u128::from(n % SESSION_CREATABLE + 1)),
+        0 => Uuid::new(u128::from(n % SESSION_CREATABLE + 1)),
         len => live[usize::from(n) % len],
     }
 }
@@ -634,7 +634,7 @@ fn live_session(model: &Model, n: u8) -> SessionId {
 /// The ID the leader would pick: the lowest unused one.
 fn fresh_id(model: &Model) -> u8 {
     (1..=SESSION_CREATABLE)
-        .find(|n| !model.sessions.contains_key(&Uuid(u128::from(*n))))
+        .find(|n| !model.sessions.contains_key(&Uuid::new(u128::from(*n))))
         .unwrap_or(1)
 }
 
@@ -661,13 +661,13 @@ fn concrete(step: &Step, model: &Model, last_index: RaftIndex) -> Command {
                 _ => &["missing"],
             };
             let id = id.unwrap_or_else(|| fresh_id(model));
-            let mut s = session(Uuid(u128::from(id)), NODES[*node], checks, *behavior);
+            let mut s = session(Uuid::new(u128::from(id)), NODES[*node], checks, *behavior);
             s.lock_delay = Duration::from_millis(*lock_delay_ms);
             s.ttl = Duration::from_secs(*ttl_s);
             Command::SessionCreate(Box::new(s))
         }
         Step::SessionDestroy { id } => Command::SessionDestroy {
-            id: Uuid(u128::from(*id)),
+            id: Uuid::new(u128::from(*id)),
         },
         Step::Health { node, status } => {
             Command::Register(Box::new(registration(NODES[*node], *status)))
@@ -1079,10 +1079,10 @@ proptest! {
         let behavior = if delete_behavior { Behavior::Delete } else { Behavior::Release };
         let start = Instant::from_nanos(0);
         let mut c = Cluster::new();
-        let mut holder = session(Uuid(0), "n1", &[SERF_HEALTH], behavior);
+        let mut holder = session(Uuid::UNASSIGNED, "n1", &[SERF_HEALTH], behavior);
         holder.lock_delay = Duration::from_millis(delay_ms);
         let holder = c.create(start, holder);
-        let other = c.create(start, session(Uuid(0), "n1", &[], Behavior::Release));
+        let other = c.create(start, session(Uuid::UNASSIGNED, "n1", &[], Behavior::Release));
         prop_assert_ne!(holder, other, "the leader assigns distinct IDs");
         for key in ["a", "a/b"] {
             prop_assert_eq!(c.apply(start, Command::Kv(lock_op(key, holder))), CommandResult::Bool(true));
@@ -1137,10 +1137,10 @@ proptest! {
         let ttl = Duration::from_secs(ttl_s);
         let created = Instant::from_nanos(created_at_ns);
         let mut c = Cluster::new();
-        let mut s = session(Uuid(0), "n1", &[], Behavior::Release);
+        let mut s = session(Uuid::UNASSIGNED, "n1", &[], Behavior::Release);
         s.ttl = ttl;
         let id = c.create(created, s);
-        c.create(created, session(Uuid(0), "n1", &[], Behavior::Release));
+        c.create(created, session(Uuid::UNASSIGNED, "n1", &[], Behavior::Release));
         let first = created + ttl.saturating_mul(2);
         prop_assert_eq!(c.leader.poll_timeout(), Some(first), "untimed session armed a timer");
 
@@ -1171,7 +1171,7 @@ proptest! {
 #[test]
 fn destroying_a_ttl_session_disarms_its_timer() {
     let mut c = Cluster::new();
-    let mut s = session(Uuid(0), "n1", &[], Behavior::Release);
+    let mut s = session(Uuid::UNASSIGNED, "n1", &[], Behavior::Release);
     s.ttl = Duration::from_secs(10);
     let id = c.create(Instant::from_nanos(5), s);
     assert!(c.leader.poll_timeout().is_some());

@@ -282,7 +282,7 @@ pub fn decode_session_create(bytes: &[u8], default_node: &str) -> Result<Session
         })
         .collect();
     Ok(Session {
-        id: crate::ids::Uuid(0),
+        id: crate::ids::Uuid::UNASSIGNED,
         name: body.name,
         node: if body.node.is_empty() {
             default_node.to_string()

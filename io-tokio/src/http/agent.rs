@@ -12,7 +12,14 @@ use tribune_core::catalog::CheckStatus;
 pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
     let (what, arg) = tail.split_once('/').unwrap_or((tail, ""));
     match what {
-        "self" => get_only(&ctx, || agent_self(&ctx.node.identity)),
+        "self" => get_only(&ctx, || {
+            let (services, checks, ttls) = ctx.node.read(|inner| {
+                let checks = inner.agent.checks();
+                let ttls = checks.values().filter(|c| c.ttl.is_some()).count();
+                (inner.agent.services().len(), checks.len(), ttls)
+            });
+            agent_self(&ctx.node.identity, services, checks, ttls)
+        }),
         "members" => get_only(&ctx, || Reply::json(&[member(&ctx.node.identity)])),
         "services" => get_only(&ctx, || services(&ctx)),
         "checks" => get_only(&ctx, || checks(&ctx)),
@@ -56,7 +63,7 @@ pub fn member(id: &Identity) -> Value {
     })
 }
 
-fn agent_self(id: &Identity) -> Reply {
+fn agent_self(id: &Identity, services: usize, checks: usize, ttls: usize) -> Reply {
     Reply::json(&json!({
         "Config": {
             "Datacenter": id.datacenter,
@@ -78,7 +85,8 @@ fn agent_self(id: &Identity) -> Reply {
         "Coord": null,
         "Member": member(id),
         "Stats": {
-            "agent": {"check_monitors": "0", "check_ttls": "0", "checks": "0", "services": "0"},
+            "agent": {"check_monitors": "0", "check_ttls": ttls.to_string(),
+                      "checks": checks.to_string(), "services": services.to_string()},
             "build": {"prerelease": "", "revision": "", "version": env!("CARGO_PKG_VERSION")},
             "consul": {"server": "true", "leader": "true", "bootstrap": "true",
                         "known_datacenters": "1", "leader_addr": id.leader_addr()},

@@ -82,11 +82,7 @@ impl Reply {
 
     pub fn into_response(self, pretty: bool) -> Response<Full<Bytes>> {
         let body = if pretty && self.json {
-            serde_json::from_slice::<serde_json::Value>(&self.body)
-                .ok()
-                .and_then(|v| serde_json::to_vec_pretty(&v).ok())
-                .map(Bytes::from)
-                .unwrap_or(self.body)
+            Bytes::from(reindent(&self.body))
         } else {
             self.body
         };
@@ -111,5 +107,73 @@ impl Reply {
         builder
             .body(Full::new(body))
             .expect("static header names and values are valid")
+    }
+}
+
+/// Re-indents compact JSON with 4 spaces (Consul's `?pretty`), keeping the
+/// field order, which a round trip through `serde_json::Value` would sort.
+fn reindent(compact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', depth * 4));
+    };
+    for (i, &b) in compact.iter().enumerate() {
+        if in_string {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                out.push(b);
+            }
+            b'{' | b'[' => {
+                out.push(b);
+                let closes_at_once = matches!(compact.get(i + 1), Some(b'}' | b']'));
+                depth += 1;
+                if !closes_at_once {
+                    newline(&mut out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if !matches!(compact.get(i.wrapping_sub(1)), Some(b'{' | b'[')) {
+                    newline(&mut out, depth);
+                }
+                out.push(b);
+            }
+            b',' => {
+                out.push(b);
+                newline(&mut out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reindent_keeps_order_and_strings() {
+        let compact = br#"{"Z":1,"A":[],"S":"a,{b}\"c:","L":[1,{"k":{}}]}"#;
+        let pretty = String::from_utf8(super::reindent(compact)).expect("utf8");
+        let expected = "{\n    \"Z\": 1,\n    \"A\": [],\n    \"S\": \"a,{b}\\\"c:\",\n    \"L\": [\n        1,\n        {\n            \"k\": {}\n        }\n    ]\n}\n";
+        assert_eq!(pretty, expected);
+        let reparsed: serde_json::Value = serde_json::from_str(&pretty).expect("still JSON");
+        let original: serde_json::Value = serde_json::from_slice(compact).expect("JSON");
+        assert_eq!(reparsed, original);
     }
 }
