@@ -532,3 +532,64 @@ fn session_invalidated_when_its_check_goes_critical() {
     assert!(entry.get("Session").is_none(), "lock released: {entry}");
     assert_eq!(unb64(&entry["Value"]), b"v");
 }
+
+/// `/v1/agent/services` and `/v1/agent/checks` block on `?hash=` (Consul's
+/// hash-based blocking): same hash waits, a change answers early with a new
+/// `X-Consul-ContentHash`, a stale hash answers at once.
+#[test]
+fn agent_endpoints_block_on_content_hash() {
+    let agent = Agent::start();
+    let client = agent.client();
+    for path in ["/v1/agent/services", "/v1/agent/checks"] {
+        let first = agent.get(path).expect(200);
+        let hash = first
+            .header("X-Consul-ContentHash")
+            .expect("content hash")
+            .to_string();
+        assert!(!hash.is_empty());
+
+        let quiet = Instant::now();
+        let same = agent
+            .get(&format!("{path}?hash={hash}&wait=1s"))
+            .expect(200);
+        assert!(
+            quiet.elapsed() >= Duration::from_millis(900),
+            "{path} waited"
+        );
+        assert_eq!(same.header("X-Consul-ContentHash"), Some(hash.as_str()));
+
+        let stale = Instant::now();
+        agent.get(&format!("{path}?hash=0000&wait=5s")).expect(200);
+        assert!(
+            stale.elapsed() < Duration::from_secs(2),
+            "{path}: stale hash answers at once"
+        );
+
+        let id = format!("hashsvc-{}", path.len());
+        let writer = {
+            let client = client.clone();
+            let id = id.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                let body = json!({"Name": id, "Check": {"TTL": "30s"}});
+                client
+                    .put_json("/v1/agent/service/register", &body)
+                    .expect(200);
+            })
+        };
+        let woke = Instant::now();
+        let changed = agent
+            .get(&format!("{path}?hash={hash}&wait=10s"))
+            .expect(200);
+        writer.join().expect("writer thread");
+        assert!(
+            woke.elapsed() < Duration::from_secs(5),
+            "{path} woke on the change"
+        );
+        assert_ne!(changed.header("X-Consul-ContentHash"), Some(hash.as_str()));
+        assert!(
+            changed.text().contains(&id),
+            "{path} shows the new registration"
+        );
+    }
+}

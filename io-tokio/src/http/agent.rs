@@ -1,5 +1,6 @@
 //! `/v1/agent/*`: the local agent's view and its services and checks.
 
+use crate::http::blocking;
 use crate::http::{Ctx, HttpError, Reply};
 use crate::state::Identity;
 use hyper::Method;
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use tribune_core::api::body::{decode_agent_service, decode_check_register, decode_check_update};
 use tribune_core::api::render;
 use tribune_core::catalog::CheckStatus;
+use tribune_core::watch::{Table, WatchTarget};
 
 pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
     let (what, arg) = tail.split_once('/').unwrap_or((tail, ""));
@@ -21,8 +23,14 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
             agent_self(&ctx.node.identity, services, checks, ttls)
         }),
         "members" => get_only(&ctx, || Reply::json(&[member(&ctx.node.identity)])),
-        "services" => get_only(&ctx, || services(&ctx)),
-        "checks" => get_only(&ctx, || checks(&ctx)),
+        "services" => {
+            ctx.require(&[Method::GET])?;
+            services(&ctx).await
+        }
+        "checks" => {
+            ctx.require(&[Method::GET])?;
+            checks(&ctx).await
+        }
         "service" => service(&mut ctx, arg).await,
         "check" => check(&mut ctx, arg).await,
         _ => Err(HttpError::NotFound),
@@ -98,9 +106,10 @@ fn agent_self(id: &Identity, services: usize, checks: usize, ttls: usize) -> Rep
     }))
 }
 
-fn services(ctx: &Ctx) -> Reply {
+async fn services(ctx: &Ctx) -> Result<Reply, HttpError> {
     let dc = ctx.node.identity.datacenter.clone();
-    ctx.node.read(|inner| {
+    let targets = vec![WatchTarget::Table(Table::Services)];
+    blocking::by_hash(ctx, targets, |inner| {
         let out: BTreeMap<&str, _> = inner
             .agent
             .services()
@@ -109,10 +118,12 @@ fn services(ctx: &Ctx) -> Reply {
             .collect();
         Reply::json(&out)
     })
+    .await
 }
 
-fn checks(ctx: &Ctx) -> Reply {
-    ctx.node.read(|inner| {
+async fn checks(ctx: &Ctx) -> Result<Reply, HttpError> {
+    let targets = vec![WatchTarget::Table(Table::Checks)];
+    blocking::by_hash(ctx, targets, |inner| {
         let out: BTreeMap<&str, _> = inner
             .agent
             .checks()
@@ -121,6 +132,7 @@ fn checks(ctx: &Ctx) -> Reply {
             .collect();
         Reply::json(&out)
     })
+    .await
 }
 
 async fn service(ctx: &mut Ctx, tail: &str) -> Result<Reply, HttpError> {

@@ -2,6 +2,10 @@
 //! is not above the client's, wait on the query's watch targets until an
 //! apply touches them or `wait` (plus up to wait/16 jitter) elapses, then run
 //! it again. A return does not promise a change, as in Consul.
+//!
+//! Agent endpoints block on a content hash instead (`?hash=`, answered with
+//! `X-Consul-ContentHash`), as Consul's do: the agent's local view has no
+//! raft index of its own.
 
 use crate::http::{Ctx, HttpError, Reply};
 use crate::state::Inner;
@@ -11,6 +15,56 @@ use tribune_core::watch::WatchTarget;
 
 /// A query's answer: its index and the reply to send.
 pub type Answer = (u64, Reply);
+
+fn deadline(ctx: &Ctx, options: &ReadOptions) -> tokio::time::Instant {
+    let wait_ns = options.wait.as_nanos();
+    let jitter_ns = ctx.node.random_below(wait_ns / BLOCKING_JITTER_DIVISOR);
+    tokio::time::Instant::now() + std::time::Duration::from_nanos(wait_ns.saturating_add(jitter_ns))
+}
+
+/// FNV-1a over the body, in hex: a cheap, stable content hash.
+fn content_hash(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Hash-based blocking for agent endpoints: `targets` are the tables that
+/// agent changes reach (its services and checks are synced to the catalog).
+pub async fn by_hash(
+    ctx: &Ctx,
+    targets: Vec<WatchTarget>,
+    run: impl Fn(&Inner) -> Reply,
+) -> Result<Reply, HttpError> {
+    let options: ReadOptions = ctx.read_options()?;
+    let wanted = ctx
+        .query
+        .get("hash")
+        .filter(|h| !h.is_empty())
+        .map(str::to_string);
+    let node = &ctx.node;
+    let deadline = deadline(ctx, &options);
+    loop {
+        let watch = wanted.as_ref().and_then(|_| node.watch(targets.clone()));
+        let mut reply = node.read(&run);
+        let hash = content_hash(&reply.body);
+        let unchanged = wanted.as_deref() == Some(hash.as_str());
+        reply.content_hash = Some(hash);
+        let (id, fired) = match watch {
+            Some(registered) if unchanged => registered,
+            Some((id, _)) => {
+                node.unwatch(id);
+                return Ok(reply);
+            }
+            None => return Ok(reply),
+        };
+        if tokio::time::timeout_at(deadline, fired).await.is_err() {
+            node.unwatch(id);
+            return Ok(reply);
+        }
+    }
+}
 
 pub async fn query(
     ctx: &Ctx,
@@ -23,10 +77,7 @@ pub async fn query(
         let (index, reply) = node.read(&run)?;
         return Ok(reply.with_index(index, options.consistency));
     };
-    let wait_ns = options.wait.as_nanos();
-    let jitter_ns = node.random_below(wait_ns / BLOCKING_JITTER_DIVISOR);
-    let deadline = tokio::time::Instant::now()
-        + std::time::Duration::from_nanos(wait_ns.saturating_add(jitter_ns));
+    let deadline = deadline(ctx, &options);
     loop {
         // Register before querying so no apply can slip between the two.
         let watch = node.watch(targets.clone());

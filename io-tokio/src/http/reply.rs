@@ -13,6 +13,8 @@ pub struct Reply {
     /// `X-Consul-Index` and friends for reads; never 0.
     pub index: Option<u64>,
     pub consistency: Option<Consistency>,
+    /// `X-Consul-ContentHash` for hash-blocking agent endpoints.
+    pub content_hash: Option<String>,
     /// JSON bodies can be re-indented for `?pretty`.
     json: bool,
     raw_value: bool,
@@ -28,6 +30,7 @@ impl Reply {
             content_type: "application/json",
             index: None,
             consistency: None,
+            content_hash: None,
             json: true,
             raw_value: false,
         }
@@ -40,6 +43,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             index: None,
             consistency: None,
+            content_hash: None,
             json: false,
             raw_value: false,
         }
@@ -98,6 +102,9 @@ impl Reply {
         }
         if let Some(consistency) = self.consistency {
             builder = builder.header("X-Consul-Effective-Consistency", consistency.as_str());
+        }
+        if let Some(hash) = &self.content_hash {
+            builder = builder.header("X-Consul-ContentHash", hash.as_str());
         }
         if self.raw_value {
             builder = builder
