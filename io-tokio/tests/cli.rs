@@ -3,45 +3,21 @@
 //! subprocesses, and checks stdout, stderr and exit codes against what
 //! Consul's CLI prints for the same commands.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod support;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tribune");
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Anti-entropy pushes agent registrations to the catalog asynchronously.
 const CATALOG_SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Port from the OS: bind port 0, note the port, release it.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
 fn tmp_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
-}
-
-/// Minimal HTTP GET for readiness probing, independent of the code under
-/// test. Returns (status, raw body) or None if the agent isn't answering.
-fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())?;
-    Some((status, body))
 }
 
 /// What a CLI run produced.
@@ -76,58 +52,20 @@ fn run_cli(args: &[String], stdin: &[u8]) -> Run {
     }
 }
 
-/// A dev agent that is killed when the test ends, pass or fail.
+/// A dev agent (the shared guard kills it when the test ends, pass or
+/// fail) and the CLI pointed at it.
 struct Agent {
-    child: Child,
+    _running: support::Agent,
     port: u16,
-    log_path: PathBuf,
 }
 
 impl Agent {
     fn start() -> Agent {
-        let port = free_port();
-        let log_path = tmp_path(&format!("cli-agent-{port}.log"));
-        let log = File::create(&log_path).expect("create agent log");
-        let child = Command::new(BIN)
-            .args(["agent", "-dev", "-http-port", &port.to_string()])
-            .args(["-dns-port", "0", "-serf-lan-port", "0", "-server-port", "0"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn tribune agent");
-        let mut agent = Agent {
-            child,
+        let running = support::Agent::start();
+        let port = running.port;
+        Agent {
+            _running: running,
             port,
-            log_path,
-        };
-        agent.wait_for_leader();
-        agent
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Ready means `/v1/status/leader` names a leader: KV writes need one.
-    fn wait_for_leader(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("agent exited early ({status}); log:\n{}", self.log());
-            }
-            if let Some((200, body)) = raw_get(self.port, "/v1/status/leader") {
-                if body.contains(':') {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent on port {} had no leader after {READY_TIMEOUT:?}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            sleep(POLL_INTERVAL);
         }
     }
 
@@ -166,13 +104,6 @@ impl Agent {
             );
             sleep(POLL_INTERVAL);
         }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -551,7 +482,7 @@ fn services_register_and_deregister() {
 
 #[test]
 fn unreachable_agent_is_reported_like_consul() {
-    let port = free_port();
+    let port = support::free_port();
     let args: Vec<String> = ["kv", "get", &format!("-http-addr=127.0.0.1:{port}"), "foo"]
         .iter()
         .map(|s| s.to_string())

@@ -13,133 +13,19 @@
 //! - otherwise it prints `SKIPPED: py-consul not installed` to stderr and
 //!   returns (passes), so a plain local `cargo test` works without Python deps.
 //!
-//! Only std is used.
+//! The agent is started by the shared guard in `tests/support`.
 
-use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the agent gets to answer `GET /v1/status/leader`.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound for the whole Python script (it needs about 10 s against a
 /// healthy agent; py-consul's own per-request timeout is 30 s).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Kills and reaps the agent when dropped, including on panic.
-struct AgentGuard {
-    child: Child,
-    log: PathBuf,
-}
-
-impl AgentGuard {
-    fn log_contents(&self) -> String {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
-    }
-}
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-/// One plain HTTP/1.1 GET; returns (status code, body) or None if the
-/// agent is not answering (yet).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // A server that ignores `Connection: close`: use what arrived.
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(_) => return None,
-        }
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let code = text
-        .lines()
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-fn start_agent(port: u16) -> AgentGuard {
-    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("py_consul_agent_{port}.log"));
-    let out = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-    let err = out.try_clone().expect("clone log file handle");
-    let port_s = port.to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_tribune"))
-        .args([
-            "agent",
-            "-dev",
-            "-http-port",
-            &port_s,
-            "-dns-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-            "-server-port",
-            "0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("spawn the tribune binary");
-    let mut agent = AgentGuard { child, log };
-
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if let Some(status) = agent.child.try_wait().expect("try_wait on agent") {
-            panic!(
-                "tribune agent exited during startup with {status}; its output:\n{}",
-                agent.log_contents()
-            );
-        }
-        if let Some((200, _)) = http_get(port, "/v1/status/leader") {
-            return agent;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "tribune agent did not answer GET /v1/status/leader on 127.0.0.1:{port} within {STARTUP_TIMEOUT:?}; \
-                 its output:\n{}",
-                agent.log_contents()
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn py_consul_available() -> bool {
     Command::new("python3")
@@ -218,8 +104,8 @@ fn py_consul_compat() {
         return;
     }
 
-    let port = free_port();
-    let agent = start_agent(port);
+    let agent = support::Agent::start();
+    let port = agent.port;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/py_consul_compat.py");
     let (status, stdout, stderr) = run_script(&script, port);
