@@ -34,6 +34,13 @@ pub const BLOCKING_JITTER_DIVISOR: u64 = 16;
 /// query is answered immediately (as if its wait elapsed) rather than queued.
 pub const BLOCKING_WAITERS_MAX: usize = 16 * 1024;
 
+/// Concurrent HTTP connections one client IP may hold (Consul's
+/// `limits.http_max_conns_per_client`); past it the connection is answered
+/// with 429 and closed.
+pub const HTTP_CONNS_PER_CLIENT_MAX: usize = 200;
+/// Time a client gets to send a request's headers (slow-client protection).
+pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Check output kept per check (Consul's `check_output_max_size`).
 pub const CHECK_OUTPUT_BYTES_MAX: usize = 4 * 1024;
 /// Services or checks one agent may hold.

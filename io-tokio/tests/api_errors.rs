@@ -333,3 +333,47 @@ fn garbage_requests_and_bad_escapes() {
     agent.delete("/v1/kv/with%20space").expect(200);
     assert_intact(&agent, &before);
 }
+
+/// Consul's `http_max_conns_per_client` (200): one more connection from the
+/// same IP is answered 429 with Consul's text and closed; closing the others
+/// frees the slots.
+#[test]
+fn connections_per_client_are_limited() {
+    use std::io::{Read, Write};
+    let agent = Agent::start();
+    let addr = ("127.0.0.1", agent.port);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        // A full request/response per connection proves the server accepted
+        // it (and counted it) before the next one is opened.
+        stream
+            .write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).expect("read");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "held connections are served"
+        );
+        held.push(stream);
+    }
+    let mut extra = std::net::TcpStream::connect(addr).expect("connect");
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).expect("read the refusal");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.ends_with(
+        "Your IP is issuing too many concurrent connections, please rate limit your calls\n"
+    ));
+    drop(held);
+    support::wait_for(std::time::Duration::from_secs(5), "slots freed", || {
+        agent
+            .client()
+            .try_request("GET", "/v1/status/leader", None, &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+}

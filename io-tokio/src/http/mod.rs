@@ -24,10 +24,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tribune_core::api::query::{parse_query, percent_decode, read_options, Query, ReadOptions};
+use tribune_core::limits::{HTTP_CONNS_PER_CLIENT_MAX, HTTP_HEADER_READ_TIMEOUT};
 
 pub use errors::HttpError;
 pub use reply::Reply;
@@ -169,10 +172,68 @@ async fn route(ctx: Ctx, path: &str) -> Result<Reply, HttpError> {
     }
 }
 
+/// Live connections per client IP, for Consul's per-client limit.
+#[derive(Default)]
+struct ConnCounts(Mutex<BTreeMap<IpAddr, usize>>);
+
+/// Holds one slot of a client's connection count; frees it on drop.
+struct ConnSlot {
+    counts: Arc<ConnCounts>,
+    ip: IpAddr,
+}
+
+impl ConnCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A slot for `ip`, or `None` when it already holds the maximum.
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let mut counts = self.lock();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= HTTP_CONNS_PER_CLIENT_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(ConnSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Consul's answer to a client over its connection limit.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
 /// Serves the API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    let counts = Arc::new(ConnCounts::default());
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -181,15 +242,25 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
                 continue;
             }
         };
+        let Some(slot) = counts.acquire(peer.ip()) else {
+            crate::log::debug(&format!("http: {} is over its connection limit", peer.ip()));
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let node = node.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(node, req).await) }
             });
+            let header_timeout =
+                std::time::Duration::from_nanos(HTTP_HEADER_READ_TIMEOUT.as_nanos());
             let conn = http1::Builder::new()
                 .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 crate::log::debug(&format!("http: connection ended: {e}"));
