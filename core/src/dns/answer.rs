@@ -1,0 +1,340 @@
+//! Answer selection: which records answer a question, from the applied
+//! state. Pure: the shuffle draws from the caller's seeded RNG and the SOA
+//! serial (Consul's unix time) arrives as data.
+
+use super::name::{hex_ip, parse, Lookup};
+use super::{Answer, DnsConfig, QType, Question, RData, Rcode, Record};
+use crate::catalog::{CheckStatus, Node, Service};
+use crate::fsm::Fsm;
+use crate::rng::Rng;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// Answers `question` from the applied state.
+pub fn answer(
+    fsm: &Fsm,
+    config: &DnsConfig,
+    question: &Question,
+    serial: u32,
+    rng: &mut Rng,
+) -> Answer {
+    let parsed = parse(&question.name, config);
+    let ctx = Ctx {
+        fsm,
+        config,
+        domain: &parsed.domain,
+        qname: fqdn(&question.name),
+        qtype: question.qtype,
+        serial,
+    };
+    let mut out = match &parsed.lookup {
+        Lookup::NotOurs => return Answer::rcode(Rcode::Refused),
+        Lookup::Apex => ctx.apex(),
+        Lookup::Service {
+            service,
+            tag,
+            datacenter,
+        } => ctx.service(service, tag.as_deref(), datacenter, rng),
+        Lookup::Node { node, datacenter } => ctx.node(node, datacenter),
+        Lookup::Addr { ip, datacenter } => ctx.addr(*ip, datacenter),
+        Lookup::Ptr(ip) => ctx.ptr(*ip),
+        Lookup::PreparedQuery { .. } | Lookup::Invalid => ctx.nxdomain(),
+    };
+    out.authoritative = true;
+    out
+}
+
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+struct Ctx<'a> {
+    fsm: &'a Fsm,
+    config: &'a DnsConfig,
+    domain: &'a str,
+    qname: String,
+    qtype: QType,
+    serial: u32,
+}
+
+impl Ctx<'_> {
+    fn soa(&self) -> Record {
+        let domain = self.domain;
+        Record {
+            name: format!("{domain}."),
+            ttl: 0,
+            data: RData::Soa {
+                mname: format!("ns.{domain}."),
+                rname: format!("hostmaster.{domain}."),
+                serial: self.serial,
+                refresh: 3600,
+                retry: 600,
+                expire: 86_400,
+                minimum: 0,
+            },
+        }
+    }
+
+    fn nxdomain(&self) -> Answer {
+        let mut out = Answer::rcode(Rcode::NxDomain);
+        out.authority.push(self.soa());
+        out
+    }
+
+    /// NOERROR with nothing of the asked type: the SOA says so (NODATA).
+    fn finish(&self, mut out: Answer) -> Answer {
+        if out.answers.is_empty() {
+            out.authority.push(self.soa());
+        }
+        out
+    }
+
+    fn known_dc(&self, datacenter: &str) -> bool {
+        datacenter.eq_ignore_ascii_case(&self.config.datacenter)
+    }
+
+    fn apex(&self) -> Answer {
+        let mut out = Answer::rcode(Rcode::NoError);
+        match self.qtype {
+            QType::Soa => out.answers.push(self.soa()),
+            QType::Ns | QType::Any => out.answers.push(Record {
+                name: self.qname.clone(),
+                ttl: 0,
+                data: RData::Ns(format!("ns.{}.", self.domain)),
+            }),
+            _ => {}
+        }
+        self.finish(out)
+    }
+
+    /// An address record for `address` if the question asks for its family;
+    /// a hostname becomes a CNAME for A/AAAA/ANY questions.
+    fn address_record(&self, name: &str, address: &str, ttl: u32) -> Option<Record> {
+        let data = match (address.parse::<IpAddr>(), self.qtype) {
+            (Ok(IpAddr::V4(v4)), QType::A | QType::Any) => RData::A(v4),
+            (Ok(IpAddr::V6(v6)), QType::Aaaa | QType::Any) => RData::Aaaa(v6),
+            (Ok(_), _) => return None,
+            (Err(_), QType::A | QType::Aaaa | QType::Any) if !address.is_empty() => {
+                RData::Cname(fqdn(address))
+            }
+            (Err(_), _) => return None,
+        };
+        Some(Record {
+            name: name.to_string(),
+            ttl,
+            data,
+        })
+    }
+
+    fn node(&self, name: &str, datacenter: &str) -> Answer {
+        let Some(node) = self.find_node(name).filter(|_| self.known_dc(datacenter)) else {
+            return self.nxdomain();
+        };
+        let ttl = self.config.node_ttl_secs;
+        let mut out = Answer::rcode(Rcode::NoError);
+        out.answers
+            .extend(self.address_record(&self.qname, &node.address, ttl));
+        if matches!(self.qtype, QType::Txt | QType::Any) {
+            out.answers.extend(node_meta_txt(node, &self.qname, ttl));
+        }
+        self.finish(out)
+    }
+
+    fn find_node(&self, name: &str) -> Option<&Node> {
+        let nodes = &self.fsm.catalog.nodes;
+        nodes
+            .get(name)
+            .or_else(|| nodes.values().find(|n| n.name.eq_ignore_ascii_case(name)))
+    }
+
+    fn addr(&self, ip: IpAddr, datacenter: &str) -> Answer {
+        if !self.known_dc(datacenter) {
+            return self.nxdomain();
+        }
+        let mut out = Answer::rcode(Rcode::NoError);
+        let ttl = self.config.node_ttl_secs;
+        out.answers
+            .extend(self.address_record(&self.qname, &ip.to_string(), ttl));
+        self.finish(out)
+    }
+
+    fn ptr(&self, ip: IpAddr) -> Answer {
+        let (dc, domain) = (&self.config.datacenter, self.domain);
+        let mut names: Vec<String> = Vec::new();
+        for node in self.fsm.catalog.nodes.values() {
+            if node.address.parse::<IpAddr>() == Ok(ip) {
+                names.push(format!("{}.node.{dc}.{domain}.", node.name));
+            }
+        }
+        for service in self.fsm.catalog.services.values() {
+            let name = format!("{}.service.{dc}.{domain}.", service.name);
+            if service.address.parse::<IpAddr>() == Ok(ip) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return self.nxdomain();
+        }
+        let mut out = Answer::rcode(Rcode::NoError);
+        if matches!(self.qtype, QType::Ptr | QType::Any) {
+            let ttl = self.config.node_ttl_secs;
+            out.answers.extend(names.into_iter().map(|target| Record {
+                name: self.qname.clone(),
+                ttl,
+                data: RData::Ptr(target),
+            }));
+        }
+        self.finish(out)
+    }
+
+    /// Healthy instances of a service: none of their checks (service or
+    /// node level) is critical, nor warning under `only_passing`.
+    fn healthy(&self, service: &str, tag: Option<&str>) -> Vec<(&Service, &Node, CheckStatus)> {
+        let catalog = &self.fsm.catalog;
+        let mut out = Vec::new();
+        for instance in catalog.services.values() {
+            if !instance.name.eq_ignore_ascii_case(service) {
+                continue;
+            }
+            if let Some(tag) = tag {
+                if !instance.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                    continue;
+                }
+            }
+            let Some(node) = catalog.nodes.get(&instance.node) else {
+                continue;
+            };
+            let worst = catalog
+                .service_health_checks(instance)
+                .map(|c| c.status)
+                .max()
+                .unwrap_or(CheckStatus::Passing);
+            let excluded =
+                worst.is_critical() || (self.config.only_passing && worst == CheckStatus::Warning);
+            if !excluded {
+                out.push((instance, node, worst));
+            }
+        }
+        out
+    }
+
+    fn service(&self, service: &str, tag: Option<&str>, datacenter: &str, rng: &mut Rng) -> Answer {
+        if !self.known_dc(datacenter) {
+            return self.nxdomain();
+        }
+        let mut instances = self.healthy(service, tag);
+        if instances.is_empty() {
+            return self.nxdomain();
+        }
+        shuffle(&mut instances, rng);
+        let mut out = Answer::rcode(Rcode::NoError);
+        if self.qtype == QType::Srv {
+            self.srv_records(&instances, &mut out);
+        } else {
+            self.service_addresses(&instances, &mut out);
+        }
+        self.finish(out)
+    }
+
+    fn service_addresses(&self, instances: &[(&Service, &Node, CheckStatus)], out: &mut Answer) {
+        let ttl = self.config.service_ttl_secs;
+        let mut seen = BTreeSet::new();
+        for (service, node, _) in instances {
+            let address = if service.address.is_empty() {
+                &node.address
+            } else {
+                &service.address
+            };
+            if !seen.insert(address.as_str()) {
+                continue;
+            }
+            out.answers
+                .extend(self.address_record(&self.qname, address, ttl));
+        }
+        let limit = self.config.a_record_limit;
+        if limit > 0 && out.answers.len() > limit {
+            out.answers.truncate(limit);
+        }
+    }
+
+    /// `1 <weight> <port> <target>`, with the target's address in the
+    /// additional section: `<node>.node.<dc>.<domain>` for instances on the
+    /// node's address, `<hex>.addr.<dc>.<domain>` for an own IP address.
+    fn srv_records(&self, instances: &[(&Service, &Node, CheckStatus)], out: &mut Answer) {
+        let (dc, domain) = (&self.config.datacenter, self.domain);
+        let ttl = self.config.service_ttl_secs;
+        let mut additional_names = BTreeSet::new();
+        for (service, node, worst) in instances {
+            let weight = match worst {
+                CheckStatus::Warning => service.weights.warning,
+                _ => service.weights.passing,
+            };
+            let (target, address) = match service.address.parse::<IpAddr>() {
+                Ok(ip) => (
+                    format!("{}.addr.{dc}.{domain}.", hex_ip(ip)),
+                    service.address.as_str(),
+                ),
+                Err(_) if service.address.is_empty() => (
+                    format!("{}.node.{dc}.{domain}.", node.name),
+                    node.address.as_str(),
+                ),
+                Err(_) => (fqdn(&service.address), ""),
+            };
+            out.answers.push(Record {
+                name: self.qname.clone(),
+                ttl,
+                data: RData::Srv {
+                    priority: 1,
+                    weight: u16::try_from(weight).unwrap_or(u16::MAX),
+                    port: service.port,
+                    target: target.clone(),
+                },
+            });
+            if let Ok(ip) = address.parse::<IpAddr>() {
+                if additional_names.insert(target.clone()) {
+                    let data = match ip {
+                        IpAddr::V4(v4) => RData::A(v4),
+                        IpAddr::V6(v6) => RData::Aaaa(v6),
+                    };
+                    out.additional.push(Record {
+                        name: target,
+                        ttl,
+                        data,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Node meta as TXT (RFC 1464 `key=value`; Consul drops the key for
+/// `rfc1035-` keys).
+fn node_meta_txt(node: &Node, name: &str, ttl: u32) -> Vec<Record> {
+    node.meta
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| {
+            let text = match k.strip_prefix("rfc1035-") {
+                Some(_) => v.clone(),
+                None => format!("{k}={v}"),
+            };
+            Record {
+                name: name.to_string(),
+                ttl,
+                data: RData::Txt(vec![text]),
+            }
+        })
+        .collect()
+}
+
+/// Fisher–Yates with the caller's RNG: a fresh order on every answer.
+fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}

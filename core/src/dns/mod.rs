@@ -1,0 +1,136 @@
+//! Consul's DNS interface without the wire format: which records answer a
+//! question (name parsing in [`name`], answer selection in [`answer`]). The
+//! shell decodes packets (hickory-proto), asks [`answer::answer`] under the
+//! state lock, and encodes the result; truncation to the UDP size is the
+//! shell's, since only it knows the encoded sizes.
+//!
+//! Behaviour follows Consul's DNS (see `../shared/CONSUL-REFERENCE.md` §3):
+//! TTL 0 by default, a fresh shuffle on every answer, instances with a
+//! critical check left out, NXDOMAIN + SOA when nothing matches, NOERROR + SOA
+//! (NODATA) for names that exist without records of the asked type.
+
+pub mod answer;
+pub mod name;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// What the agent's DNS server is configured with (Consul's `dns_config`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// The domain, lowercase, without the trailing dot (`consul`).
+    pub domain: String,
+    /// `alt_domain`, same form, if any.
+    pub alt_domain: Option<String>,
+    /// The agent's datacenter.
+    pub datacenter: String,
+    pub node_ttl_secs: u32,
+    pub service_ttl_secs: u32,
+    /// Leave out instances with a warning check too.
+    pub only_passing: bool,
+    /// Cap on A/AAAA answers after the shuffle (`a_record_limit`); 0 = none.
+    pub a_record_limit: usize,
+}
+
+impl DnsConfig {
+    pub fn new(datacenter: &str) -> DnsConfig {
+        DnsConfig {
+            domain: "consul".into(),
+            alt_domain: None,
+            datacenter: datacenter.into(),
+            node_ttl_secs: 0,
+            service_ttl_secs: 0,
+            only_passing: false,
+            a_record_limit: 0,
+        }
+    }
+}
+
+/// Query types tribune answers; anything else is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QType {
+    A,
+    Aaaa,
+    Srv,
+    Txt,
+    Ptr,
+    Any,
+    Soa,
+    Ns,
+    Other(u16),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Question {
+    /// The queried name as received (any case, with or without the final dot).
+    pub name: String,
+    pub qtype: QType,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        /// Fully qualified, with the final dot.
+        target: String,
+    },
+    Txt(Vec<String>),
+    Ptr(String),
+    Cname(String),
+    Soa {
+        mname: String,
+        rname: String,
+        serial: u32,
+        refresh: u32,
+        retry: u32,
+        expire: u32,
+        minimum: u32,
+    },
+    Ns(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Fully qualified, with the final dot.
+    pub name: String,
+    pub ttl: u32,
+    pub data: RData,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rcode {
+    NoError,
+    FormErr,
+    ServFail,
+    NxDomain,
+    NotImp,
+    Refused,
+}
+
+/// The answer to one question. `authoritative` is set for names in the
+/// agent's domains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub rcode: Rcode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub additional: Vec<Record>,
+}
+
+impl Answer {
+    pub fn rcode(rcode: Rcode) -> Answer {
+        Answer {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Answer selection tests against a store built through `Fsm::apply`.
+
+use super::answer::answer;
+use super::{Answer, DnsConfig, QType, Question, RData, Rcode};
+use crate::catalog::{Check, CheckDefinition, CheckStatus, Node, Registration, Service, Weights};
+use crate::command::{Command, CommandResult};
+use crate::fsm::{Effects, Fsm};
+use crate::rng::Rng;
+use std::collections::BTreeSet;
+
+struct Store {
+    fsm: Fsm,
+    index: u64,
+}
+
+impl Store {
+    fn new() -> Store {
+        Store {
+            fsm: Fsm::default(),
+            index: 0,
+        }
+    }
+
+    /// Registers `service` on `node` (address `node_ip`) with one check.
+    fn add(
+        &mut self,
+        node: &str,
+        node_ip: &str,
+        service: Option<(&str, &str, &[&str], u16)>,
+        status: CheckStatus,
+    ) {
+        let service = service.map(|(name, address, tags, port)| Service {
+            node: node.into(),
+            id: format!("{name}-{node}"),
+            name: name.into(),
+            kind: String::new(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            address: address.into(),
+            tagged_addresses: Default::default(),
+            meta: Default::default(),
+            port,
+            weights: Weights {
+                passing: 10,
+                warning: 1,
+            },
+            enable_tag_override: false,
+            create_index: 0,
+            modify_index: 0,
+        });
+        let check = Check {
+            node: node.into(),
+            check_id: format!("chk-{node}"),
+            name: "check".into(),
+            status,
+            notes: String::new(),
+            output: String::new(),
+            service_id: service.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+            service_name: String::new(),
+            service_tags: Vec::new(),
+            check_type: String::new(),
+            definition: CheckDefinition::default(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        let reg = Registration {
+            node: Node {
+                id: String::new(),
+                name: node.into(),
+                address: node_ip.into(),
+                datacenter: "dc1".into(),
+                tagged_addresses: Default::default(),
+                meta: [("rack".to_string(), "r1".to_string())]
+                    .into_iter()
+                    .collect(),
+                create_index: 0,
+                modify_index: 0,
+            },
+            skip_node_update: false,
+            service,
+            checks: vec![check],
+        };
+        self.index += 1;
+        let result = self.fsm.apply(
+            self.index,
+            &Command::Register(Box::new(reg)),
+            &mut Effects::default(),
+        );
+        assert_eq!(result, CommandResult::Done);
+    }
+
+    fn ask(&self, name: &str, qtype: QType, rng: &mut Rng) -> Answer {
+        let question = Question {
+            name: name.into(),
+            qtype,
+        };
+        answer(&self.fsm, &DnsConfig::new("dc1"), &question, 7, rng)
+    }
+}
+
+fn addresses(answer: &Answer) -> BTreeSet<String> {
+    answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(ip) => Some(ip.to_string()),
+            RData::Aaaa(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn web_store() -> Store {
+    let mut store = Store::new();
+    store.add(
+        "n1",
+        "10.0.0.1",
+        Some(("web", "", &["v1"], 80)),
+        CheckStatus::Passing,
+    );
+    store.add(
+        "n2",
+        "10.0.0.2",
+        Some(("web", "", &["v2"], 80)),
+        CheckStatus::Warning,
+    );
+    store.add(
+        "n3",
+        "10.0.0.3",
+        Some(("web", "", &["v1"], 80)),
+        CheckStatus::Critical,
+    );
+    store.add(
+        "n4",
+        "10.0.0.4",
+        Some(("web", "192.168.0.9", &[], 8080)),
+        CheckStatus::Passing,
+    );
+    store.add(
+        "n5",
+        "10.0.0.5",
+        Some(("db", "", &[], 5432)),
+        CheckStatus::Critical,
+    );
+    store
+}
+
+#[test]
+fn service_a_leaves_out_critical_instances() {
+    let store = web_store();
+    let mut rng = Rng::from_seed(1);
+    let a = store.ask("web.service.consul.", QType::A, &mut rng);
+    assert_eq!(a.rcode, Rcode::NoError);
+    assert!(a.authoritative);
+    let want: BTreeSet<String> = ["10.0.0.1", "10.0.0.2", "192.168.0.9"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(addresses(&a), want);
+    assert!(a
+        .answers
+        .iter()
+        .all(|r| r.ttl == 0 && r.name == "web.service.consul."));
+    let tagged = store.ask("V1.web.service.consul", QType::A, &mut rng);
+    assert_eq!(
+        addresses(&tagged),
+        ["10.0.0.1".to_string()].into_iter().collect()
+    );
+    let mut only_passing = DnsConfig::new("dc1");
+    only_passing.only_passing = true;
+    let q = Question {
+        name: "web.service.consul.".into(),
+        qtype: QType::A,
+    };
+    let strict = answer(&store.fsm, &only_passing, &q, 7, &mut rng);
+    assert!(
+        !addresses(&strict).contains("10.0.0.2"),
+        "warning left out under only_passing"
+    );
+}
+
+#[test]
+fn negative_answers_carry_the_soa() {
+    let store = web_store();
+    let mut rng = Rng::from_seed(2);
+    for name in [
+        "nope.service.consul.",
+        "db.service.consul.",
+        "web.service.dc9.consul.",
+        "x.node.consul.",
+        "a.b.c.consul.",
+    ] {
+        let a = store.ask(name, QType::A, &mut rng);
+        assert_eq!(a.rcode, Rcode::NxDomain, "{name}");
+        assert!(a.answers.is_empty());
+        assert!(
+            matches!(a.authority[0].data, RData::Soa { serial: 7, .. }),
+            "{name}"
+        );
+    }
+    let nodata = store.ask("n1.node.consul.", QType::Other(15), &mut rng);
+    assert_eq!(
+        (nodata.rcode, nodata.answers.len(), nodata.authority.len()),
+        (Rcode::NoError, 0, 1)
+    );
+    let refused = store.ask("example.com.", QType::A, &mut rng);
+    assert_eq!(
+        (refused.rcode, refused.authoritative),
+        (Rcode::Refused, false)
+    );
+}
+
+#[test]
+fn srv_targets_and_additional_records() {
+    let store = web_store();
+    let a = store.ask(
+        "_web._tcp.service.consul.",
+        QType::Srv,
+        &mut Rng::from_seed(3),
+    );
+    assert_eq!(a.answers.len(), 3);
+    let mut targets = BTreeSet::new();
+    for record in &a.answers {
+        let RData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } = &record.data
+        else {
+            panic!("not SRV: {record:?}");
+        };
+        assert_eq!(*priority, 1);
+        let want_weight = if target.starts_with("n2.") { 1 } else { 10 };
+        assert_eq!(
+            *weight, want_weight,
+            "{target}: warning instances use the warning weight"
+        );
+        assert!(*port == 80 || *port == 8080);
+        targets.insert(target.clone());
+    }
+    assert!(targets.contains("n1.node.dc1.consul."));
+    assert!(
+        targets.contains("c0a80009.addr.dc1.consul."),
+        "own IP address → .addr target"
+    );
+    let extra: BTreeSet<String> = a.additional.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(
+        extra, targets,
+        "each target's address is in the additional section"
+    );
+}
+
+#[test]
+fn nodes_addr_and_ptr() {
+    let store = web_store();
+    let mut rng = Rng::from_seed(4);
+    let node = store.ask("N1.node.dc1.consul.", QType::A, &mut rng);
+    assert_eq!(
+        addresses(&node),
+        ["10.0.0.1".to_string()].into_iter().collect()
+    );
+    let txt = store.ask("n1.node.consul.", QType::Txt, &mut rng);
+    assert_eq!(txt.answers[0].data, RData::Txt(vec!["rack=r1".into()]));
+    let addr = store.ask("0a000002.addr.dc1.consul.", QType::A, &mut rng);
+    assert_eq!(
+        addresses(&addr),
+        ["10.0.0.2".to_string()].into_iter().collect()
+    );
+    let ptr = store.ask("1.0.0.10.in-addr.arpa.", QType::Ptr, &mut rng);
+    assert_eq!(
+        ptr.answers[0].data,
+        RData::Ptr("n1.node.dc1.consul.".into())
+    );
+    assert_eq!(
+        store
+            .ask("9.9.9.9.in-addr.arpa.", QType::Ptr, &mut rng)
+            .rcode,
+        Rcode::NxDomain
+    );
+    let soa = store.ask("consul.", QType::Soa, &mut rng);
+    assert!(matches!(soa.answers[0].data, RData::Soa { .. }));
+}
+
+proptest::proptest! {
+    /// Over repeated queries: never an instance with a critical check, every
+    /// healthy one reachable, and the order varies.
+    #[test]
+    fn answers_are_healthy_complete_and_shuffled(
+        statuses in proptest::collection::vec(0u8..3, 1..12),
+        seed in 0u64..1000,
+    ) {
+        let mut store = Store::new();
+        let mut healthy = BTreeSet::new();
+        for (i, s) in statuses.iter().enumerate() {
+            let status = [CheckStatus::Passing, CheckStatus::Warning, CheckStatus::Critical][usize::from(*s)];
+            let ip = format!("10.1.0.{}", i + 1);
+            store.add(&format!("n{i}"), &ip, Some(("api", "", &[], 80)), status);
+            if status != CheckStatus::Critical {
+                healthy.insert(ip);
+            }
+        }
+        let mut rng = Rng::from_seed(seed);
+        let mut orders = BTreeSet::new();
+        for _ in 0..20 {
+            let a = store.ask("api.service.consul.", QType::A, &mut rng);
+            if healthy.is_empty() {
+                proptest::prop_assert_eq!(a.rcode, Rcode::NxDomain);
+                continue;
+            }
+            proptest::prop_assert_eq!(&addresses(&a), &healthy);
+            orders.insert(format!("{:?}", a.answers));
+        }
+        if healthy.len() >= 3 {
+            proptest::prop_assert!(orders.len() > 1, "the order never changed");
+        }
+    }
+}
