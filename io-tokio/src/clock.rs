@@ -34,3 +34,12 @@ pub fn os_seed() -> u64 {
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
+
+/// Wall-clock seconds since the Unix epoch (0 if the clock is before it),
+/// for values Consul shows as wall time (the DNS SOA serial).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

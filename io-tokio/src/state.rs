@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 use tribune_core::agent::LocalAgent;
 use tribune_core::command::{Command, CommandResult};
+use tribune_core::dns::{Answer, DnsConfig, Question};
 use tribune_core::fsm::{Effects, Fsm};
 use tribune_core::rng::Rng;
 use tribune_core::server::{Leader, Output};
@@ -200,6 +201,15 @@ impl Node {
             return 0;
         }
         self.lock().rng.below(bound)
+    }
+
+    /// Answers a DNS question from the applied state (Consul's DNS reads
+    /// allow stale data, so the local FSM is the source); the shuffle draws
+    /// from the node's RNG. One lock for both, so the answer is consistent.
+    pub fn dns_answer(&self, config: &DnsConfig, question: &Question, serial: u32) -> Answer {
+        let mut inner = self.lock();
+        let Inner { fsm, rng, .. } = &mut *inner;
+        tribune_core::dns::answer::answer(fsm, config, question, serial, rng)
     }
 
     /// Registers a waiter; `None` when the waiter bound is reached (the

@@ -14,16 +14,21 @@ pub struct AgentConfig {
     pub bind_addr: String,
     pub client_addr: String,
     pub http_port: u16,
-    pub dns_port: u16,
+    /// `None` when disabled (`-dns-port=-1`, `ports.dns = -1`, as Consul).
+    pub dns_port: Option<u16>,
     pub serf_lan_port: u16,
     pub serf_wan_port: u16,
     pub server_port: u16,
     pub grpc_port: u16,
     pub data_dir: Option<String>,
     pub log_level: String,
+    /// DNS domain, lowercase, without the final dot (`-domain`, `consul`).
+    pub domain: String,
+    /// A second domain answered like `domain` (`-alt-domain`).
+    pub alt_domain: Option<String>,
 }
 
-const VALUE_FLAGS: [&str; 14] = [
+const VALUE_FLAGS: [&str; 16] = [
     "node",
     "datacenter",
     "bind",
@@ -38,6 +43,8 @@ const VALUE_FLAGS: [&str; 14] = [
     "config-file",
     "config-dir",
     "log-level",
+    "domain",
+    "alt-domain",
 ];
 
 fn specs() -> Vec<FlagSpec> {
@@ -70,6 +77,8 @@ struct FileConfig {
     data_dir: Option<String>,
     log_level: Option<String>,
     server: Option<bool>,
+    domain: Option<String>,
+    alt_domain: Option<String>,
     ports: FilePorts,
 }
 
@@ -107,6 +116,23 @@ fn file_port(value: Option<i32>, default: u16, key: &str) -> Result<u16, String>
     }
 }
 
+/// A DNS domain as core wants it: lowercase, no final dot (Consul accepts
+/// `consul` and `consul.` alike). Labels must fit DNS (1-63 bytes of
+/// letters, digits, `-` and `_`).
+fn dns_domain(text: &str, flag: &str) -> Result<String, String> {
+    let domain = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let valid_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if domain.len() > 253 || !domain.split('.').all(valid_label) {
+        return Err(format!("-{flag}: {text:?} is not a valid DNS domain"));
+    }
+    Ok(domain)
+}
+
 fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
     let name = path.display();
     match path.extension().and_then(|e| e.to_str()) {
@@ -131,7 +157,9 @@ fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
         client_addr,
         data_dir,
         log_level,
-        server
+        server,
+        domain,
+        alt_domain
     );
     macro_rules! take_port {
         ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
@@ -187,7 +215,10 @@ impl AgentConfig {
             bind_addr: text("bind", &file.bind_addr, "127.0.0.1"),
             client_addr: text("client", &file.client_addr, "127.0.0.1"),
             http_port: flag_port("http-port", file.ports.http, 8500, "http")?,
-            dns_port: flag_port("dns-port", file.ports.dns, 8600, "dns")?,
+            dns_port: match (parsed.value("dns-port"), file.ports.dns) {
+                (Some("-1"), _) | (None, Some(-1)) => None,
+                (_, from_file) => Some(flag_port("dns-port", from_file, 8600, "dns")?),
+            },
             serf_lan_port: flag_port("serf-lan-port", file.ports.serf_lan, 8301, "serf_lan")?,
             serf_wan_port: flag_port("serf-wan-port", file.ports.serf_wan, 8302, "serf_wan")?,
             server_port: flag_port("server-port", file.ports.server, 8300, "server")?,
@@ -197,6 +228,11 @@ impl AgentConfig {
                 .map(str::to_string)
                 .or(file.data_dir),
             log_level: text("log-level", &file.log_level, "info"),
+            domain: dns_domain(&text("domain", &file.domain, "consul"), "domain")?,
+            alt_domain: match parsed.value("alt-domain").or(file.alt_domain.as_deref()) {
+                Some(name) => Some(dns_domain(name, "alt-domain")?),
+                None => None,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -212,6 +248,12 @@ impl AgentConfig {
             return Err(format!(
                 "Datacenter must be alpha-numeric with underscores and hypens: {:?}",
                 self.datacenter
+            ));
+        }
+        if self.alt_domain.as_ref() == Some(&self.domain) {
+            return Err(format!(
+                "alt_domain cannot be the same as domain: {:?}",
+                self.domain
             ));
         }
         if self.node_name.is_empty() {
@@ -240,8 +282,10 @@ mod tests {
         assert!(c.dev);
         assert_eq!(
             (c.http_port, c.dns_port, c.datacenter.as_str()),
-            (8500, 8600, "dc1")
+            (8500, Some(8600), "dc1")
         );
+        let off = AgentConfig::from_args(&args(&["-dev", "-dns-port=-1"])).expect("valid");
+        assert_eq!(off.dns_port, None, "-1 disables DNS, as in Consul");
         assert_eq!(c.client_addr, "127.0.0.1");
         let c = AgentConfig::from_args(&args(&[
             "--dev",
@@ -255,6 +299,34 @@ mod tests {
             (c.http_port, c.node_name.as_str(), c.datacenter.as_str()),
             (9000, "n1", "east")
         );
+    }
+
+    #[test]
+    fn dns_domains() {
+        let c = AgentConfig::from_args(&args(&["-dev"])).expect("valid");
+        assert_eq!((c.domain.as_str(), c.alt_domain), ("consul", None));
+        let c = AgentConfig::from_args(&args(&[
+            "-dev",
+            "-domain=Example.COM.",
+            "-alt-domain",
+            "alt",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (c.domain.as_str(), c.alt_domain.as_deref()),
+            ("example.com", Some("alt"))
+        );
+        for bad in [
+            "-domain=",
+            "-domain=a..b",
+            "-domain=a b",
+            "-alt-domain=consul",
+        ] {
+            assert!(
+                AgentConfig::from_args(&args(&["-dev", bad])).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! `tribune agent`: starts the node, its timers and the HTTP API.
+//! `tribune agent`: starts the node, its timers, the HTTP API and DNS.
 
 pub mod config;
 
 use crate::state::{Identity, Node};
 use config::AgentConfig;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, UdpSocket};
 use tribune_core::agent::LocalAgent;
 use tribune_core::catalog::Node as CatalogNode;
+use tribune_core::dns::DnsConfig;
 use tribune_core::rng::Rng;
 
 /// Runs the agent until SIGINT/SIGTERM. Returns the process exit code.
@@ -66,6 +69,21 @@ async fn serve(config: AgentConfig) -> i32 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let dns_sockets = match config.dns_port {
+        None => None,
+        Some(port) => match bind_dns(port, http_addr).await {
+            Ok(sockets) => Some(sockets),
+            Err(e) => {
+                eprintln!("==> Error starting agent: {e}");
+                return 1;
+            }
+        },
+    };
+    let dns_port = dns_sockets
+        .as_ref()
+        .and_then(|(udp, _)| udp.local_addr().ok())
+        .map(|a| i32::from(a.port()))
+        .unwrap_or(-1);
     let identity = Identity {
         node_name: config.node_name.clone(),
         node_id: node_id.clone(),
@@ -94,18 +112,53 @@ async fn serve(config: AgentConfig) -> i32 {
     });
     let node = Node::new(identity, local, rng.next_u64());
     tokio::spawn(node.clone().run_timers());
-    print_banner(&config, &node_id, &bound);
+    print_banner(&config, &node_id, &bound, dns_port);
     crate::log::info(&format!(
         "agent: started in {} µs; rng seed {seed:#018x}",
         started.elapsed().as_micros()
     ));
+    if let Some((dns_udp, dns_tcp)) = dns_sockets {
+        let dns_config = Arc::new(dns_config(&config));
+        let udp = crate::dns::serve_udp(dns_udp, node.clone(), dns_config.clone());
+        tokio::spawn(udp);
+        tokio::spawn(crate::dns::serve_tcp(dns_tcp, node.clone(), dns_config));
+    }
     tokio::spawn(crate::http::serve(listener, node));
     wait_for_shutdown().await;
     crate::log::info("agent: caught signal, shutting down");
     0
 }
 
-fn print_banner(config: &AgentConfig, node_id: &str, http: &str) {
+/// Binds DNS on UDP and TCP, the same port on both (Consul serves both on
+/// 8600). Port 0 lets UDP pick a free port and TCP take the same one; if
+/// that TCP port is busy, another pick is tried a few times.
+async fn bind_dns(port: u16, http_addr: SocketAddr) -> Result<(UdpSocket, TcpListener), String> {
+    let wanted = SocketAddr::new(http_addr.ip(), port);
+    let attempts = if port == 0 { 8 } else { 1 };
+    let mut last_error = String::new();
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(wanted)
+            .await
+            .map_err(|e| format!("failed to listen on {wanted} (DNS, udp): {e}"))?;
+        let addr = udp
+            .local_addr()
+            .map_err(|e| format!("failed to read the DNS address: {e}"))?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_error = format!("failed to listen on {addr} (DNS, tcp): {e}"),
+        }
+    }
+    Err(last_error)
+}
+
+fn dns_config(config: &AgentConfig) -> DnsConfig {
+    let mut dns = DnsConfig::new(&config.datacenter);
+    dns.domain = config.domain.clone();
+    dns.alt_domain = config.alt_domain.clone();
+    dns
+}
+
+fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) {
     println!("==> Starting tribune agent...");
     println!("              Version: '{}'", env!("CARGO_PKG_VERSION"));
     println!("              Node ID: '{node_id}'");
@@ -116,7 +169,7 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str) {
     );
     println!("               Server: true (Bootstrap: false)");
     println!(
-        "          Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: -1)",
+        "          Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {dns_port})",
         config.client_addr,
         http.rsplit(':').next().unwrap_or("")
     );
@@ -127,9 +180,7 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str) {
     println!("       Gossip Encrypt: false");
     println!();
     println!("==> tribune agent running! HTTP API at http://{http}");
-    println!(
-        "    In-memory dev mode: nothing is persisted. DNS, gossip and gRPC are not served yet."
-    );
+    println!("    In-memory dev mode: nothing is persisted. Gossip and gRPC are not served yet.");
     use std::io::Write;
     let _ = std::io::stdout().flush();
 }

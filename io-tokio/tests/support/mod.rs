@@ -1,5 +1,6 @@
 //! Shared support for the HTTP API integration tests: an [`Agent`] guard
-//! that starts `tribune agent -dev` on a free port and kills it on drop, and
+//! that starts `tribune agent -dev` on free HTTP and DNS ports and kills it
+//! on drop, and
 //! a tiny blocking HTTP/1.1 client over `std::net` (one connection per
 //! request, `Connection: close`) so tests control every byte they send.
 //!
@@ -11,7 +12,7 @@
 use base64::Engine;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,21 +30,26 @@ pub struct Agent {
     client: Client,
     /// The agent's node name (`Config.NodeName` of `/v1/agent/self`).
     pub node: String,
+    /// The port passed as `-dns-port` (free on UDP and TCP when probed).
+    /// `start` does not wait for DNS: tests that use it wait themselves.
+    pub dns_port: u16,
 }
 
 impl Agent {
-    /// Starts `tribune agent -dev -http-port <free port>` and waits until
-    /// `GET /v1/status/leader` answers 200. Retries on another port if the
-    /// chosen one was taken between probing and binding.
+    /// Starts `tribune agent -dev -http-port <free port> -dns-port <free
+    /// port>` and waits until `GET /v1/status/leader` answers 200. Retries on
+    /// other ports if a chosen one was taken between probing and binding.
     pub fn start() -> Agent {
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
+            let dns_port = free_udp_tcp_port(&[port]);
             let log =
                 std::env::temp_dir().join(format!("tribune-it-{}-{port}.log", std::process::id()));
             let log_file = std::fs::File::create(&log).expect("create agent log file");
             let child = Command::new(env!("CARGO_BIN_EXE_tribune"))
                 .args(["agent", "-dev", "-http-port", &port.to_string()])
+                .args(["-dns-port", &dns_port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().expect("clone log file handle"))
                 .stderr(log_file)
@@ -54,6 +60,7 @@ impl Agent {
                 log,
                 client: Client { port },
                 node: String::new(),
+                dns_port,
             };
             if agent.wait_ready() {
                 let me = agent.get("/v1/agent/self");
@@ -126,6 +133,22 @@ impl Drop for Agent {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
+}
+
+/// A port free on 127.0.0.1 for both TCP and UDP at the time of the probe
+/// (DNS serves both), and not one of `avoid`.
+pub fn free_udp_tcp_port(avoid: &[u16]) -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = tcp.local_addr().expect("local_addr").port();
+        if avoid.contains(&port) {
+            continue;
+        }
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both TCP and UDP after 100 probes");
 }
 
 /// A blocking HTTP/1.1 client for one agent.

@@ -1,0 +1,194 @@
+//! The DNS server: Consul's DNS interface on UDP and TCP (port 8600).
+//!
+//! Data flow: a packet arrives ([`serve_udp`], [`serve_tcp`]) →
+//! [`handle_packet`] decodes it with hickory-proto, checks it the way
+//! Consul's DNS library (miekg/dns) does, asks core's
+//! [`tribune_core::dns::answer::answer`] under the state lock via
+//! [`Node::dns_answer`], converts the records and encodes the response
+//! within the transport's size limit ([`wire::encode_within`]).
+//! Which names answer what is core's business; this module only moves bytes.
+//!
+//! Request checks, as miekg/dns's default accept function: a packet shorter
+//! than a header is dropped, and so is a response (QR=1, answering would
+//! let two servers loop); an opcode other than QUERY gets NOTIMP; anything
+//! but exactly one question gets FORMERR, as does a packet that does not
+//! decode. No recursors yet, so RA is never set.
+
+pub mod fuzzing;
+mod server;
+pub mod wire;
+
+pub use server::{
+    serve_tcp, serve_udp, TCP_CONNECTIONS_MAX, TCP_READ_TIMEOUT, UDP_REQUEST_BYTES_MAX,
+    UDP_RESPONSE_BYTES_MAX,
+};
+
+use crate::state::Node;
+use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
+use hickory_proto::rr::Record as WireRecord;
+use hickory_proto::ProtoError;
+use tribune_core::dns::{Answer, DnsConfig, Question};
+
+/// A DNS header is 12 bytes (RFC 1035 §4.1.1); anything shorter is noise.
+pub const HEADER_BYTES: usize = 12;
+/// The UDP payload tribune advertises in its OPT record (what it accepts).
+pub const EDNS_PAYLOAD_BYTES: u16 = 4096;
+/// A TCP message's length prefix is 16 bits (RFC 1035 §4.2.2).
+pub const TCP_MESSAGE_BYTES_MAX: usize = u16::MAX as usize;
+
+/// Answers one DNS message. `max_udp_size` is `Some(cap)` for a UDP request
+/// (the response then fits 512 bytes, or the client's EDNS size up to
+/// `cap`) and `None` for TCP (64 KiB). `None` means: send nothing.
+pub fn handle_packet(
+    node: &Node,
+    config: &DnsConfig,
+    packet: &[u8],
+    max_udp_size: Option<usize>,
+) -> Option<Vec<u8>> {
+    let header = RawHeader::parse(packet)?;
+    if header.is_response {
+        return None;
+    }
+    if header.op_code != OpCode::Query {
+        return header.error(ResponseCode::NotImp);
+    }
+    let request = match Message::from_vec(packet) {
+        Ok(request) => request,
+        Err(_) => return header.error(ResponseCode::FormErr),
+    };
+    let mut response = response_to(&request);
+    let [query] = request.queries.as_slice() else {
+        response.metadata.response_code = ResponseCode::FormErr;
+        return response.to_vec().ok();
+    };
+    response.add_query(query.clone());
+    let question = Question {
+        name: query.name().to_ascii(),
+        qtype: wire::qtype(query.query_type()),
+    };
+    let mut answer = node.dns_answer(config, &question, unix_seconds());
+    let (limit_bytes, udp_plain) = size_limit(&request, max_udp_size);
+    if udp_plain {
+        cap_answers(&mut answer, wire::UDP_ANSWER_LIMIT);
+    }
+    fill(&mut response, &answer);
+    wire::encode_within(response, limit_bytes, udp_plain)
+}
+
+/// Applies Consul's answer-count cap before any record is converted to the
+/// wire form: a 100-instance service answered without EDNS sends 3 records,
+/// and converting the other 97 (name parsing included) was most of the cost.
+/// Additional records stay only for the SRV targets still answered;
+/// `encode_within` applies the same rule on the wire form.
+fn cap_answers(answer: &mut Answer, limit: usize) {
+    if answer.answers.len() <= limit {
+        return;
+    }
+    answer.answers.truncate(limit);
+    let targets: Vec<String> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            tribune_core::dns::RData::Srv { target, .. } => Some(target.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    answer
+        .additional
+        .retain(|r| targets.contains(&r.name.to_ascii_lowercase()));
+}
+
+/// The response skeleton: same ID and opcode, RD copied, QR set, and an OPT
+/// record when the request had one (RFC 6891 §6.1.1 requires the echo).
+fn response_to(request: &Message) -> Message {
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    if request.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD_BYTES);
+        response.set_edns(edns);
+    }
+    response
+}
+
+/// Puts core's answer into the response; a record that can't be put on the
+/// wire (a name with a label over 63 bytes, say) turns it into SERVFAIL
+/// rather than a partial answer.
+fn fill(response: &mut Message, answer: &Answer) {
+    match sections(answer) {
+        Ok((answers, authorities, additionals)) => {
+            response.metadata.authoritative = answer.authoritative;
+            response.metadata.response_code = wire::response_code(answer.rcode);
+            response.answers = answers;
+            response.authorities = authorities;
+            response.additionals = additionals;
+        }
+        Err(e) => {
+            crate::log::warn(&format!("dns: cannot encode an answer: {e}"));
+            response.metadata.response_code = ResponseCode::ServFail;
+        }
+    }
+}
+
+type Sections = (Vec<WireRecord>, Vec<WireRecord>, Vec<WireRecord>);
+
+fn sections(answer: &Answer) -> Result<Sections, ProtoError> {
+    Ok((
+        wire::records(&answer.answers)?,
+        wire::records(&answer.authority)?,
+        wire::records(&answer.additional)?,
+    ))
+}
+
+/// The byte limit for the response, and whether this is a plain 512-byte
+/// UDP exchange (where Consul also caps the answer count).
+fn size_limit(request: &Message, max_udp_size: Option<usize>) -> (usize, bool) {
+    let Some(cap) = max_udp_size else {
+        return (TCP_MESSAGE_BYTES_MAX, false);
+    };
+    let default = wire::UDP_RESPONSE_BYTES_DEFAULT;
+    let limit = match &request.edns {
+        // RFC 6891 §6.2.5: sizes under 512 are treated as 512.
+        Some(edns) => usize::from(edns.max_payload()).clamp(default, cap.max(default)),
+        None => default,
+    };
+    (limit, limit == default)
+}
+
+/// The SOA serial: Consul uses the current unix time. It wraps in 2106,
+/// which serial-number arithmetic (RFC 1982) tolerates.
+fn unix_seconds() -> u32 {
+    // Truncating is the wrap.
+    crate::clock::unix_seconds() as u32
+}
+
+/// The header fields read straight from the bytes, so that the ID can be
+/// echoed even when the rest does not decode.
+struct RawHeader {
+    id: u16,
+    is_response: bool,
+    op_code: OpCode,
+    recursion_desired: bool,
+}
+
+impl RawHeader {
+    fn parse(packet: &[u8]) -> Option<RawHeader> {
+        let bytes = packet.get(..HEADER_BYTES)?;
+        Some(RawHeader {
+            id: u16::from_be_bytes([bytes[0], bytes[1]]),
+            is_response: bytes[2] & 0x80 != 0,
+            op_code: OpCode::from_u8((bytes[2] >> 3) & 0x0F),
+            recursion_desired: bytes[2] & 0x01 != 0,
+        })
+    }
+
+    /// A header-only error response (no question: it may not have decoded).
+    fn error(&self, code: ResponseCode) -> Option<Vec<u8>> {
+        let mut response = Message::error_msg(self.id, self.op_code, code);
+        response.metadata.recursion_desired = self.recursion_desired;
+        response.to_vec().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! The UDP and TCP loops around [`super::handle_packet`].
+//!
+//! UDP answers inline: an answer is a lock, a lookup and an encode, cheaper
+//! than spawning a task. TCP (RFC 1035 §4.2.2, RFC 7766) takes 2-byte
+//! length-prefixed messages, several per connection, each read within
+//! [`TCP_READ_TIMEOUT`]; a connection that breaks the framing or stalls is
+//! closed, and at most [`TCP_CONNECTIONS_MAX`] are served at once.
+
+use super::{handle_packet, HEADER_BYTES};
+use crate::state::Node;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tribune_core::dns::DnsConfig;
+
+/// Receive buffer for one datagram. A larger one arrives cut short (the OS
+/// truncates it) and then fails to decode: FORMERR or nothing.
+pub const UDP_REQUEST_BYTES_MAX: usize = 4096;
+/// The most sent in one UDP response, whatever the client's EDNS size:
+/// Consul's `maxUDPDatagramSize` (64 KiB less the largest IP header and the
+/// UDP header).
+pub const UDP_RESPONSE_BYTES_MAX: usize = u16::MAX as usize - 68;
+/// TCP connections served at once; more are closed on accept.
+pub const TCP_CONNECTIONS_MAX: usize = 256;
+/// Time to read one whole TCP message (length and body), and to write one
+/// response; an idle connection is closed after it.
+pub const TCP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept/recv (EMFILE and friends) instead of spinning.
+const ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Answers DNS over UDP on `socket` forever.
+pub async fn serve_udp(socket: UdpSocket, node: Arc<Node>, config: Arc<DnsConfig>) {
+    let mut buffer = vec![0u8; UDP_REQUEST_BYTES_MAX];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            Err(e) => {
+                crate::log::debug(&format!("dns: udp receive failed: {e}"));
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let packet = &buffer[..len];
+        let udp_cap = Some(UDP_RESPONSE_BYTES_MAX);
+        let Some(response) = guarded(&node, &config, packet, udp_cap) else {
+            continue;
+        };
+        if let Err(e) = socket.send_to(&response, peer).await {
+            crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
+        }
+    }
+}
+
+/// Answers DNS over TCP on `listener` forever.
+pub async fn serve_tcp(listener: TcpListener, node: Arc<Node>, config: Arc<DnsConfig>) {
+    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS_MAX));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                crate::log::warn(&format!("dns: tcp accept failed: {e}"));
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it; the client retries or gives up.
+            crate::log::debug(&format!(
+                "dns: tcp connection limit reached, closing {peer}"
+            ));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (node, config) = (node.clone(), config.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            serve_connection(stream, &node, &config).await;
+        });
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig) {
+    let mut request = Vec::new();
+    loop {
+        match tokio::time::timeout(TCP_READ_TIMEOUT, read_message(&mut stream, &mut request)).await
+        {
+            Ok(Ok(())) => {}
+            // EOF, a reset, bad framing or a stall: the connection is done.
+            Ok(Err(_)) | Err(_) => return,
+        }
+        let Some(response) = guarded(node, config, &request, None) else {
+            continue;
+        };
+        let Ok(len) = u16::try_from(response.len()) else {
+            continue;
+        };
+        let mut framed = Vec::with_capacity(2 + response.len());
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&response);
+        match tokio::time::timeout(TCP_READ_TIMEOUT, stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
+/// Reads one length-prefixed message into `buffer`. A length too short for
+/// a header is bad framing.
+async fn read_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    let len = usize::from(stream.read_u16().await?);
+    if len < HEADER_BYTES {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
+    buffer.resize(len, 0);
+    stream.read_exact(buffer).await?;
+    Ok(())
+}
+
+/// [`handle_packet`], with a panic (a bug in decoding untrusted bytes)
+/// costing one packet instead of the whole server loop.
+fn guarded(
+    node: &Node,
+    config: &DnsConfig,
+    packet: &[u8],
+    max_udp_size: Option<usize>,
+) -> Option<Vec<u8>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        handle_packet(node, config, packet, max_udp_size)
+    }))
+    .unwrap_or_else(|_| {
+        crate::log::warn("dns: a packet made the handler panic; dropped it");
+        None
+    })
+}
