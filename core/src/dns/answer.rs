@@ -34,7 +34,10 @@ pub fn answer(
             service,
             tag,
             datacenter,
-        } => ctx.service(service, tag.as_deref(), datacenter, rng),
+        } => {
+            let limit = question.answer_limit.unwrap_or(usize::MAX);
+            ctx.service(service, tag.as_deref(), datacenter, limit, rng)
+        }
         Lookup::Node { node, datacenter } => ctx.node(node, datacenter),
         Lookup::Addr { ip, datacenter } => ctx.addr(*ip, datacenter),
         Lookup::Ptr(ip) => ctx.ptr(*ip),
@@ -191,19 +194,34 @@ impl Ctx<'_> {
         self.finish(out)
     }
 
-    /// Healthy instances of a service: none of their checks (service or
-    /// node level) is critical, nor warning under `only_passing`.
-    fn healthy(&self, service: &str, tag: Option<&str>) -> Vec<(&Service, &Node, CheckStatus)> {
+    /// Instances of a service, in random order: every instance with the
+    /// name (and tag) is shuffled, then health is checked walking that order
+    /// until `limit` healthy ones are found. Shuffling before filtering keeps
+    /// the order uniform over the healthy ones, and stopping early means a
+    /// capped answer (plain UDP) looks at a few instances, not all.
+    fn healthy(
+        &self,
+        service: &str,
+        tag: Option<&str>,
+        limit: usize,
+        rng: &mut Rng,
+    ) -> Vec<(&Service, &Node, CheckStatus)> {
         let catalog = &self.fsm.catalog;
+        let mut candidates: Vec<&Service> = catalog
+            .services
+            .values()
+            .filter(|s| s.name.eq_ignore_ascii_case(service))
+            .filter(|s| tag.is_none_or(|tag| s.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))))
+            .collect();
+        shuffle(&mut candidates, rng);
+        // A/AAAA answers carry each address once, so count distinct ones.
+        let distinct = self.qtype != QType::Srv;
+        let mut addresses = BTreeSet::new();
         let mut out = Vec::new();
-        for instance in catalog.services.values() {
-            if !instance.name.eq_ignore_ascii_case(service) {
-                continue;
-            }
-            if let Some(tag) = tag {
-                if !instance.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
-                    continue;
-                }
+        for instance in candidates {
+            let enough = if distinct { addresses.len() } else { out.len() };
+            if enough >= limit {
+                break;
             }
             let Some(node) = catalog.nodes.get(&instance.node) else {
                 continue;
@@ -216,21 +234,30 @@ impl Ctx<'_> {
             let excluded =
                 worst.is_critical() || (self.config.only_passing && worst == CheckStatus::Warning);
             if !excluded {
+                if distinct {
+                    addresses.insert(instance_address(instance, node));
+                }
                 out.push((instance, node, worst));
             }
         }
         out
     }
 
-    fn service(&self, service: &str, tag: Option<&str>, datacenter: &str, rng: &mut Rng) -> Answer {
+    fn service(
+        &self,
+        service: &str,
+        tag: Option<&str>,
+        datacenter: &str,
+        limit: usize,
+        rng: &mut Rng,
+    ) -> Answer {
         if !self.known_dc(datacenter) {
             return self.nxdomain();
         }
-        let mut instances = self.healthy(service, tag);
+        let instances = self.healthy(service, tag, limit, rng);
         if instances.is_empty() {
             return self.nxdomain();
         }
-        shuffle(&mut instances, rng);
         let mut out = Answer::rcode(Rcode::NoError);
         if self.qtype == QType::Srv {
             self.srv_records(&instances, &mut out);
@@ -244,12 +271,8 @@ impl Ctx<'_> {
         let ttl = self.config.service_ttl_secs;
         let mut seen = BTreeSet::new();
         for (service, node, _) in instances {
-            let address = if service.address.is_empty() {
-                &node.address
-            } else {
-                &service.address
-            };
-            if !seen.insert(address.as_str()) {
+            let address = instance_address(service, node);
+            if !seen.insert(address) {
                 continue;
             }
             out.answers
@@ -308,6 +331,15 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+}
+
+/// The address an instance is reached at: its own, else its node's.
+fn instance_address<'a>(service: &'a Service, node: &'a Node) -> &'a str {
+    if service.address.is_empty() {
+        &node.address
+    } else {
+        &service.address
     }
 }
 

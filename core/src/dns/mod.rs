@@ -66,6 +66,11 @@ pub struct Question {
     /// The queried name as received (any case, with or without the final dot).
     pub name: String,
     pub qtype: QType,
+    /// The most service answers the transport will carry (Consul's
+    /// `udp_answer_limit` for UDP without EDNS), or `None` for all. Core
+    /// stops there, so a 100-instance service asked over plain UDP costs
+    /// the work of a few instances, not of all of them.
+    pub answer_limit: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

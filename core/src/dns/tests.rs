@@ -92,6 +92,7 @@ impl Store {
         let question = Question {
             name: name.into(),
             qtype,
+            answer_limit: None,
         };
         answer(&self.fsm, &DnsConfig::new("dc1"), &question, 7, rng)
     }
@@ -170,6 +171,7 @@ fn service_a_leaves_out_critical_instances() {
     let q = Question {
         name: "web.service.consul.".into(),
         qtype: QType::A,
+        answer_limit: None,
     };
     let strict = answer(&store.fsm, &only_passing, &q, 7, &mut rng);
     assert!(
@@ -314,4 +316,55 @@ proptest::proptest! {
             proptest::prop_assert!(orders.len() > 1, "the order never changed");
         }
     }
+}
+
+proptest::proptest! {
+    /// With the plain-UDP cap: at most 3 answers, all healthy, as many as
+    /// there are (up to 3), and over repeated queries every healthy instance
+    /// shows up, so capping does not starve anyone.
+    #[test]
+    fn capped_answers_stay_healthy_and_fair(
+        statuses in proptest::collection::vec(0u8..3, 1..16),
+        seed in 0u64..1000,
+        srv in proptest::bool::ANY,
+    ) {
+        let mut store = Store::new();
+        let mut healthy = BTreeSet::new();
+        for (i, s) in statuses.iter().enumerate() {
+            let status = [CheckStatus::Passing, CheckStatus::Warning, CheckStatus::Critical][usize::from(*s)];
+            let ip = format!("10.2.0.{}", i + 1);
+            store.add(&format!("n{i}"), &ip, Some(("api", "", &[], 80)), status);
+            if status != CheckStatus::Critical {
+                healthy.insert(ip);
+            }
+        }
+        let qtype = if srv { QType::Srv } else { QType::A };
+        let question = Question { name: "api.service.consul.".into(), qtype, answer_limit: Some(3) };
+        let mut rng = Rng::from_seed(seed);
+        let mut seen = BTreeSet::new();
+        for _ in 0..80 {
+            let a = answer(&store.fsm, &DnsConfig::new("dc1"), &question, 7, &mut rng);
+            if healthy.is_empty() {
+                proptest::prop_assert_eq!(a.rcode, Rcode::NxDomain);
+                continue;
+            }
+            proptest::prop_assert_eq!(a.answers.len(), healthy.len().min(3));
+            let got: BTreeSet<String> = if srv { addresses_of_targets(&a) } else { addresses(&a) };
+            proptest::prop_assert!(got.is_subset(&healthy), "{got:?} not all healthy");
+            seen.extend(got);
+        }
+        proptest::prop_assert_eq!(seen, healthy);
+    }
+}
+
+/// The addresses behind SRV answers (from the additional section).
+fn addresses_of_targets(answer: &Answer) -> BTreeSet<String> {
+    answer
+        .additional
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect()
 }

@@ -62,12 +62,13 @@ pub fn handle_packet(
         return response.to_vec().ok();
     };
     response.add_query(query.clone());
+    let (limit_bytes, udp_plain) = size_limit(&request, max_udp_size);
     let question = Question {
         name: query.name().to_ascii(),
         qtype: wire::qtype(query.query_type()),
+        answer_limit: udp_plain.then_some(wire::UDP_ANSWER_LIMIT),
     };
     let mut answer = node.dns_answer(config, &question, unix_seconds());
-    let (limit_bytes, udp_plain) = size_limit(&request, max_udp_size);
     if udp_plain {
         cap_answers(&mut answer, wire::UDP_ANSWER_LIMIT);
     }
