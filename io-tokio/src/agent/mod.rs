@@ -119,8 +119,16 @@ async fn serve(config: AgentConfig) -> i32 {
     ));
     if let Some((dns_udp, dns_tcp)) = dns_sockets {
         let dns_config = Arc::new(dns_config(&config));
-        let udp = crate::dns::serve_udp(dns_udp, node.clone(), dns_config.clone());
-        tokio::spawn(udp);
+        let (udp_node, udp_config) = (node.clone(), dns_config.clone());
+        let spawned = dns_udp.into_std().and_then(|socket| {
+            std::thread::Builder::new()
+                .name("dns-udp".into())
+                .spawn(move || crate::dns::serve_udp(socket, udp_node, udp_config))
+        });
+        if let Err(e) = spawned {
+            eprintln!("==> Error starting agent: DNS over UDP: {e}");
+            return 1;
+        }
         tokio::spawn(crate::dns::serve_tcp(dns_tcp, node.clone(), dns_config));
     }
     tokio::spawn(crate::http::serve(listener, node));

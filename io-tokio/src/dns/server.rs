@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tribune_core::dns::DnsConfig;
 
@@ -31,15 +31,22 @@ pub const TCP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept/recv (EMFILE and friends) instead of spinning.
 const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Answers DNS over UDP on `socket` forever.
-pub async fn serve_udp(socket: UdpSocket, node: Arc<Node>, config: Arc<DnsConfig>) {
+/// Answers DNS over UDP on `socket` forever, on a thread of its own with a
+/// blocking socket. Through the tokio runtime every datagram cost a task
+/// wake-up and a park (perf: ~40% of the time in the scheduler's context
+/// switches); a blocking loop answers a queue of datagrams back to back.
+pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsConfig>) {
+    if let Err(e) = socket.set_nonblocking(false) {
+        crate::log::error(&format!("dns: cannot make the udp socket blocking: {e}"));
+        return;
+    }
     let mut buffer = vec![0u8; UDP_REQUEST_BYTES_MAX];
     loop {
-        let (len, peer) = match socket.recv_from(&mut buffer).await {
+        let (len, peer) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
             Err(e) => {
                 crate::log::debug(&format!("dns: udp receive failed: {e}"));
-                tokio::time::sleep(ERROR_BACKOFF).await;
+                std::thread::sleep(ERROR_BACKOFF);
                 continue;
             }
         };
@@ -48,7 +55,7 @@ pub async fn serve_udp(socket: UdpSocket, node: Arc<Node>, config: Arc<DnsConfig
         let Some(response) = guarded(&node, &config, packet, udp_cap) else {
             continue;
         };
-        if let Err(e) = socket.send_to(&response, peer).await {
+        if let Err(e) = socket.send_to(&response, peer) {
             crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
         }
     }

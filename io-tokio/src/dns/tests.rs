@@ -341,9 +341,7 @@ async fn udp_and_tcp_servers_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let node = test_node();
     let config = Arc::new(DnsConfig::new("dc1"));
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -351,7 +349,8 @@ async fn udp_and_tcp_servers_answer() {
         udp.local_addr().expect("addr"),
         tcp.local_addr().expect("addr"),
     );
-    tokio::spawn(serve_udp(udp, node.clone(), config.clone()));
+    let (udp_node, udp_config) = (node.clone(), config.clone());
+    std::thread::spawn(move || serve_udp(udp, udp_node, udp_config));
     tokio::spawn(serve_tcp(tcp, node, config));
 
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
