@@ -7,7 +7,7 @@
 use crate::catalog::{Catalog, Registration, Touched};
 use crate::command::{ApplyError, Command, CommandResult, KvOp, KvVerb, TxnOutcome};
 use crate::ids::{RaftIndex, SessionId};
-use crate::kv::{Kv, KvChange, KvSnapshot, KvWrite};
+use crate::kv::{Kv, KvSnapshot};
 use crate::session::{Behavior, Session, Sessions};
 use crate::time::Duration;
 use crate::txn;
@@ -173,10 +173,7 @@ impl Fsm {
                     self.kv.unlock(index, key, &op.value, op.flags, session)
                 }
             }
-            KvVerb::Delete => match self.kv.delete(index, key) {
-                KvChange::Changed => KvWrite::Changed,
-                KvChange::Unchanged => KvWrite::Unchanged,
-            },
+            KvVerb::Delete => self.kv.delete(index, key),
             KvVerb::DeleteCas => self.kv.delete_cas(index, key, op.index),
             KvVerb::DeleteTree => {
                 for deleted in self.kv.delete_tree(index, key) {
@@ -410,6 +407,6 @@ impl Fsm {
 
     /// Runs a txn made only of read verbs, without replication.
     pub fn read_txn(&self, ops: &[KvOp]) -> TxnOutcome {
-        txn::read_only(&self.kv, &self.sessions, ops)
+        txn::read_only(&self.kv, ops)
     }
 }

@@ -34,13 +34,6 @@ pub struct Kv {
     locks: BTreeSet<(SessionId, Box<str>)>,
 }
 
-/// What a write changed, for watches and lock bookkeeping.
-#[derive(Debug, PartialEq, Eq)]
-pub enum KvChange {
-    Unchanged,
-    Changed,
-}
-
 /// The outcome of a conditional write. `Unchanged` is a success that wrote
 /// nothing new (Consul skips such writes, so indexes and watchers stay put).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,16 +252,16 @@ impl Kv {
     }
 
     /// Deletes `key` if present, leaving a tombstone.
-    pub fn delete(&mut self, index: RaftIndex, key: &str) -> KvChange {
+    pub fn delete(&mut self, index: RaftIndex, key: &str) -> KvWrite {
         match self.entries.remove(key.as_bytes()) {
             Some(entry) => {
                 if let Some(session) = entry.session {
                     self.locks.remove(&(session, Box::from(key)));
                 }
                 self.tombstones.insert(KvKey::new(key), index);
-                KvChange::Changed
+                KvWrite::Changed
             }
-            None => KvChange::Unchanged,
+            None => KvWrite::Unchanged,
         }
     }
 

@@ -24,7 +24,7 @@ fn row(key: &str, entry: &KvEntry, include_value: bool) -> TxnKvResult {
 }
 
 /// Runs one read verb. Errors carry Consul's wording.
-pub fn read_op(kv: &Kv, sessions: &Sessions, op: &KvOp) -> Result<Vec<TxnKvResult>, String> {
+pub fn read_op(kv: &Kv, op: &KvOp) -> Result<Vec<TxnKvResult>, String> {
     let key = op.key.as_str();
     match op.verb {
         KvVerb::Get => match kv.get(key) {
@@ -75,19 +75,16 @@ pub fn read_op(kv: &Kv, sessions: &Sessions, op: &KvOp) -> Result<Vec<TxnKvResul
             Some(_) => Err(format!("key {key:?} exists")),
             None => Ok(Vec::new()),
         },
-        _ => {
-            let _ = sessions;
-            Err(format!("unknown KV read verb {:?}", op.verb))
-        }
+        _ => Err(format!("unknown KV read verb {:?}", op.verb)),
     }
 }
 
 /// Runs a read-only txn (no replication needed).
-pub fn read_only(kv: &Kv, sessions: &Sessions, ops: &[KvOp]) -> TxnOutcome {
+pub fn read_only(kv: &Kv, ops: &[KvOp]) -> TxnOutcome {
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for (op_index, op) in ops.iter().enumerate() {
-        match read_op(kv, sessions, op) {
+        match read_op(kv, op) {
             Ok(rows) => results.extend(rows),
             Err(what) => errors.push(TxnError { op_index, what }),
         }
@@ -161,7 +158,7 @@ fn write_op(
             kv.delete_tree(index, key);
             Ok(Vec::new())
         }
-        _ => read_op(kv, sessions, op),
+        _ => read_op(kv, op),
     }
 }
 

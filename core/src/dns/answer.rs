@@ -214,8 +214,9 @@ impl Ctx<'_> {
             .filter(|s| tag.is_none_or(|tag| s.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))))
             .collect();
         shuffle(&mut candidates, rng);
-        // A/AAAA answers carry each address once, so count distinct ones.
-        let distinct = self.qtype != QType::Srv;
+        // A/AAAA answers carry each address once, so a limit counts
+        // distinct addresses (nothing to count without a limit).
+        let distinct = self.qtype != QType::Srv && limit != usize::MAX;
         let mut addresses = BTreeSet::new();
         let mut out = Vec::new();
         for instance in candidates {

@@ -68,35 +68,10 @@ pub fn handle_packet(
         qtype: wire::qtype(query.query_type()),
         answer_limit: udp_plain.then_some(wire::UDP_ANSWER_LIMIT),
     };
-    let mut answer = node.dns_answer(config, &question, unix_seconds());
-    if udp_plain {
-        cap_answers(&mut answer, wire::UDP_ANSWER_LIMIT);
-    }
+    // Core stops at `answer_limit`, so only what can be sent is converted.
+    let answer = node.dns_answer(config, &question, unix_seconds());
     fill(&mut response, &answer);
     wire::encode_within(response, limit_bytes, udp_plain)
-}
-
-/// Applies Consul's answer-count cap before any record is converted to the
-/// wire form: a 100-instance service answered without EDNS sends 3 records,
-/// and converting the other 97 (name parsing included) was most of the cost.
-/// Additional records stay only for the SRV targets still answered;
-/// `encode_within` applies the same rule on the wire form.
-fn cap_answers(answer: &mut Answer, limit: usize) {
-    if answer.answers.len() <= limit {
-        return;
-    }
-    answer.answers.truncate(limit);
-    let targets: Vec<String> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            tribune_core::dns::RData::Srv { target, .. } => Some(target.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect();
-    answer
-        .additional
-        .retain(|r| targets.contains(&r.name.to_ascii_lowercase()));
 }
 
 /// The response skeleton: same ID and opcode, RD copied, QR set, and an OPT

@@ -2,7 +2,7 @@
 //! service/<name>, node/<name>.
 
 use crate::http::blocking;
-use crate::http::{Ctx, HttpError, Reply};
+use crate::http::{unexpected, write, Ctx, HttpError, Reply};
 use crate::state::Inner;
 use hyper::Method;
 use serde::Serialize;
@@ -31,12 +31,11 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
     }
 }
 
-pub fn done(result: Result<CommandResult, crate::state::WriteError>) -> Result<Reply, HttpError> {
-    match result {
-        Ok(CommandResult::Done) | Ok(CommandResult::Bool(true)) => Ok(Reply::bool(true)),
-        Ok(CommandResult::Failed(e)) => Err(e.into()),
-        Ok(other) => Err(HttpError::Internal(format!("unexpected result {other:?}"))),
-        Err(crate::state::WriteError::NotCommitted(why)) => Err(HttpError::Internal(why)),
+/// Writes a command whose success Consul answers with `true`.
+pub async fn done(ctx: &Ctx, command: Command) -> Result<Reply, HttpError> {
+    match write(ctx, command).await? {
+        CommandResult::Done | CommandResult::Bool(true) => Ok(Reply::bool(true)),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -45,22 +44,19 @@ async fn register(ctx: &mut Ctx) -> Result<Reply, HttpError> {
     let body = ctx.json_body().await?;
     let reg = decode_catalog_register(&body, &ctx.node.identity.datacenter)?;
     ctx.check_datacenter(Some(reg.node.datacenter.as_str()))?;
-    done(ctx.node.write(Command::Register(Box::new(reg))).await)
+    done(ctx, Command::Register(Box::new(reg))).await
 }
 
 async fn deregister(ctx: &mut Ctx) -> Result<Reply, HttpError> {
     ctx.require(&[Method::PUT])?;
     let body = ctx.json_body().await?;
     let (node, service_id, check_id) = decode_catalog_deregister(&body)?;
-    done(
-        ctx.node
-            .write(Command::Deregister {
-                node,
-                service_id,
-                check_id,
-            })
-            .await,
-    )
+    let command = Command::Deregister {
+        node,
+        service_id,
+        check_id,
+    };
+    done(ctx, command).await
 }
 
 async fn nodes(ctx: &Ctx) -> Result<Reply, HttpError> {

@@ -31,6 +31,13 @@ impl From<ApplyError> for HttpError {
         HttpError::Apply(e)
     }
 }
+impl From<crate::state::WriteError> for HttpError {
+    fn from(e: crate::state::WriteError) -> Self {
+        match e {
+            crate::state::WriteError::NotCommitted(why) => HttpError::Internal(why),
+        }
+    }
+}
 impl From<AgentError> for HttpError {
     fn from(e: AgentError) -> Self {
         HttpError::Agent(e)

@@ -2,7 +2,7 @@
 //! `cas`, `acquire`, `release`), DELETE (`recurse`, `cas`).
 
 use crate::http::blocking::{self, Answer};
-use crate::http::{Ctx, HttpError, Reply};
+use crate::http::{unexpected, write, Ctx, HttpError, Reply};
 use crate::state::Inner;
 use hyper::Method;
 use tribune_core::api::body::validate_key;
@@ -126,17 +126,13 @@ async fn put(ctx: &mut Ctx, key: String) -> Result<Reply, HttpError> {
         index,
         session,
     };
-    bool_result(ctx.node.write(Command::Kv(op)).await)
+    bool_result(ctx, op).await
 }
 
-fn bool_result(
-    result: Result<CommandResult, crate::state::WriteError>,
-) -> Result<Reply, HttpError> {
-    match result {
-        Ok(CommandResult::Bool(ok)) => Ok(Reply::bool(ok)),
-        Ok(CommandResult::Failed(e)) => Err(e.into()),
-        Ok(other) => Err(HttpError::Internal(format!("unexpected result {other:?}"))),
-        Err(crate::state::WriteError::NotCommitted(why)) => Err(HttpError::Internal(why)),
+async fn bool_result(ctx: &Ctx, op: KvOp) -> Result<Reply, HttpError> {
+    match write(ctx, Command::Kv(op)).await? {
+        CommandResult::Bool(ok) => Ok(Reply::bool(ok)),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -158,5 +154,5 @@ async fn delete(ctx: &Ctx, key: String) -> Result<Reply, HttpError> {
         None if recurse => KvOp::new(KvVerb::DeleteTree, key),
         None => KvOp::new(KvVerb::Delete, key),
     };
-    bool_result(ctx.node.write(Command::Kv(op)).await)
+    bool_result(ctx, op).await
 }

@@ -30,10 +30,25 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tribune_core::api::query::{parse_query, percent_decode, read_options, Query, ReadOptions};
+use tribune_core::command::CommandResult;
 use tribune_core::limits::{HTTP_CONNS_PER_CLIENT_MAX, HTTP_HEADER_READ_TIMEOUT};
 
 pub use errors::HttpError;
 pub use reply::Reply;
+
+/// Replicates `command`; a failed apply or an uncommitted entry becomes the
+/// HTTP error, so handlers only match the results they expect.
+pub async fn write(ctx: &Ctx, command: tribune_core::Command) -> Result<CommandResult, HttpError> {
+    match ctx.node.write(command).await? {
+        CommandResult::Failed(e) => Err(e.into()),
+        result => Ok(result),
+    }
+}
+
+/// A result of the wrong kind for the command: a bug, reported as a 500.
+pub fn unexpected(result: CommandResult) -> HttpError {
+    HttpError::Internal(format!("unexpected result {result:?}"))
+}
 
 /// What every handler gets.
 pub struct Ctx {
@@ -120,7 +135,6 @@ fn extract_token(req: &Request<Incoming>, query: &Query) -> Option<String> {
 }
 
 async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let pretty_default = false;
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let query = match parse_query(&raw_query) {
         Ok(q) => q,
@@ -130,7 +144,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>
         Ok(p) => p,
         Err(e) => return HttpError::Api(e).into_response(),
     };
-    let pretty = pretty_default || query.has("pretty");
+    let pretty = query.has("pretty");
     let content_length = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)

@@ -2,7 +2,7 @@
 //! node/<node>, list.
 
 use crate::http::blocking;
-use crate::http::{Ctx, HttpError, Reply};
+use crate::http::{unexpected, write, Ctx, HttpError, Reply};
 use hyper::Method;
 use serde_json::json;
 use tribune_core::api::body::decode_session_create;
@@ -30,15 +30,9 @@ async fn create(ctx: &mut Ctx) -> Result<Reply, HttpError> {
     ctx.check_datacenter(ctx.query.get("dc"))?;
     let body = ctx.json_body().await?;
     let session = decode_session_create(&body, &ctx.node.identity.node_name)?;
-    match ctx
-        .node
-        .write(Command::SessionCreate(Box::new(session)))
-        .await
-    {
-        Ok(CommandResult::SessionCreated(id)) => Ok(Reply::json(&json!({ "ID": id.to_string() }))),
-        Ok(CommandResult::Failed(e)) => Err(e.into()),
-        Ok(other) => Err(HttpError::Internal(format!("unexpected result {other:?}"))),
-        Err(crate::state::WriteError::NotCommitted(why)) => Err(HttpError::Internal(why)),
+    match write(ctx, Command::SessionCreate(Box::new(session))).await? {
+        CommandResult::SessionCreated(id) => Ok(Reply::json(&json!({ "ID": id.to_string() }))),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -50,7 +44,7 @@ fn parse_id(text: &str) -> Result<SessionId, HttpError> {
 async fn destroy(ctx: &Ctx, id: &str) -> Result<Reply, HttpError> {
     ctx.require(&[Method::PUT])?;
     let id = parse_id(id)?;
-    crate::http::catalog::done(ctx.node.write(Command::SessionDestroy { id }).await)
+    crate::http::catalog::done(ctx, Command::SessionDestroy { id }).await
 }
 
 fn renew(ctx: &Ctx, id: &str) -> Result<Reply, HttpError> {

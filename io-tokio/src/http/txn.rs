@@ -1,7 +1,7 @@
 //! `/v1/txn`: up to 64 KV operations applied atomically. Read-only txns are
 //! answered from the local state without a log entry, as in Consul.
 
-use crate::http::{Ctx, HttpError, Reply};
+use crate::http::{unexpected, write, Ctx, HttpError, Reply};
 use hyper::Method;
 use tribune_core::api::body::decode_txn;
 use tribune_core::api::render::{self, TxnErrorJson, TxnResponseJson};
@@ -20,13 +20,9 @@ pub async fn handle(mut ctx: Ctx) -> Result<Reply, HttpError> {
             .read(|inner| (inner.fsm.indexes.kv, inner.fsm.read_txn(&ops)));
         return Ok(reply(&outcome).with_index(index, options.consistency));
     } else {
-        match ctx.node.write(Command::Txn(ops)).await {
-            Ok(CommandResult::Txn(outcome)) => outcome,
-            Ok(CommandResult::Failed(e)) => return Err(e.into()),
-            Ok(other) => return Err(HttpError::Internal(format!("unexpected result {other:?}"))),
-            Err(crate::state::WriteError::NotCommitted(why)) => {
-                return Err(HttpError::Internal(why))
-            }
+        match write(&ctx, Command::Txn(ops)).await? {
+            CommandResult::Txn(outcome) => outcome,
+            other => return Err(unexpected(other)),
         }
     };
     Ok(reply(&outcome))
