@@ -162,16 +162,20 @@ impl Fsm {
         let write = match op.verb {
             KvVerb::Set => self.kv.set(index, key, &op.value, op.flags),
             KvVerb::Cas => self.kv.cas(index, key, &op.value, op.flags, op.index),
-            KvVerb::Lock | KvVerb::Unlock => {
+            KvVerb::Unlock => {
+                // As Consul's kvsUnlockTxn: a session that no longer exists
+                // cannot hold the key, so the answer is `false`, not an error.
+                let Some(session) = op.session else {
+                    return CommandResult::Failed(ApplyError::MissingSession);
+                };
+                self.kv.unlock(index, key, &op.value, op.flags, session)
+            }
+            KvVerb::Lock => {
                 let session = match self.live_session(op) {
                     Ok(session) => session,
                     Err(e) => return CommandResult::Failed(e),
                 };
-                if op.verb == KvVerb::Lock {
-                    self.kv.lock(index, key, &op.value, op.flags, session)
-                } else {
-                    self.kv.unlock(index, key, &op.value, op.flags, session)
-                }
+                self.kv.lock(index, key, &op.value, op.flags, session)
             }
             KvVerb::Delete => self.kv.delete(index, key),
             KvVerb::DeleteCas => self.kv.delete_cas(index, key, op.index),

@@ -22,6 +22,7 @@ pub mod agent;
 pub mod api;
 pub mod catalog;
 pub mod command;
+pub mod coord;
 pub mod dns;
 pub mod fsm;
 pub mod fuzzing;

@@ -138,7 +138,11 @@ fn write_op(
             }
         }
         KvVerb::Unlock => {
-            let session = session_ok(sessions, op)?;
+            // Consul's kvsUnlockTxn does not look the session up: releasing
+            // with a dead session is just "not held".
+            let session = op
+                .session
+                .ok_or_else(|| format!("failed to unlock key {key:?}: missing session"))?;
             match kv.unlock(index, key, &op.value, op.flags, session).ok() {
                 true => Ok(done(kv)),
                 false => Err(format!(

@@ -232,7 +232,9 @@ impl Model {
                 self.lock(index, op, session)
             }
             KvVerb::Unlock => {
-                let session = self.session_for_lock(op)?;
+                // Consul's kvsUnlockTxn never looks the session up: a dead
+                // session simply does not hold the key.
+                let session = op.session.ok_or(ApplyError::MissingSession)?;
                 self.unlock(index, op, session)
             }
             KvVerb::Delete => {

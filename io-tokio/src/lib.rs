@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod coord;
 pub mod dns;
 pub mod http;
 pub mod log;

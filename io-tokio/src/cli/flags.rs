@@ -48,6 +48,8 @@ impl FlagSpec {
 pub struct Parsed {
     pub values: BTreeMap<String, Vec<String>>,
     pub bools: BTreeSet<String>,
+    /// Switches explicitly turned off (`-shell=false`).
+    pub off: BTreeSet<String>,
     pub positional: Vec<String>,
 }
 
@@ -68,6 +70,11 @@ impl Parsed {
     /// Whether the boolean switch `name` is on.
     pub fn flag(&self, name: &str) -> bool {
         self.bools.contains(name)
+    }
+
+    /// A switch that is on unless turned off (Go's `BoolVar(.., true, ..)`).
+    pub fn flag_default_on(&self, name: &str) -> bool {
+        !self.off.contains(name)
     }
 }
 
@@ -116,8 +123,10 @@ pub fn parse(args: &[String], specs: &[FlagSpec]) -> Result<Parsed, String> {
             };
             if on {
                 parsed.bools.insert(name.to_string());
+                parsed.off.remove(name);
             } else {
                 parsed.bools.remove(name);
+                parsed.off.insert(name.to_string());
             }
             continue;
         }

@@ -13,6 +13,8 @@ use super::{
     connect, fail, get_json, group_help, parse_command, read_data_arg, u64_flag, Http, Ui,
 };
 use crate::client::percent_encode_path;
+use crate::coord::api::decode_pairs;
+use tribune_core::coord::KvPair;
 
 const KV_HELP: &str = r#"
 Usage: tribune kv <subcommand> [options] [args]
@@ -46,53 +48,6 @@ pub(super) fn run(args: &[String], ui: &mut Ui) -> i32 {
     }
 }
 
-/// A KV entry as the HTTP API returns it (`Value` base64 or null).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct WireEntry {
-    key: String,
-    flags: u64,
-    value: Option<String>,
-    session: Option<String>,
-    create_index: u64,
-    modify_index: u64,
-    lock_index: u64,
-}
-
-/// A KV entry with its value decoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct KvPair {
-    key: String,
-    flags: u64,
-    value: Vec<u8>,
-    session: String,
-    create_index: u64,
-    modify_index: u64,
-    lock_index: u64,
-}
-
-impl TryFrom<WireEntry> for KvPair {
-    type Error = String;
-
-    fn try_from(wire: WireEntry) -> Result<KvPair, String> {
-        let value = match wire.value.as_deref() {
-            None | Some("") => Vec::new(),
-            Some(text) => BASE64
-                .decode(text)
-                .map_err(|e| format!("invalid base64 value for key {}: {e}", wire.key))?,
-        };
-        Ok(KvPair {
-            key: wire.key,
-            flags: wire.flags,
-            value,
-            session: wire.session.unwrap_or_default(),
-            create_index: wire.create_index,
-            modify_index: wire.modify_index,
-            lock_index: wire.lock_index,
-        })
-    }
-}
-
 fn kv_path(key: &str) -> String {
     format!("/v1/kv/{}", percent_encode_path(key))
 }
@@ -109,9 +64,13 @@ fn fetch_pairs(http: &Http, key: &str, recurse: bool) -> Result<Vec<KvPair>, Str
     } else {
         Vec::new()
     };
-    let entries: Option<Option<Vec<WireEntry>>> = get_json(http, &kv_path(key), &extra)?;
-    let entries = entries.flatten().unwrap_or_default();
-    entries.into_iter().map(KvPair::try_from).collect()
+    let path = kv_path(key);
+    let response = http.get(&path, &extra).map_err(|e| e.to_string())?;
+    if response.status == 404 {
+        return Ok(Vec::new());
+    }
+    let response = response.into_result().map_err(|e| e.to_string())?;
+    decode_pairs(&response.body)
 }
 
 /// How a `kv put` writes: plainly, check-and-set, or as a lock operation.
@@ -694,29 +653,6 @@ mod tests {
         // The escaped form still parses back to the original key.
         let back: Vec<ExportEntry> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         assert_eq!(back[0].key, "a<b>&c");
-        Ok(())
-    }
-
-    #[test]
-    fn wire_entries_decode_null_and_base64_values() -> Result<(), String> {
-        let json = br#"[{"LockIndex":1,"Key":"k","Flags":7,"Value":null,"Session":"s",
-                        "CreateIndex":3,"ModifyIndex":4},
-                       {"Key":"v","Value":"dGVzdA=="}]"#;
-        let wire: Vec<WireEntry> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        let pairs: Vec<KvPair> = wire
-            .into_iter()
-            .map(KvPair::try_from)
-            .collect::<Result<_, _>>()?;
-        assert_eq!(pairs[0].value, b"");
-        assert_eq!(pairs[0].session, "s");
-        assert_eq!((pairs[0].lock_index, pairs[0].flags), (1, 7));
-        assert_eq!(pairs[1].value, b"test");
-        let bad = WireEntry {
-            key: "x".into(),
-            value: Some("!!".into()),
-            ..WireEntry::default()
-        };
-        assert!(KvPair::try_from(bad).is_err());
         Ok(())
     }
 

@@ -27,6 +27,7 @@ macro_rules! or_exit {
 mod catalog;
 mod info;
 mod kv;
+mod lock;
 mod members;
 mod services;
 
@@ -98,6 +99,7 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "version" => info::version(rest, ui),
         "info" => info::info(rest, ui),
         "kv" => kv::run(rest, ui),
+        "lock" => lock::run(rest, ui),
         "catalog" => catalog::run(rest, ui),
         "services" => services::run(rest, ui),
         "members" => members::run(rest, ui),
@@ -116,6 +118,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("catalog", "Interact with the catalog"),
     ("info", "Provides debugging information for operators."),
     ("kv", "Interact with the key-value store"),
+    ("lock", "Execute a command holding a lock"),
     ("members", "Lists the members of a tribune cluster"),
     ("services", "Interact with services"),
     ("version", "Prints the tribune version"),

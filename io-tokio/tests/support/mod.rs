@@ -102,6 +102,17 @@ impl Agent {
         false
     }
 
+    /// Kills the agent now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The agent's HTTP address as `host:port`, for `-http-addr`.
+    pub fn http_addr(&self) -> String {
+        self.client.addr().to_string()
+    }
+
     pub fn log_contents(&self) -> String {
         std::fs::read_to_string(&self.log)
             .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
