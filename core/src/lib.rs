@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod command;
 pub mod coord;
 pub mod dns;
+pub mod event;
 pub mod fsm;
 pub mod fuzzing;
 pub mod ids;

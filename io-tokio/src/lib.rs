@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod coord;
 pub mod dns;
+pub mod events;
 pub mod http;
 pub mod log;
 pub mod state;

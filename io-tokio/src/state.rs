@@ -56,6 +56,8 @@ pub struct Node {
     /// Wakes the timer loop when deadlines may have moved earlier.
     timers_changed: Notify,
     pub identity: Identity,
+    /// User events this agent has seen (not replicated state).
+    pub events: crate::events::Events,
 }
 
 /// A write that could not be carried out (beyond a command's own result).
@@ -138,6 +140,7 @@ impl Node {
             }),
             timers_changed: Notify::new(),
             identity,
+            events: crate::events::Events::default(),
         });
         let server_port = node.identity.server_port;
         node.with_agent(|agent| agent.register_node(Some(server_port)));
@@ -193,6 +196,11 @@ impl Node {
         drop(inner);
         self.timers_changed.notify_one();
         session
+    }
+
+    /// A fresh random UUID from the node's seeded RNG.
+    pub fn uuid(&self) -> tribune_core::ids::Uuid {
+        self.lock().rng.uuid()
     }
 
     /// A value in `0..bound` from the node's seeded RNG (blocking jitter).

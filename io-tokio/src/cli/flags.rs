@@ -258,4 +258,12 @@ mod tests {
     fn empty_args_parse_to_nothing() {
         assert_eq!(ok(&[]), Parsed::default());
     }
+
+    #[test]
+    fn default_on_switches_turn_off_only_explicitly() {
+        assert!(ok(&[]).flag_default_on("recurse"));
+        assert!(ok(&["-recurse"]).flag_default_on("recurse"));
+        assert!(!ok(&["-recurse=false"]).flag_default_on("recurse"));
+        assert!(ok(&["-recurse=false", "-recurse"]).flag_default_on("recurse"));
+    }
 }

@@ -13,6 +13,7 @@
 use super::flags::{FlagSpec, Parsed};
 use super::{connect, parse_command, usage_error, Ui};
 use crate::coord::api::{Api, Query};
+use crate::coord::handler;
 use crate::coord::lock::{Contender, Held, LockError, Options};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -384,7 +385,10 @@ impl Supervisor {
             match self.events.recv() {
                 Ok(Event::ChildExited(status)) => {
                     if !status.success() {
-                        ui.error(&format!("Error running handler: {}", describe(status)));
+                        ui.error(&format!(
+                            "Error running handler: {}",
+                            handler::describe(status)
+                        ));
                     }
                     if self.settings.verbose {
                         ui.info("Child terminated, releasing lock");
@@ -415,19 +419,7 @@ impl Supervisor {
     }
 
     fn child_command(&self) -> Command {
-        if self.settings.shell {
-            let shell = std::env::var("SHELL")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "/bin/sh".into());
-            let mut command = Command::new(shell);
-            command.arg("-c").arg(self.settings.child.join(" "));
-            command
-        } else {
-            let mut command = Command::new(&self.settings.child[0]);
-            command.args(&self.settings.child[1..]);
-            command
-        }
+        handler::command(&self.settings.child, self.settings.shell)
     }
 
     fn signal_child(&self, signal: i32, ui: &mut Ui) {
@@ -491,15 +483,6 @@ impl Supervisor {
 
 fn is_shutdown(signal: i32) -> bool {
     signal == SIGINT || signal == SIGTERM
-}
-
-fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("signal: {signal}"),
-        _ => status.to_string(),
-    }
 }
 
 fn release_and_cleanup(

@@ -25,11 +25,13 @@ macro_rules! or_exit {
 }
 
 mod catalog;
+mod event;
 mod info;
 mod kv;
 mod lock;
 mod members;
 mod services;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -98,11 +100,13 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         }
         "version" => info::version(rest, ui),
         "info" => info::info(rest, ui),
+        "event" => event::run(rest, ui),
         "kv" => kv::run(rest, ui),
         "lock" => lock::run(rest, ui),
         "catalog" => catalog::run(rest, ui),
         "services" => services::run(rest, ui),
         "members" => members::run(rest, ui),
+        "watch" => watch::run(rest, ui),
         _ => {
             ui.error(&usage());
             EXIT_UNKNOWN_COMMAND
@@ -116,12 +120,14 @@ const EXIT_UNKNOWN_COMMAND: i32 = 127;
 const COMMANDS: &[(&str, &str)] = &[
     ("agent", "Runs a tribune agent"),
     ("catalog", "Interact with the catalog"),
+    ("event", "Fire a new event"),
     ("info", "Provides debugging information for operators."),
     ("kv", "Interact with the key-value store"),
     ("lock", "Execute a command holding a lock"),
     ("members", "Lists the members of a tribune cluster"),
     ("services", "Interact with services"),
     ("version", "Prints the tribune version"),
+    ("watch", "Watch for changes in tribune"),
 ];
 
 /// The top-level help, laid out like Consul's command list.

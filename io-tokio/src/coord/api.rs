@@ -230,6 +230,18 @@ impl Api {
         parse_bool(&response)
     }
 
+    /// PUTs `body` and decodes the JSON answer.
+    pub fn put_json(
+        &self,
+        path: &str,
+        params: Vec<(&'static str, Option<String>)>,
+        body: &[u8],
+    ) -> Result<serde_json::Value, ApiError> {
+        let response = self.send("PUT", path, params, Some(body))?;
+        serde_json::from_slice(&response.body)
+            .map_err(|e| ApiError::Decode(format!("failed to decode response: {e}")))
+    }
+
     /// Deletes `key`, only at `cas` when given; returns the verdict.
     pub fn kv_delete(&self, key: &str, cas: Option<u64>) -> Result<bool, ApiError> {
         let params = cas

@@ -4,4 +4,6 @@
 //! and tests drive them directly.
 
 pub mod api;
+pub mod handler;
 pub mod lock;
+pub mod watch;

@@ -16,7 +16,7 @@ use tribune_core::watch::WatchTarget;
 /// A query's answer: its index and the reply to send.
 pub type Answer = (u64, Reply);
 
-fn deadline(ctx: &Ctx, options: &ReadOptions) -> tokio::time::Instant {
+pub(crate) fn deadline(ctx: &Ctx, options: &ReadOptions) -> tokio::time::Instant {
     let wait_ns = options.wait.as_nanos();
     let jitter_ns = ctx.node.random_below(wait_ns / BLOCKING_JITTER_DIVISOR);
     tokio::time::Instant::now() + std::time::Duration::from_nanos(wait_ns.saturating_add(jitter_ns))

@@ -10,9 +10,10 @@ mod agent;
 mod blocking;
 mod catalog;
 mod errors;
+mod event;
 mod health;
 mod kv;
-mod reply;
+pub(crate) mod reply;
 mod session;
 mod status;
 mod txn;
@@ -181,6 +182,7 @@ async fn route(ctx: Ctx, path: &str) -> Result<Reply, HttpError> {
         "health" => health::handle(ctx, tail).await,
         "agent" => agent::handle(ctx, tail).await,
         "session" => session::handle(ctx, tail).await,
+        "event" => event::handle(ctx, tail).await,
         "status" => status::handle(ctx, tail),
         _ => Err(HttpError::NotFound),
     }

@@ -50,6 +50,14 @@ impl Reply {
     }
 
     /// `?raw` KV values: served as inert text (Consul's CVE-2020-25864 fix).
+    /// JSON that is already encoded (compact, as Consul sends it).
+    pub fn raw_json(body: Vec<u8>) -> Reply {
+        Reply {
+            body: body.into(),
+            ..Reply::json(&())
+        }
+    }
+
     pub fn raw(value: &[u8]) -> Reply {
         Reply {
             raw_value: true,
@@ -119,7 +127,7 @@ impl Reply {
 
 /// Re-indents compact JSON with 4 spaces (Consul's `?pretty`), keeping the
 /// field order, which a round trip through `serde_json::Value` would sort.
-fn reindent(compact: &[u8]) -> Vec<u8> {
+pub(crate) fn reindent(compact: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(compact.len() * 2);
     let mut depth = 0usize;
     let mut in_string = false;
