@@ -146,7 +146,7 @@ impl EventBuffer {
 /// 16. Returns 0 for text that is not a UUID.
 pub fn id_index(id: &str) -> u64 {
     let hex: String = id.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return 0;
     }
     let high = u64::from_str_radix(&hex[..16], 16).unwrap_or(0);
@@ -220,5 +220,7 @@ mod tests {
             0x0123_4567_89ab_cdef ^ 0xfedc_ba98_7654_3210
         );
         assert_eq!(id_index("nope"), 0);
+        // Found by the coord_holders fuzzer: 32 bytes that are not 32 chars.
+        assert_eq!(id_index("0123456789abcdef0123456789abcd\u{e9}"), 0);
     }
 }

@@ -469,3 +469,53 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------- coord
+
+/// A semaphore's coordination key holding arbitrary bytes (anyone can write
+/// that key): every step either refuses it or keeps the invariants: a claim
+/// adds exactly us and stays within the limit, a release removes us.
+pub fn coord_holders(data: &[u8]) {
+    use crate::coord::{
+        contender_key, semaphore_cleanup, semaphore_release, semaphore_step, semaphore_view,
+        Holders, KvPair, SemaphoreStep, SEMAPHORE_FLAG_VALUE,
+    };
+    let limit = u64::from(data.first().copied().unwrap_or(2) % 4 + 1);
+    let me = "11111111-2222-4333-8444-555555555555";
+    let other = "66666666-7777-4888-9999-aaaaaaaaaaaa";
+    let lock = KvPair {
+        key: "p/.lock".into(),
+        flags: SEMAPHORE_FLAG_VALUE,
+        value: data.to_vec(),
+        modify_index: 9,
+        ..KvPair::default()
+    };
+    let contender = |session: &str| KvPair {
+        key: contender_key("p", session),
+        flags: SEMAPHORE_FLAG_VALUE,
+        session: session.into(),
+        ..KvPair::default()
+    };
+    let pairs = vec![contender(me), contender(other), lock.clone()];
+    if let Ok(view) = semaphore_view("p", &pairs, limit) {
+        assert_eq!(view.holders.limit, limit);
+        assert!(view.holders.holders.keys().all(|h| h == me || h == other));
+        if let SemaphoreStep::Claim {
+            document,
+            cas_index,
+        } = semaphore_step(&view, me)
+        {
+            assert_eq!(cas_index, 9);
+            let claimed: Holders = serde_json::from_slice(&document).expect("claims decode");
+            assert!(claimed.holders.contains_key(me));
+            assert!(claimed.holders.len() as u64 <= limit);
+        }
+    }
+    if let Ok(Some((document, _))) = semaphore_release(Some(&lock), me) {
+        let left: Holders = serde_json::from_slice(&document).expect("releases decode");
+        assert!(!left.holders.contains_key(me));
+    }
+    let _ = semaphore_cleanup("p", &pairs, limit);
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::event::id_index(&text);
+}

@@ -352,3 +352,8 @@ fn write_binary_seeds() {
         &destroyed.snapshot(),
     );
 }
+
+#[test]
+fn coord_holders_corpus() {
+    replay("coord_holders", fuzzing::coord_holders);
+}
