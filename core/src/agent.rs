@@ -89,7 +89,9 @@ impl fmt::Display for AgentError {
 pub enum Origin {
     ConfigFile,
     /// `loopback`: the HTTP caller connected from a loopback address.
-    Api { loopback: bool },
+    Api {
+        loopback: bool,
+    },
 }
 
 /// Which script checks may be registered (`enable_script_checks`,
@@ -581,7 +583,10 @@ impl LocalAgent {
                     } else {
                         CheckStatus::Critical
                     };
-                    output = format!("Aliased check {:?} failing: {}", c.check.name, c.check.output);
+                    output = format!(
+                        "Aliased check {:?} failing: {}",
+                        c.check.name, c.check.output
+                    );
                     if status == CheckStatus::Critical {
                         break;
                     }
@@ -603,7 +608,12 @@ impl LocalAgent {
         } else {
             reason
         };
-        let check = maintenance_check(NODE_MAINTENANCE_CHECK_ID, "Node Maintenance Mode", "", reason);
+        let check = maintenance_check(
+            NODE_MAINTENANCE_CHECK_ID,
+            "Node Maintenance Mode",
+            "",
+            reason,
+        );
         let row = self.store_check(now, CheckSpec::fixed(check), Origin::Api { loopback: true });
         let command = self.registration(None, vec![row]);
         self.propose(command);
@@ -669,7 +679,9 @@ impl LocalAgent {
         let gone_services: Vec<String> = self
             .services
             .iter()
-            .filter(|(id, (_, o))| *o == Origin::ConfigFile && !wanted_services.contains(id.as_str()))
+            .filter(|(id, (_, o))| {
+                *o == Origin::ConfigFile && !wanted_services.contains(id.as_str())
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone_services {
@@ -678,7 +690,9 @@ impl LocalAgent {
         let gone_checks: Vec<String> = self
             .checks
             .iter()
-            .filter(|(id, c)| c.origin == Origin::ConfigFile && !wanted_checks.contains(id.as_str()))
+            .filter(|(id, c)| {
+                c.origin == Origin::ConfigFile && !wanted_checks.contains(id.as_str())
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone_checks {

@@ -94,19 +94,30 @@ fn next_run(a: &mut LocalAgent) -> RunRequest {
 #[test]
 fn first_run_is_staggered_within_the_interval() {
     let mut a = agent();
-    a.add_service(at(100), service("web"), vec![http_spec("c", "web", 10)], API)
-        .expect("registers");
+    a.add_service(
+        at(100),
+        service("web"),
+        vec![http_spec("c", "web", 10)],
+        API,
+    )
+    .expect("registers");
     drain(&mut a);
     let due = a.poll_timeout().expect("scheduled");
     assert!(due >= at(100) && due < at(110), "{due:?}");
     // Many checks spread over the interval rather than firing together.
     let mut b = agent();
-    b.add_service(at(0), service("web"), Vec::new(), API).expect("ok");
+    b.add_service(at(0), service("web"), Vec::new(), API)
+        .expect("ok");
     for i in 0..50 {
         b.add_check(at(0), http_spec(&format!("c{i}"), "web", 10), API)
             .expect("ok");
     }
-    let dues: BTreeSet<u64> = b.checks().values().filter_map(|c| c.schedule.next_due).map(|d| d.0 / SECOND).collect();
+    let dues: BTreeSet<u64> = b
+        .checks()
+        .values()
+        .filter_map(|c| c.schedule.next_due)
+        .map(|d| d.0 / SECOND)
+        .collect();
     assert!(dues.len() >= 5, "staggered over the interval: {dues:?}");
 }
 
@@ -121,7 +132,11 @@ fn runs_never_overlap_and_respect_the_interval() {
     a.handle_timeout(at(1000));
     assert!(drain(&mut a).1.is_empty());
     a.on_result(at(1001), "c", run.run, CheckStatus::Passing, "ok".into());
-    assert_eq!(a.poll_timeout(), Some(at(1011)), "interval after the finish");
+    assert_eq!(
+        a.poll_timeout(),
+        Some(at(1011)),
+        "interval after the finish"
+    );
     // A stale result (older run) changes nothing.
     a.on_result(at(1002), "c", run.run, CheckStatus::Critical, "late".into());
     assert_eq!(a.checks()["c"].check.status, CheckStatus::Passing);
@@ -140,7 +155,13 @@ fn registrations_only_when_status_or_output_change() {
         (CheckStatus::Critical, "ok, different"),
     ] {
         let run = next_run(&mut a);
-        a.on_result(a.poll_timeout().unwrap_or(at(0)), "c", run.run, status, output.into());
+        a.on_result(
+            a.poll_timeout().unwrap_or(at(0)),
+            "c",
+            run.run,
+            status,
+            output.into(),
+        );
         rows_per_result.push(drain(&mut a).0.len());
     }
     assert_eq!(rows_per_result, [1, 0, 1, 1]);
@@ -175,7 +196,10 @@ fn thresholds_delay_flips_through_the_agent() {
         shown.push(a.checks()["c"].check.status);
     }
     use CheckStatus::{Critical, Passing};
-    assert_eq!(shown, [Passing, Passing, Passing, Critical, Critical, Passing]);
+    assert_eq!(
+        shown,
+        [Passing, Passing, Passing, Critical, Critical, Passing]
+    );
 }
 
 #[test]
@@ -195,7 +219,8 @@ fn critical_services_are_reaped_after_deregister_critical_service_after() {
     let mut a = agent();
     let mut spec = http_spec("c", "web", 10);
     spec.deregister_critical_service_after = Some(Duration::from_secs(90));
-    a.add_service(at(0), service("web"), vec![spec], API).expect("ok");
+    a.add_service(at(0), service("web"), vec![spec], API)
+        .expect("ok");
     drain(&mut a);
     // Passing first: no reaping while healthy.
     let run = next_run(&mut a);
@@ -219,21 +244,32 @@ fn deregister_after_is_at_least_a_minute() {
     let mut a = agent();
     let mut spec = kind_spec("t", "web", CheckKind::Ttl(Duration::from_secs(500)), 0);
     spec.deregister_critical_service_after = Some(Duration::from_secs(1));
-    a.add_service(at(0), service("web"), vec![spec], API).expect("ok");
+    a.add_service(at(0), service("web"), vec![spec], API)
+        .expect("ok");
     assert_eq!(a.poll_timeout(), Some(at(60)));
 }
 
 #[test]
 fn scripts_follow_the_policy() {
     let script = || {
-        let probe = Probe::Script { args: vec!["true".into()] };
+        let probe = Probe::Script {
+            args: vec!["true".into()],
+        };
         kind_spec("s", "", CheckKind::Probe(probe), 10)
     };
     let mut a = agent();
-    assert_eq!(a.add_check(at(0), script(), API), Err(AgentError::ScriptsDisabled));
+    assert_eq!(
+        a.add_check(at(0), script(), API),
+        Err(AgentError::ScriptsDisabled)
+    );
     a.set_script_policy(ScriptPolicy::LocalOnly);
-    assert_eq!(a.add_check(at(0), script(), API), Err(AgentError::ScriptsDisabledRemote));
-    assert!(a.add_check(at(0), script(), Origin::Api { loopback: true }).is_ok());
+    assert_eq!(
+        a.add_check(at(0), script(), API),
+        Err(AgentError::ScriptsDisabledRemote)
+    );
+    assert!(a
+        .add_check(at(0), script(), Origin::Api { loopback: true })
+        .is_ok());
     assert!(a.add_check(at(0), script(), Origin::ConfigFile).is_ok());
     a.set_script_policy(ScriptPolicy::Enabled);
     assert!(a.add_check(at(0), script(), API).is_ok());
@@ -242,23 +278,31 @@ fn scripts_follow_the_policy() {
 #[test]
 fn maintenance_checks() {
     let mut a = agent();
-    a.add_service(at(0), service("web"), Vec::new(), API).expect("ok");
+    a.add_service(at(0), service("web"), Vec::new(), API)
+        .expect("ok");
     drain(&mut a);
     a.enable_node_maintenance(at(1), "");
     let (rows, _, _) = drain(&mut a);
     assert_eq!(rows[0].check_id, NODE_MAINTENANCE_CHECK_ID);
     assert_eq!(rows[0].status, CheckStatus::Critical);
-    assert!(rows[0].notes.starts_with("Maintenance mode is enabled for this node"));
+    assert!(rows[0]
+        .notes
+        .starts_with("Maintenance mode is enabled for this node"));
     a.disable_node_maintenance();
     assert_eq!(drain(&mut a).2, 1);
     assert_eq!(
         a.enable_service_maintenance(at(2), "nope", "r"),
         Err(AgentError::NoServiceForMaintenance("nope".into()))
     );
-    a.enable_service_maintenance(at(2), "web", "upgrade").expect("ok");
+    a.enable_service_maintenance(at(2), "web", "upgrade")
+        .expect("ok");
     let (rows, _, _) = drain(&mut a);
     assert_eq!(
-        (rows[0].check_id.as_str(), rows[0].service_id.as_str(), rows[0].notes.as_str()),
+        (
+            rows[0].check_id.as_str(),
+            rows[0].service_id.as_str(),
+            rows[0].notes.as_str()
+        ),
         ("_service_maintenance:web", "web", "upgrade")
     );
     a.disable_service_maintenance("web").expect("ok");
@@ -269,12 +313,18 @@ fn maintenance_checks() {
 fn alias_mirrors_the_aliased_service() {
     let mut a = agent();
     let ttl = kind_spec("web-ttl", "web", CheckKind::Ttl(Duration::from_secs(30)), 0);
-    a.add_service(at(0), service("web"), vec![ttl], API).expect("ok");
-    let alias = CheckKind::Alias { service: "web".into(), node: String::new() };
-    a.add_check(at(0), kind_spec("alias", "", alias, 0), API).expect("ok");
+    a.add_service(at(0), service("web"), vec![ttl], API)
+        .expect("ok");
+    let alias = CheckKind::Alias {
+        service: "web".into(),
+        node: String::new(),
+    };
+    a.add_check(at(0), kind_spec("alias", "", alias, 0), API)
+        .expect("ok");
     drain(&mut a);
     assert_eq!(a.checks()["alias"].check.status, CheckStatus::Critical);
-    a.update_ttl(at(1), "web-ttl", CheckStatus::Passing, "fine".into()).expect("ok");
+    a.update_ttl(at(1), "web-ttl", CheckStatus::Passing, "fine".into())
+        .expect("ok");
     drain(&mut a);
     assert_eq!(a.checks()["alias"].check.status, CheckStatus::Passing);
     assert_eq!(a.checks()["alias"].check.output, "All checks passing.");
@@ -285,22 +335,39 @@ fn alias_mirrors_the_aliased_service() {
 #[test]
 fn reload_adds_updates_removes_and_keeps_api_entries() {
     let mut a = agent();
-    a.add_service(at(0), service("api-svc"), Vec::new(), API).expect("ok");
-    let ttl = |id: &str, svc: &str| kind_spec(id, svc, CheckKind::Ttl(Duration::from_secs(30)), 0);
-    a.reload(at(0), vec![(service("a"), vec![ttl("a-ttl", "a")]), (service("b"), Vec::new())], Vec::new())
+    a.add_service(at(0), service("api-svc"), Vec::new(), API)
         .expect("ok");
-    a.update_ttl(at(1), "a-ttl", CheckStatus::Passing, String::new()).expect("ok");
+    let ttl = |id: &str, svc: &str| kind_spec(id, svc, CheckKind::Ttl(Duration::from_secs(30)), 0);
+    a.reload(
+        at(0),
+        vec![
+            (service("a"), vec![ttl("a-ttl", "a")]),
+            (service("b"), Vec::new()),
+        ],
+        Vec::new(),
+    )
+    .expect("ok");
+    a.update_ttl(at(1), "a-ttl", CheckStatus::Passing, String::new())
+        .expect("ok");
     drain(&mut a);
     // Same definition for a: status kept; b gone; c new.
-    a.reload(at(2), vec![(service("a"), vec![ttl("a-ttl", "a")]), (service("c"), Vec::new())], Vec::new())
-        .expect("ok");
+    a.reload(
+        at(2),
+        vec![
+            (service("a"), vec![ttl("a-ttl", "a")]),
+            (service("c"), Vec::new()),
+        ],
+        Vec::new(),
+    )
+    .expect("ok");
     let ids: Vec<&String> = a.services().map(|(id, _)| id).collect();
     assert_eq!(ids, ["a", "api-svc", "c"]);
     assert_eq!(a.checks()["a-ttl"].check.status, CheckStatus::Passing);
     // A changed check is replaced (status back to its registered one).
     let mut changed = ttl("a-ttl", "a");
     changed.kind = CheckKind::Ttl(Duration::from_secs(60));
-    a.reload(at(3), vec![(service("a"), vec![changed])], Vec::new()).expect("ok");
+    a.reload(at(3), vec![(service("a"), vec![changed])], Vec::new())
+        .expect("ok");
     assert_eq!(a.checks()["a-ttl"].check.status, CheckStatus::Critical);
     assert_eq!(a.services().count(), 2);
 }
@@ -308,12 +375,20 @@ fn reload_adds_updates_removes_and_keeps_api_entries() {
 #[test]
 fn ttl_checks_still_expire() {
     let mut a = agent();
-    a.add_check(at(0), kind_spec("t", "", CheckKind::Ttl(Duration::from_secs(5)), 0), API)
+    a.add_check(
+        at(0),
+        kind_spec("t", "", CheckKind::Ttl(Duration::from_secs(5)), 0),
+        API,
+    )
+    .expect("ok");
+    a.update_ttl(at(1), "t", CheckStatus::Passing, String::new())
         .expect("ok");
-    a.update_ttl(at(1), "t", CheckStatus::Passing, String::new()).expect("ok");
     drain(&mut a);
     assert_eq!(a.poll_timeout(), Some(at(6)));
     a.handle_timeout(at(6));
     let (rows, _, _) = drain(&mut a);
-    assert_eq!((rows[0].status, rows[0].output.as_str()), (CheckStatus::Critical, "TTL expired"));
+    assert_eq!(
+        (rows[0].status, rows[0].output.as_str()),
+        (CheckStatus::Critical, "TTL expired")
+    );
 }

@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(
             run(
                 t,
-                &[Passing, Critical, Critical, Passing, Critical, Critical, Critical, Passing, Passing]
+                &[
+                    Passing, Critical, Critical, Passing, Critical, Critical, Critical, Passing,
+                    Passing
+                ]
             ),
             [Passing, Passing, Passing, Passing, Passing, Passing, Critical, Critical, Passing]
         );
@@ -295,7 +298,10 @@ mod tests {
         let mut s = Schedule::first(Instant(0), Duration::from_secs(3));
         assert!(!s.start(Instant::from_nanos(2_999_999_999), 1));
         assert!(s.start(Instant(3_000_000_000), 1));
-        assert!(!s.start(Instant(50_000_000_000), 2), "run 1 still in flight");
+        assert!(
+            !s.start(Instant(50_000_000_000), 2),
+            "run 1 still in flight"
+        );
         assert!(!s.finish(Instant(4_000_000_000), 7, interval), "stale run");
         assert!(s.finish(Instant(4_000_000_000), 1, interval));
         assert_eq!(s.next_due, Some(Instant(14_000_000_000)));

@@ -54,23 +54,31 @@ pub const FIXTURE_SESSION: Uuid = Uuid::new(0xadf4238a_882b_9ddc_4a9d_5b6758e415
 /// registered the node and the service.
 pub fn fixture() -> (Fsm, LocalAgent) {
     let mut fsm = Fsm::default();
-    let mut agent = LocalAgent::new(Node {
-        id: "40e4a748-2192-161a-0510-9bf59fe950b5".into(),
-        name: FIXTURE_NODE.into(),
-        address: "127.0.0.1".into(),
-        datacenter: FIXTURE_DATACENTER.into(),
-        tagged_addresses: Default::default(),
-        meta: Default::default(),
-        create_index: 0,
-        modify_index: 0,
-    }, 1);
+    let mut agent = LocalAgent::new(
+        Node {
+            id: "40e4a748-2192-161a-0510-9bf59fe950b5".into(),
+            name: FIXTURE_NODE.into(),
+            address: "127.0.0.1".into(),
+            datacenter: FIXTURE_DATACENTER.into(),
+            tagged_addresses: Default::default(),
+            meta: Default::default(),
+            create_index: 0,
+            modify_index: 0,
+        },
+        1,
+    );
     agent.register_node(Some(8300));
     let web = decode_agent_service(
         br#"{"Name":"web","ID":"web1","Port":80,"Tags":["v1"],"Check":{"TTL":"15s","Status":"passing"}}"#,
     )
     .expect("fixture service decodes");
     agent
-        .add_service(Instant(0), web.service, web.checks, crate::agent::Origin::ConfigFile)
+        .add_service(
+            Instant(0),
+            web.service,
+            web.checks,
+            crate::agent::Origin::ConfigFile,
+        )
         .expect("fixture service registers");
     drain_agent(&mut fsm, &mut agent);
     let session = Session {
@@ -376,7 +384,11 @@ fn check_bodies(data: &[u8]) {
     if let Ok(spec) = decode_check_register(data) {
         assert!(!spec.check.check_id.is_empty());
         assert!(spec.ttl().is_none_or(|t| t > Duration::ZERO));
-        let _ = agent.add_check(Instant(1), spec, crate::agent::Origin::Api { loopback: true });
+        let _ = agent.add_check(
+            Instant(1),
+            spec,
+            crate::agent::Origin::Api { loopback: true },
+        );
         drain_agent(&mut fsm, &mut agent);
     }
     if let Ok((status, output)) = decode_check_update(data) {

@@ -70,13 +70,27 @@ pub async fn run(request: &RunRequest) -> (CheckStatus, String) {
 
 // ---------------------------------------------------------------- TCP
 
+/// A connect error as Go's net package words it (`connect: connection
+/// refused`), which is what Consul users see in check outputs.
+fn dial_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".into(),
+        std::io::ErrorKind::TimedOut => "i/o timeout".into(),
+        std::io::ErrorKind::HostUnreachable => "connect: no route to host".into(),
+        _ => e.to_string(),
+    }
+}
+
 async fn tcp(address: &str, timeout: StdDuration) -> (CheckStatus, String) {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(_stream)) => (
             CheckStatus::Passing,
             format!("TCP connect {address}: Success"),
         ),
-        Ok(Err(e)) => (CheckStatus::Critical, format!("dial tcp {address}: {e}")),
+        Ok(Err(e)) => (
+            CheckStatus::Critical,
+            format!("dial tcp {address}: {}", dial_error(&e)),
+        ),
         Err(_) => (
             CheckStatus::Critical,
             format!("dial tcp {address}: i/o timeout"),
@@ -138,13 +152,16 @@ async fn http(probe: &HttpProbe, timeout: StdDuration) -> (CheckStatus, String) 
 /// One request on a fresh connection (Consul disables keep-alive for
 /// checks); returns the status code, its reason and at most
 /// [`CHECK_OUTPUT_BYTES_MAX`] bytes of body.
-async fn http_exchange(probe: &HttpProbe, uri: &hyper::Uri) -> Result<(u16, String, Vec<u8>), String> {
+async fn http_exchange(
+    probe: &HttpProbe,
+    uri: &hyper::Uri,
+) -> Result<(u16, String, Vec<u8>), String> {
     let host = uri.host().ok_or("missing host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+        .map_err(|e| format!("dial tcp {host}:{port}: {}", dial_error(&e)))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -154,7 +171,10 @@ async fn http_exchange(probe: &HttpProbe, uri: &hyper::Uri) -> Result<(u16, Stri
     let mut builder = hyper::Request::builder()
         .method(probe.method.as_str())
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
+        .header(
+            hyper::header::HOST,
+            uri.authority().map_or(host, |a| a.as_str()),
+        )
         .header(hyper::header::USER_AGENT, "Consul Health Check")
         .header(hyper::header::ACCEPT, "text/plain, text/*, */*")
         .header(hyper::header::CONNECTION, "close");
@@ -166,7 +186,10 @@ async fn http_exchange(probe: &HttpProbe, uri: &hyper::Uri) -> Result<(u16, Stri
     let request = builder
         .body(Full::new(Bytes::from(probe.body.clone())))
         .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
     let code = response.status();
     let reason = code.canonical_reason().unwrap_or("").to_string();
     let mut body = response.into_body();
@@ -232,8 +255,14 @@ async fn script(args: &[String], timeout: Duration) -> (CheckStatus, String) {
     let pgid = child.id();
     let captured = Captured::default();
     let readers = (
-        tokio::spawn(capture(child.stdout.take().expect("stdout is piped"), captured.clone())),
-        tokio::spawn(capture(child.stderr.take().expect("stderr is piped"), captured.clone())),
+        tokio::spawn(capture(
+            child.stdout.take().expect("stdout is piped"),
+            captured.clone(),
+        )),
+        tokio::spawn(capture(
+            child.stderr.take().expect("stderr is piped"),
+            captured.clone(),
+        )),
     );
     let finished = tokio::time::timeout(std_duration(timeout, timeout), async {
         let status = child.wait().await;

@@ -135,9 +135,10 @@ pub fn bad_key<T: DeserializeOwned>(value: &Value) -> Option<String> {
         }
         let nested = match (canonical_key(key).as_str(), inner) {
             ("check", v) => bad_key::<CheckBody>(v).map(|k| format!("{key}.{k}")),
-            ("checks", Value::Array(items)) => items.iter().enumerate().find_map(|(i, v)| {
-                bad_key::<CheckBody>(v).map(|k| format!("{key}[{i}].{k}"))
-            }),
+            ("checks", Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| bad_key::<CheckBody>(v).map(|k| format!("{key}[{i}].{k}"))),
             _ => None,
         };
         return Some(nested.unwrap_or_else(|| key.clone()));
@@ -433,9 +434,9 @@ impl CheckBody {
 
     fn kind(&self, check_type: &str, ttl: Option<Duration>) -> Result<CheckKind, ApiError> {
         Ok(match check_type {
-            "ttl" => CheckKind::Ttl(ttl.ok_or_else(|| {
-                ApiError::Invalid("TTL must be > 0 for TTL checks".into())
-            })?),
+            "ttl" => CheckKind::Ttl(
+                ttl.ok_or_else(|| ApiError::Invalid("TTL must be > 0 for TTL checks".into()))?,
+            ),
             "http" => CheckKind::Probe(Probe::Http(HttpProbe {
                 url: self.http.clone(),
                 method: if self.method.is_empty() {

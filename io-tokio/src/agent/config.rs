@@ -72,7 +72,11 @@ fn specs() -> Vec<FlagSpec> {
         name: "dev",
         takes_value: false,
     });
-    for name in ["server", "enable-script-checks", "enable-local-script-checks"] {
+    for name in [
+        "server",
+        "enable-script-checks",
+        "enable-local-script-checks",
+    ] {
         specs.push(FlagSpec {
             name,
             takes_value: false,
@@ -124,7 +128,13 @@ fn line_of_key(text: &str, path: &str) -> Option<usize> {
     Some(text[..at].matches('\n').count() + 1)
 }
 
-fn definition_error(name: &str, text: &str, what: &str, key: Option<String>, e: ApiError) -> String {
+fn definition_error(
+    name: &str,
+    text: &str,
+    what: &str,
+    key: Option<String>,
+    e: ApiError,
+) -> String {
     let why = match e {
         ApiError::BodyDecode(why) => why,
         other => other.to_string(),
@@ -143,18 +153,43 @@ fn definition_error(name: &str, text: &str, what: &str, key: Option<String>, e: 
 
 /// Decodes a file's `service`/`services`/`check`/`checks` with the same
 /// decoders as the agent API, so both accept the same definitions.
-fn load_definitions(name: &str, text: &str, file: &mut FileConfig, into: &mut Definitions) -> Result<(), String> {
-    let services = file.service.take().map(|s| ("service".to_string(), s)).into_iter().chain(
-        file.services.take().unwrap_or_default().into_iter().enumerate().map(|(i, s)| (format!("services[{i}]"), s)),
-    );
+fn load_definitions(
+    name: &str,
+    text: &str,
+    file: &mut FileConfig,
+    into: &mut Definitions,
+) -> Result<(), String> {
+    let services = file
+        .service
+        .take()
+        .map(|s| ("service".to_string(), s))
+        .into_iter()
+        .chain(
+            file.services
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("services[{i}]"), s)),
+        );
     for (what, value) in services {
         let reg = decode_agent_service_value(value.clone())
             .map_err(|e| definition_error(name, text, &what, bad_service_key(&value), e))?;
         into.services.push((reg.service, reg.checks));
     }
-    let checks = file.check.take().map(|c| ("check".to_string(), c)).into_iter().chain(
-        file.checks.take().unwrap_or_default().into_iter().enumerate().map(|(i, c)| (format!("checks[{i}]"), c)),
-    );
+    let checks = file
+        .check
+        .take()
+        .map(|c| ("check".to_string(), c))
+        .into_iter()
+        .chain(
+            file.checks
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("checks[{i}]"), c)),
+        );
     for (what, value) in checks {
         let spec = decode_check_value(value.clone())
             .map_err(|e| definition_error(name, text, &what, bad_check_key(&value), e))?;
@@ -280,17 +315,16 @@ impl AgentConfig {
             return Err(format!("unexpected argument {extra:?}"));
         }
         let (file, defs) = load_files(&parsed)?;
-        let script_policy = if parsed.flag("enable-script-checks")
-            || file.enable_script_checks.unwrap_or(false)
-        {
-            ScriptPolicy::Enabled
-        } else if parsed.flag("enable-local-script-checks")
-            || file.enable_local_script_checks.unwrap_or(false)
-        {
-            ScriptPolicy::LocalOnly
-        } else {
-            ScriptPolicy::Disabled
-        };
+        let script_policy =
+            if parsed.flag("enable-script-checks") || file.enable_script_checks.unwrap_or(false) {
+                ScriptPolicy::Enabled
+            } else if parsed.flag("enable-local-script-checks")
+                || file.enable_local_script_checks.unwrap_or(false)
+            {
+                ScriptPolicy::LocalOnly
+            } else {
+                ScriptPolicy::Disabled
+            };
         let text = |flag: &str, from_file: &Option<String>, default: &str| -> String {
             parsed
                 .value(flag)

@@ -121,23 +121,26 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         http_addr: bound.clone(),
         args,
     };
-    let mut local = LocalAgent::new(CatalogNode {
-        id: node_id.clone(),
-        name: config.node_name.clone(),
-        address: config.bind_addr.clone(),
-        datacenter: config.datacenter.clone(),
-        tagged_addresses: [
-            ("lan".to_string(), config.bind_addr.clone()),
-            ("wan".to_string(), config.bind_addr.clone()),
-        ]
-        .into_iter()
-        .collect(),
-        meta: [("consul-network-segment".to_string(), String::new())]
+    let mut local = LocalAgent::new(
+        CatalogNode {
+            id: node_id.clone(),
+            name: config.node_name.clone(),
+            address: config.bind_addr.clone(),
+            datacenter: config.datacenter.clone(),
+            tagged_addresses: [
+                ("lan".to_string(), config.bind_addr.clone()),
+                ("wan".to_string(), config.bind_addr.clone()),
+            ]
             .into_iter()
             .collect(),
-        create_index: 0,
-        modify_index: 0,
-    }, rng.next_u64());
+            meta: [("consul-network-segment".to_string(), String::new())]
+                .into_iter()
+                .collect(),
+            create_index: 0,
+            modify_index: 0,
+        },
+        rng.next_u64(),
+    );
     local.set_script_policy(config.script_policy);
     let node = Node::new(identity, local, rng.next_u64());
     let (runs, run_requests) = tokio::sync::mpsc::unbounded_channel();

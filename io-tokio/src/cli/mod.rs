@@ -27,6 +27,7 @@ macro_rules! or_exit {
 mod catalog;
 mod info;
 mod kv;
+mod maint;
 mod members;
 mod services;
 
@@ -101,6 +102,8 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "catalog" => catalog::run(rest, ui),
         "services" => services::run(rest, ui),
         "members" => members::run(rest, ui),
+        "maint" => maint::maint(rest, ui),
+        "reload" => maint::reload(rest, ui),
         _ => {
             ui.error(&usage());
             EXIT_UNKNOWN_COMMAND
@@ -116,7 +119,9 @@ const COMMANDS: &[(&str, &str)] = &[
     ("catalog", "Interact with the catalog"),
     ("info", "Provides debugging information for operators."),
     ("kv", "Interact with the key-value store"),
+    ("maint", "Controls node or service maintenance mode"),
     ("members", "Lists the members of a tribune cluster"),
+    ("reload", "Triggers the agent to reload configuration files"),
     ("services", "Interact with services"),
     ("version", "Prints the tribune version"),
 ];
