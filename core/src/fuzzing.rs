@@ -20,7 +20,7 @@
 //! - a decoded JSON body satisfies the limits its decoder checks, and the
 //!   registrations it turns into are accepted by the catalog.
 
-use crate::agent::LocalAgent;
+use crate::agent::{AgentOutput, LocalAgent};
 use crate::api::body::{
     decode_agent_service, decode_catalog_deregister, decode_catalog_register,
     decode_check_register, decode_check_update, decode_session_create, decode_txn,
@@ -54,23 +54,31 @@ pub const FIXTURE_SESSION: Uuid = Uuid::new(0xadf4238a_882b_9ddc_4a9d_5b6758e415
 /// registered the node and the service.
 pub fn fixture() -> (Fsm, LocalAgent) {
     let mut fsm = Fsm::default();
-    let mut agent = LocalAgent::new(Node {
-        id: "40e4a748-2192-161a-0510-9bf59fe950b5".into(),
-        name: FIXTURE_NODE.into(),
-        address: "127.0.0.1".into(),
-        datacenter: FIXTURE_DATACENTER.into(),
-        tagged_addresses: Default::default(),
-        meta: Default::default(),
-        create_index: 0,
-        modify_index: 0,
-    });
+    let mut agent = LocalAgent::new(
+        Node {
+            id: "40e4a748-2192-161a-0510-9bf59fe950b5".into(),
+            name: FIXTURE_NODE.into(),
+            address: "127.0.0.1".into(),
+            datacenter: FIXTURE_DATACENTER.into(),
+            tagged_addresses: Default::default(),
+            meta: Default::default(),
+            create_index: 0,
+            modify_index: 0,
+        },
+        1,
+    );
     agent.register_node(Some(8300));
     let web = decode_agent_service(
         br#"{"Name":"web","ID":"web1","Port":80,"Tags":["v1"],"Check":{"TTL":"15s","Status":"passing"}}"#,
     )
     .expect("fixture service decodes");
     agent
-        .add_service(Instant(0), web.service, web.checks)
+        .add_service(
+            Instant(0),
+            web.service,
+            web.checks,
+            crate::agent::Origin::ConfigFile,
+        )
         .expect("fixture service registers");
     drain_agent(&mut fsm, &mut agent);
     let session = Session {
@@ -117,7 +125,10 @@ fn apply_next(fsm: &mut Fsm, command: &Command) -> CommandResult {
 /// Applies what the agent queued; the agent only proposes registrations the
 /// catalog accepts.
 fn drain_agent(fsm: &mut Fsm, agent: &mut LocalAgent) {
-    while let Some(command) = agent.poll() {
+    while let Some(output) = agent.poll() {
+        let AgentOutput::Propose(command) = output else {
+            continue;
+        };
         let result = apply_next(fsm, &command);
         assert!(
             !matches!(result, CommandResult::Failed(_)),
@@ -370,10 +381,14 @@ fn session_body(data: &[u8]) {
 /// the TTL timer firing.
 fn check_bodies(data: &[u8]) {
     let (mut fsm, mut agent) = fixture();
-    if let Ok((check, ttl)) = decode_check_register(data) {
-        assert!(!check.check_id.is_empty());
-        assert!(ttl.is_none_or(|t| t > Duration::ZERO));
-        let _ = agent.add_check(Instant(1), check, ttl);
+    if let Ok(spec) = decode_check_register(data) {
+        assert!(!spec.check.check_id.is_empty());
+        assert!(spec.ttl().is_none_or(|t| t > Duration::ZERO));
+        let _ = agent.add_check(
+            Instant(1),
+            spec,
+            crate::agent::Origin::Api { loopback: true },
+        );
         drain_agent(&mut fsm, &mut agent);
     }
     if let Ok((status, output)) = decode_check_update(data) {
@@ -395,13 +410,18 @@ fn service_body(data: &[u8]) {
         return;
     };
     assert!(!reg.service.id.is_empty() && !reg.service.name.is_empty());
-    for (check, _) in &reg.checks {
-        assert_eq!(check.service_id, reg.service.id);
-        assert!(!check.check_id.is_empty());
+    for spec in &reg.checks {
+        assert_eq!(spec.check.service_id, reg.service.id);
+        assert!(!spec.check.check_id.is_empty());
     }
     let id = reg.service.id.clone();
     let (mut fsm, mut agent) = fixture();
-    let _ = agent.add_service(Instant(1), reg.service, reg.checks);
+    let _ = agent.add_service(
+        Instant(1),
+        reg.service,
+        reg.checks,
+        crate::agent::Origin::Api { loopback: true },
+    );
     drain_agent(&mut fsm, &mut agent);
     render_all(&fsm);
     let _ = agent.remove_service(&id);

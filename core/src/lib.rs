@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod api;
 pub mod catalog;
+pub mod checks;
 pub mod command;
 pub mod coord;
 pub mod dns;

@@ -43,6 +43,15 @@ pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Check output kept per check (Consul's `check_output_max_size`).
 pub const CHECK_OUTPUT_BYTES_MAX: usize = 4 * 1024;
+/// Shortest interval between two runs of a check (Consul's `MinInterval`;
+/// shorter intervals are raised to it).
+pub const CHECK_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Default timeouts of HTTP/TCP probes and of script checks (Consul's).
+pub const CHECK_NETWORK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+pub const CHECK_SCRIPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Shortest `deregister_critical_service_after` (Consul's
+/// `check_deregister_interval_min`); shorter values are raised to it.
+pub const CHECK_DEREGISTER_AFTER_MIN: Duration = Duration::from_secs(60);
 /// Services or checks one agent may hold.
 pub const AGENT_SERVICES_MAX: usize = 16 * 1024;
 

@@ -12,8 +12,10 @@
 use crate::clock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{oneshot, Notify};
-use tribune_core::agent::LocalAgent;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tribune_core::agent::{AgentOutput, LocalAgent};
+use tribune_core::catalog::CheckStatus;
+use tribune_core::checks::RunRequest;
 use tribune_core::command::{Command, CommandResult};
 use tribune_core::dns::{Answer, DnsConfig, Question};
 use tribune_core::fsm::{Effects, Fsm};
@@ -32,6 +34,8 @@ pub struct Identity {
     pub server_port: u16,
     pub serf_lan_port: u16,
     pub http_addr: String,
+    /// The `tribune agent` arguments, re-read on reload.
+    pub args: Vec<String>,
 }
 
 impl Identity {
@@ -49,6 +53,10 @@ pub struct Inner {
     last_log_index: u64,
     effects: Effects,
     pub rng: Rng,
+    /// Where probe runs go (the check runners); `None` until they start,
+    /// and runs requested before are queued here.
+    runs: Option<mpsc::UnboundedSender<RunRequest>>,
+    queued_runs: Vec<RunRequest>,
 }
 
 pub struct Node {
@@ -103,14 +111,34 @@ impl Inner {
                 self.write(now, command);
                 continue;
             }
-            if let Some(command) = self.agent.poll() {
-                let result = self.write(now, command);
-                if let CommandResult::Failed(e) = result {
-                    crate::log::warn(&format!("agent: catalog sync failed: {e}"));
+            match self.agent.poll() {
+                Some(AgentOutput::Propose(command)) => {
+                    let result = self.write(now, command);
+                    if let CommandResult::Failed(e) = result {
+                        crate::log::warn(&format!("agent: catalog sync failed: {e}"));
+                    }
+                    continue;
                 }
-                continue;
+                Some(AgentOutput::Run(request)) => {
+                    self.start_run(request);
+                    continue;
+                }
+                None => {}
             }
             break;
+        }
+    }
+
+    fn start_run(&mut self, request: RunRequest) {
+        match &self.runs {
+            Some(runs) => {
+                if let Err(unsent) = runs.send(request) {
+                    // The runners are gone (shutdown): the check stays in
+                    // flight, which only matters to a process that is ending.
+                    crate::log::debug(&format!("checks: runner gone for {}", unsent.0.check_id));
+                }
+            }
+            None => self.queued_runs.push(request),
         }
     }
 
@@ -137,6 +165,8 @@ impl Node {
                 last_log_index: 0,
                 effects: Effects::default(),
                 rng,
+                runs: None,
+                queued_runs: Vec::new(),
             }),
             timers_changed: Notify::new(),
             identity,
@@ -182,6 +212,23 @@ impl Node {
         drop(inner);
         self.timers_changed.notify_one();
         out
+    }
+
+    /// Sends probe runs to `runs` from now on (and those queued so far).
+    pub fn set_check_runner(&self, runs: mpsc::UnboundedSender<RunRequest>) {
+        let mut inner = self.lock();
+        for request in std::mem::take(&mut inner.queued_runs) {
+            let _ = runs.send(request);
+        }
+        inner.runs = Some(runs);
+    }
+
+    /// A probe's result, back into core.
+    pub fn check_result(&self, request: &RunRequest, status: CheckStatus, output: String) {
+        let now = clock::now();
+        self.with_agent(|agent| {
+            agent.on_result(now, &request.check_id, request.run, status, output);
+        });
     }
 
     /// Renews a session's TTL on the leader.

@@ -8,6 +8,7 @@ use crate::api::ApiError;
 use crate::catalog::{
     Check, CheckDefinition, CheckStatus, Meta, Node, Registration, Service, ServiceAddress, Weights,
 };
+use crate::checks::{CheckKind, CheckSpec, HttpProbe, Probe, Thresholds};
 use crate::command::{KvOp, KvVerb};
 use crate::limits::{
     KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, SESSION_LOCK_DELAY_DEFAULT, SESSION_LOCK_DELAY_MAX,
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 /// matched to these ignoring case and underscores, as Consul does (Go's JSON
 /// decoder ignores case; Consul also translates snake_case): `LockDelay`,
 /// `lockdelay` and `lock_delay` all mean `lock_delay`.
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 31] = [
     "lock_delay",
     "node_checks",
     "service_checks",
@@ -48,6 +49,15 @@ const FIELDS: [&str; 22] = [
     "modify_index",
     "create_index",
     "lock_index",
+    "success_before_passing",
+    "failures_before_warning",
+    "failures_before_critical",
+    "docker_container_id",
+    "os_service",
+    "grpc_use_tls",
+    "tls_server_name",
+    "output_max_size",
+    "disable_redirects",
 ];
 
 /// The canonical (snake_case) spelling of a JSON key.
@@ -99,11 +109,41 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         serde_json::from_slice(bytes).map_err(|e| ApiError::BodyDecode(e.to_string()))?
     };
+    decode_value(value)
+}
+
+/// [`decode`] for an already parsed JSON value (config files).
+pub fn decode_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     let value = match normalize_keys(value) {
         Value::Null => Value::Object(Default::default()),
         other => other,
     };
     serde_json::from_value(value).map_err(|e| ApiError::BodyDecode(e.to_string()))
+}
+
+/// For an object that failed to decode as `T`: the path (in the caller's
+/// spelling) of the first key whose value alone fails, e.g. `port` or
+/// `checks[1].ttl`. Used to name the key in config-file errors.
+pub fn bad_key<T: DeserializeOwned>(value: &Value) -> Option<String> {
+    let Value::Object(map) = value else {
+        return None;
+    };
+    for (key, inner) in map {
+        let single = Value::Object([(key.clone(), inner.clone())].into_iter().collect());
+        if decode_value::<T>(single).is_ok() {
+            continue;
+        }
+        let nested = match (canonical_key(key).as_str(), inner) {
+            ("check", v) => bad_key::<CheckBody>(v).map(|k| format!("{key}.{k}")),
+            ("checks", Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| bad_key::<CheckBody>(v).map(|k| format!("{key}[{i}].{k}"))),
+            _ => None,
+        };
+        return Some(nested.unwrap_or_else(|| key.clone()));
+    }
+    None
 }
 
 /// A duration given as a Go string (`"15s"`) or a number. Numbers follow
@@ -317,6 +357,7 @@ pub struct CheckBody {
     pub http: String,
     pub tcp: String,
     pub grpc: String,
+    pub grpc_use_tls: bool,
     pub args: Vec<String>,
     pub script: String,
     pub interval: Option<DurationValue>,
@@ -328,6 +369,13 @@ pub struct CheckBody {
     pub header: BTreeMap<String, Vec<String>>,
     pub body: String,
     pub tls_skip_verify: bool,
+    pub success_before_passing: u32,
+    pub failures_before_warning: u32,
+    pub failures_before_critical: u32,
+    pub h2ping: String,
+    pub docker_container_id: String,
+    pub udp: String,
+    pub os_service: String,
 }
 
 fn duration_text(v: &Option<DurationValue>, field: &str) -> Result<String, ApiError> {
@@ -343,6 +391,14 @@ fn duration_text(v: &Option<DurationValue>, field: &str) -> Result<String, ApiEr
         }
     }
 }
+
+fn duration_or_zero(v: &Option<DurationValue>, field: &str) -> Result<Duration, ApiError> {
+    v.as_ref()
+        .map_or(Ok(Duration::ZERO), |d| d.to_duration(field))
+}
+
+/// Output of gRPC checks, which tribune registers but cannot run yet.
+pub const GRPC_UNSUPPORTED_OUTPUT: &str = "gRPC checks are not supported yet";
 
 impl CheckBody {
     fn check_type(&self) -> &'static str {
@@ -363,15 +419,64 @@ impl CheckBody {
         }
     }
 
+    /// Kinds Consul has and tribune does not run, named in the refusal.
+    fn unsupported_kind(&self) -> Option<&'static str> {
+        [
+            (&self.h2ping, "H2PING"),
+            (&self.docker_container_id, "Docker"),
+            (&self.udp, "UDP"),
+            (&self.os_service, "OSService"),
+        ]
+        .into_iter()
+        .find(|(field, _)| !field.is_empty())
+        .map(|(_, name)| name)
+    }
+
+    fn kind(&self, check_type: &str, ttl: Option<Duration>) -> Result<CheckKind, ApiError> {
+        Ok(match check_type {
+            "ttl" => CheckKind::Ttl(
+                ttl.ok_or_else(|| ApiError::Invalid("TTL must be > 0 for TTL checks".into()))?,
+            ),
+            "http" => CheckKind::Probe(Probe::Http(HttpProbe {
+                url: self.http.clone(),
+                method: if self.method.is_empty() {
+                    "GET".into()
+                } else {
+                    self.method.to_ascii_uppercase()
+                },
+                header: self.header.clone(),
+                body: self.body.clone(),
+                tls_skip_verify: self.tls_skip_verify,
+            })),
+            "tcp" => CheckKind::Probe(Probe::Tcp {
+                address: self.tcp.clone(),
+            }),
+            "script" if self.args.is_empty() => {
+                return Err(ApiError::Invalid(
+                    "Check is not valid: the legacy Script field is not supported; use Args".into(),
+                ))
+            }
+            "script" => CheckKind::Probe(Probe::Script {
+                args: self.args.clone(),
+            }),
+            "alias" => CheckKind::Alias {
+                service: self.alias_service.clone(),
+                node: self.alias_node.clone(),
+            },
+            _ => CheckKind::Static,
+        })
+    }
+
     /// Builds the check. `default_id`/`default_name` apply to checks inside a
     /// service registration (`service:<id>`, `Service '<name>' check`).
-    pub fn into_check(
-        self,
-        default_id: &str,
-        default_name: &str,
-    ) -> Result<(Check, Option<Duration>), ApiError> {
+    pub fn into_check(self, default_id: &str, default_name: &str) -> Result<CheckSpec, ApiError> {
         let check_type = self.check_type();
         if check_type.is_empty() {
+            if let Some(kind) = self.unsupported_kind() {
+                return Err(ApiError::Invalid(format!(
+                    "Check is not valid: {kind} checks are not supported by tribune"
+                )));
+            }
             return Err(ApiError::Invalid(
                 "Check is not valid: one of Args, HTTP, TCP, GRPC, TTL or AliasService/AliasNode must be set".into(),
             ));
@@ -380,9 +485,15 @@ impl CheckBody {
             None => None,
             Some(v) => Some(v.to_duration("TTL")?).filter(|d| *d > Duration::ZERO),
         };
-        if check_type == "ttl" && ttl.is_none() {
-            return Err(ApiError::Invalid("TTL must be > 0 for TTL checks".into()));
+        let interval = duration_or_zero(&self.interval, "Interval")?;
+        let probe_like = matches!(check_type, "http" | "tcp" | "script" | "grpc");
+        if probe_like && interval == Duration::ZERO {
+            return Err(ApiError::Invalid(
+                "Check is not valid: Interval must be > 0 for Script, HTTP, H2PING, TCP or UDP checks"
+                    .into(),
+            ));
         }
+        let kind = self.kind(check_type, ttl)?;
         let id = [self.check_id.as_str(), self.id.as_str(), default_id]
             .into_iter()
             .find(|s| !s.is_empty())
@@ -396,11 +507,16 @@ impl CheckBody {
         if id.is_empty() && name.is_empty() {
             return Err(ApiError::MissingField("check name"));
         }
-        let status = match self.status.as_str() {
+        let mut status = match self.status.as_str() {
             "" => CheckStatus::Critical,
             s => CheckStatus::parse(s)
                 .ok_or_else(|| ApiError::Invalid(format!("Invalid Status {s:?}")))?,
         };
+        let mut output = self.output.clone();
+        if check_type == "grpc" {
+            status = CheckStatus::Critical;
+            output = GRPC_UNSUPPORTED_OUTPUT.into();
+        }
         let definition = CheckDefinition {
             http: self.http.clone(),
             tcp: self.tcp.clone(),
@@ -411,14 +527,18 @@ impl CheckBody {
                 "DeregisterCriticalServiceAfter",
             )?,
         };
+        let deregister = duration_or_zero(
+            &self.deregister_critical_service_after,
+            "DeregisterCriticalServiceAfter",
+        )?;
         let check = Check {
             node: String::new(),
             check_id: if id.is_empty() { name.clone() } else { id },
             name,
             status,
-            notes: self.notes,
-            output: self.output,
-            service_id: self.service_id,
+            notes: self.notes.clone(),
+            output,
+            service_id: self.service_id.clone(),
             service_name: String::new(),
             service_tags: Vec::new(),
             check_type: check_type.to_string(),
@@ -426,12 +546,32 @@ impl CheckBody {
             create_index: 0,
             modify_index: 0,
         };
-        Ok((check, ttl))
+        Ok(CheckSpec {
+            check,
+            kind,
+            interval: if probe_like { interval } else { Duration::ZERO },
+            timeout: duration_or_zero(&self.timeout, "Timeout")?,
+            thresholds: Thresholds {
+                success_before_passing: self.success_before_passing,
+                failures_before_warning: self.failures_before_warning,
+                failures_before_critical: self.failures_before_critical,
+            },
+            deregister_critical_service_after: Some(deregister).filter(|d| *d > Duration::ZERO),
+        })
     }
 }
 
-pub fn decode_check_register(bytes: &[u8]) -> Result<(Check, Option<Duration>), ApiError> {
+pub fn decode_check_register(bytes: &[u8]) -> Result<CheckSpec, ApiError> {
     let body: CheckBody = decode(bytes)?;
+    check_register(body)
+}
+
+/// A check definition from an already parsed JSON value (config files).
+pub fn decode_check_value(value: Value) -> Result<CheckSpec, ApiError> {
+    check_register(decode_value(value)?)
+}
+
+fn check_register(body: CheckBody) -> Result<CheckSpec, ApiError> {
     if body.name.is_empty() {
         return Err(ApiError::MissingField("check name"));
     }
@@ -511,11 +651,29 @@ fn tagged(map: BTreeMap<String, ServiceAddressBody>) -> BTreeMap<String, Service
 /// A service registration through the agent API, with its checks.
 pub struct AgentServiceRegistration {
     pub service: Service,
-    pub checks: Vec<(Check, Option<Duration>)>,
+    pub checks: Vec<CheckSpec>,
 }
 
 pub fn decode_agent_service(bytes: &[u8]) -> Result<AgentServiceRegistration, ApiError> {
-    let body: AgentServiceBody = decode(bytes)?;
+    agent_service(decode(bytes)?)
+}
+
+/// A service definition from an already parsed JSON value (config files).
+pub fn decode_agent_service_value(value: Value) -> Result<AgentServiceRegistration, ApiError> {
+    agent_service(decode_value(value)?)
+}
+
+/// The path of the first bad key of a service definition (see [`bad_key`]).
+pub fn bad_service_key(value: &Value) -> Option<String> {
+    bad_key::<AgentServiceBody>(value)
+}
+
+/// The path of the first bad key of a check definition.
+pub fn bad_check_key(value: &Value) -> Option<String> {
+    bad_key::<CheckBody>(value)
+}
+
+fn agent_service(body: AgentServiceBody) -> Result<AgentServiceRegistration, ApiError> {
     if body.name.is_empty() {
         return Err(ApiError::MissingField("service name"));
     }
@@ -769,9 +927,9 @@ mod tests {
                 Some("x")
             );
             assert_eq!(reg.checks.len(), 1);
-            assert_eq!(reg.checks[0].0.check_id, "service:web1");
-            assert_eq!(reg.checks[0].1, Some(Duration::from_secs(10)));
-            assert_eq!(reg.checks[0].0.status, CheckStatus::Critical);
+            assert_eq!(reg.checks[0].check.check_id, "service:web1");
+            assert_eq!(reg.checks[0].ttl(), Some(Duration::from_secs(10)));
+            assert_eq!(reg.checks[0].check.status, CheckStatus::Critical);
         }
     }
 

@@ -3,7 +3,15 @@
 
 use crate::cli::flags::{parse, FlagSpec, Parsed};
 use serde::Deserialize;
+use serde_json::Value;
 use std::path::Path;
+use tribune_core::agent::ScriptPolicy;
+use tribune_core::api::body::{
+    bad_check_key, bad_service_key, decode_agent_service_value, decode_check_value,
+};
+use tribune_core::api::ApiError;
+use tribune_core::catalog::Service;
+use tribune_core::checks::CheckSpec;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -26,6 +34,11 @@ pub struct AgentConfig {
     pub domain: String,
     /// A second domain answered like `domain` (`-alt-domain`).
     pub alt_domain: Option<String>,
+    /// `-enable-script-checks` / `-enable-local-script-checks`.
+    pub script_policy: ScriptPolicy,
+    /// Services (with their checks) and checks defined in config files.
+    pub services: Vec<(Service, Vec<CheckSpec>)>,
+    pub checks: Vec<CheckSpec>,
 }
 
 const VALUE_FLAGS: [&str; 16] = [
@@ -59,10 +72,16 @@ fn specs() -> Vec<FlagSpec> {
         name: "dev",
         takes_value: false,
     });
-    specs.push(FlagSpec {
-        name: "server",
-        takes_value: false,
-    });
+    for name in [
+        "server",
+        "enable-script-checks",
+        "enable-local-script-checks",
+    ] {
+        specs.push(FlagSpec {
+            name,
+            takes_value: false,
+        });
+    }
     specs
 }
 
@@ -80,6 +99,103 @@ struct FileConfig {
     domain: Option<String>,
     alt_domain: Option<String>,
     ports: FilePorts,
+    enable_script_checks: Option<bool>,
+    enable_local_script_checks: Option<bool>,
+    #[serde(alias = "Service")]
+    service: Option<Value>,
+    #[serde(alias = "Services")]
+    services: Option<Vec<Value>>,
+    #[serde(alias = "Check")]
+    check: Option<Value>,
+    #[serde(alias = "Checks")]
+    checks: Option<Vec<Value>>,
+}
+
+/// Services and checks collected from every config file, in file order.
+#[derive(Default)]
+struct Definitions {
+    services: Vec<(Service, Vec<CheckSpec>)>,
+    checks: Vec<CheckSpec>,
+}
+
+/// The line of the first `"key"` in `text` (1-based), to point at a bad
+/// key in a config file.
+fn line_of_key(text: &str, path: &str) -> Option<usize> {
+    let last = path.rsplit(['.', ']']).find(|s| !s.is_empty())?;
+    let last = last.split('[').next()?;
+    let needle = format!("\"{last}\"");
+    let at = text.find(&needle)?;
+    Some(text[..at].matches('\n').count() + 1)
+}
+
+fn definition_error(
+    name: &str,
+    text: &str,
+    what: &str,
+    key: Option<String>,
+    e: ApiError,
+) -> String {
+    let why = match e {
+        ApiError::BodyDecode(why) => why,
+        other => other.to_string(),
+    };
+    match key {
+        Some(key) => {
+            let path = format!("{what}.{key}");
+            match line_of_key(text, &key) {
+                Some(line) => format!("Error parsing {name}: {path} (line {line}): {why}"),
+                None => format!("Error parsing {name}: {path}: {why}"),
+            }
+        }
+        None => format!("Error parsing {name}: {what}: {why}"),
+    }
+}
+
+/// Decodes a file's `service`/`services`/`check`/`checks` with the same
+/// decoders as the agent API, so both accept the same definitions.
+fn load_definitions(
+    name: &str,
+    text: &str,
+    file: &mut FileConfig,
+    into: &mut Definitions,
+) -> Result<(), String> {
+    let services = file
+        .service
+        .take()
+        .map(|s| ("service".to_string(), s))
+        .into_iter()
+        .chain(
+            file.services
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("services[{i}]"), s)),
+        );
+    for (what, value) in services {
+        let reg = decode_agent_service_value(value.clone())
+            .map_err(|e| definition_error(name, text, &what, bad_service_key(&value), e))?;
+        into.services.push((reg.service, reg.checks));
+    }
+    let checks = file
+        .check
+        .take()
+        .map(|c| ("check".to_string(), c))
+        .into_iter()
+        .chain(
+            file.checks
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("checks[{i}]"), c)),
+        );
+    for (what, value) in checks {
+        let spec = decode_check_value(value.clone())
+            .map_err(|e| definition_error(name, text, &what, bad_check_key(&value), e))?;
+        into.checks.push(spec);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +249,7 @@ fn dns_domain(text: &str, flag: &str) -> Result<String, String> {
     Ok(domain)
 }
 
-fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
+fn load_file(path: &Path, into: &mut FileConfig, defs: &mut Definitions) -> Result<(), String> {
     let name = path.display();
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => {}
@@ -145,8 +261,10 @@ fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
         _ => return Err(format!("{name}: config files must end in .json")),
     }
     let text = std::fs::read(path).map_err(|e| format!("Error reading {name}: {e}"))?;
-    let file: FileConfig =
+    let mut file: FileConfig =
         serde_json::from_slice(&text).map_err(|e| format!("Error parsing {name}: {e}"))?;
+    let text = String::from_utf8_lossy(&text);
+    load_definitions(&name.to_string(), &text, &mut file, defs)?;
     macro_rules! take {
         ($($field:ident),*) => { $( if file.$field.is_some() { into.$field = file.$field; } )* };
     }
@@ -159,7 +277,9 @@ fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
         log_level,
         server,
         domain,
-        alt_domain
+        alt_domain,
+        enable_script_checks,
+        enable_local_script_checks
     );
     macro_rules! take_port {
         ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
@@ -168,10 +288,11 @@ fn load_file(path: &Path, into: &mut FileConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn load_files(parsed: &Parsed) -> Result<FileConfig, String> {
+fn load_files(parsed: &Parsed) -> Result<(FileConfig, Definitions), String> {
     let mut config = FileConfig::default();
+    let mut defs = Definitions::default();
     for file in parsed.all("config-file") {
-        load_file(Path::new(file), &mut config)?;
+        load_file(Path::new(file), &mut config, &mut defs)?;
     }
     for dir in parsed.all("config-dir") {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("Error reading {dir}: {e}"))?;
@@ -181,10 +302,10 @@ fn load_files(parsed: &Parsed) -> Result<FileConfig, String> {
             .collect();
         paths.sort();
         for path in paths {
-            load_file(&path, &mut config)?;
+            load_file(&path, &mut config, &mut defs)?;
         }
     }
-    Ok(config)
+    Ok((config, defs))
 }
 
 impl AgentConfig {
@@ -193,7 +314,17 @@ impl AgentConfig {
         if let Some(extra) = parsed.positional.first() {
             return Err(format!("unexpected argument {extra:?}"));
         }
-        let file = load_files(&parsed)?;
+        let (file, defs) = load_files(&parsed)?;
+        let script_policy =
+            if parsed.flag("enable-script-checks") || file.enable_script_checks.unwrap_or(false) {
+                ScriptPolicy::Enabled
+            } else if parsed.flag("enable-local-script-checks")
+                || file.enable_local_script_checks.unwrap_or(false)
+            {
+                ScriptPolicy::LocalOnly
+            } else {
+                ScriptPolicy::Disabled
+            };
         let text = |flag: &str, from_file: &Option<String>, default: &str| -> String {
             parsed
                 .value(flag)
@@ -233,6 +364,9 @@ impl AgentConfig {
                 Some(name) => Some(dns_domain(name, "alt-domain")?),
                 None => None,
             },
+            script_policy,
+            services: defs.services,
+            checks: defs.checks,
         };
         config.validate()?;
         Ok(config)

@@ -42,10 +42,37 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, args.to_vec()))
 }
 
-async fn serve(config: AgentConfig) -> i32 {
+/// Re-reads the config files the agent was started with and makes the
+/// config-defined services and checks match them (SIGHUP,
+/// `PUT /v1/agent/reload`). Other settings need a restart.
+pub fn reload(node: &Node) -> Result<(), String> {
+    let config = AgentConfig::from_args(&node.identity.args)?;
+    let now = crate::clock::now();
+    node.with_agent(|agent| agent.reload(now, config.services, config.checks))
+        .map_err(|e| format!("Failed reloading services: {e}"))?;
+    crate::log::info("agent: reloaded configuration");
+    Ok(())
+}
+
+/// Reloads on every SIGHUP, as Consul does.
+async fn reload_on_hangup(node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        crate::log::warn("agent: cannot listen for SIGHUP; reload with `tribune reload`");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        crate::log::info("agent: caught signal: hangup, reloading");
+        if let Err(e) = reload(&node) {
+            crate::log::warn(&format!("agent: reload failed: {e}"));
+        }
+    }
+}
+
+async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
     let started = std::time::Instant::now();
     let seed = crate::clock::os_seed();
     let mut rng = Rng::from_seed(seed);
@@ -92,26 +119,41 @@ async fn serve(config: AgentConfig) -> i32 {
         server_port: config.server_port,
         serf_lan_port: config.serf_lan_port,
         http_addr: bound.clone(),
+        args,
     };
-    let local = LocalAgent::new(CatalogNode {
-        id: node_id.clone(),
-        name: config.node_name.clone(),
-        address: config.bind_addr.clone(),
-        datacenter: config.datacenter.clone(),
-        tagged_addresses: [
-            ("lan".to_string(), config.bind_addr.clone()),
-            ("wan".to_string(), config.bind_addr.clone()),
-        ]
-        .into_iter()
-        .collect(),
-        meta: [("consul-network-segment".to_string(), String::new())]
+    let mut local = LocalAgent::new(
+        CatalogNode {
+            id: node_id.clone(),
+            name: config.node_name.clone(),
+            address: config.bind_addr.clone(),
+            datacenter: config.datacenter.clone(),
+            tagged_addresses: [
+                ("lan".to_string(), config.bind_addr.clone()),
+                ("wan".to_string(), config.bind_addr.clone()),
+            ]
             .into_iter()
             .collect(),
-        create_index: 0,
-        modify_index: 0,
-    });
+            meta: [("consul-network-segment".to_string(), String::new())]
+                .into_iter()
+                .collect(),
+            create_index: 0,
+            modify_index: 0,
+        },
+        rng.next_u64(),
+    );
+    local.set_script_policy(config.script_policy);
     let node = Node::new(identity, local, rng.next_u64());
+    let (runs, run_requests) = tokio::sync::mpsc::unbounded_channel();
+    node.set_check_runner(runs);
+    tokio::spawn(crate::checks::dispatch(node.clone(), run_requests));
+    let now = crate::clock::now();
+    let (services, checks) = (config.services.clone(), config.checks.clone());
+    if let Err(e) = node.with_agent(|agent| agent.reload(now, services, checks)) {
+        eprintln!("==> Error starting agent: Failed to register services from config: {e}");
+        return 1;
+    }
     tokio::spawn(node.clone().run_timers());
+    tokio::spawn(reload_on_hangup(node.clone()));
     print_banner(&config, &node_id, &bound, dns_port);
     crate::log::info(&format!(
         "agent: started in {} µs; rng seed {seed:#018x}",

@@ -29,6 +29,7 @@ mod event;
 mod info;
 mod kv;
 mod lock;
+mod maint;
 mod members;
 mod services;
 mod watch;
@@ -107,6 +108,8 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "services" => services::run(rest, ui),
         "members" => members::run(rest, ui),
         "watch" => watch::run(rest, ui),
+        "maint" => maint::maint(rest, ui),
+        "reload" => maint::reload(rest, ui),
         _ => {
             ui.error(&usage());
             EXIT_UNKNOWN_COMMAND
@@ -124,7 +127,9 @@ const COMMANDS: &[(&str, &str)] = &[
     ("info", "Provides debugging information for operators."),
     ("kv", "Interact with the key-value store"),
     ("lock", "Execute a command holding a lock"),
+    ("maint", "Controls node or service maintenance mode"),
     ("members", "Lists the members of a tribune cluster"),
+    ("reload", "Triggers the agent to reload configuration files"),
     ("services", "Interact with services"),
     ("version", "Prints the tribune version"),
     ("watch", "Watch for changes in tribune"),

@@ -23,6 +23,7 @@ fn fixture() -> &'static Arc<Node> {
             server_port: 8300,
             serf_lan_port: 8301,
             http_addr: "127.0.0.1:8500".into(),
+            args: Vec::new(),
         };
         let catalog_node = CatalogNode {
             id: identity.node_id.clone(),
@@ -36,7 +37,7 @@ fn fixture() -> &'static Arc<Node> {
             create_index: 0,
             modify_index: 0,
         };
-        let node = Node::new(identity, LocalAgent::new(catalog_node), 1);
+        let node = Node::new(identity, LocalAgent::new(catalog_node, 1), 1);
         node.with_agent(|agent| {
             for i in 0..12u16 {
                 let service = Service {
@@ -58,7 +59,8 @@ fn fixture() -> &'static Arc<Node> {
                     create_index: 0,
                     modify_index: 0,
                 };
-                let added = agent.add_service(crate::clock::now(), service, Vec::new());
+                let origin = tribune_core::agent::Origin::ConfigFile;
+                let added = agent.add_service(crate::clock::now(), service, Vec::new(), origin);
                 assert!(added.is_ok(), "fixture service registers");
             }
         });

@@ -21,6 +21,7 @@ fn test_node() -> Arc<Node> {
         server_port: 8300,
         serf_lan_port: 8301,
         http_addr: "127.0.0.1:8500".into(),
+        args: Vec::new(),
     };
     let node = CatalogNode {
         id: identity.node_id.clone(),
@@ -32,7 +33,7 @@ fn test_node() -> Arc<Node> {
         create_index: 0,
         modify_index: 0,
     };
-    Node::new(identity, LocalAgent::new(node), 7)
+    Node::new(identity, LocalAgent::new(node, 7), 7)
 }
 
 fn query(id: u16, name: &str, record_type: RecordType) -> Message {

@@ -6,6 +6,7 @@ use crate::state::Identity;
 use hyper::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use tribune_core::agent::Origin;
 use tribune_core::api::body::{decode_agent_service, decode_check_register, decode_check_update};
 use tribune_core::api::render;
 use tribune_core::catalog::CheckStatus;
@@ -17,8 +18,8 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
         "self" => get_only(&ctx, || {
             let (services, checks, ttls) = ctx.node.read(|inner| {
                 let checks = inner.agent.checks();
-                let ttls = checks.values().filter(|c| c.ttl.is_some()).count();
-                (inner.agent.services().len(), checks.len(), ttls)
+                let ttls = checks.values().filter(|c| c.ttl().is_some()).count();
+                (inner.agent.service_count(), checks.len(), ttls)
             });
             agent_self(&ctx.node.identity, services, checks, ttls)
         }),
@@ -33,6 +34,12 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
         }
         "service" => service(&mut ctx, arg).await,
         "check" => check(&mut ctx, arg).await,
+        "maintenance" if arg.is_empty() => node_maintenance(&ctx),
+        "reload" if arg.is_empty() => {
+            ctx.require(&[Method::PUT])?;
+            crate::agent::reload(&ctx.node).map_err(HttpError::Internal)?;
+            Ok(Reply::empty())
+        }
         _ => Err(HttpError::NotFound),
     }
 }
@@ -113,7 +120,6 @@ async fn services(ctx: &Ctx) -> Result<Reply, HttpError> {
         let out: BTreeMap<&str, _> = inner
             .agent
             .services()
-            .iter()
             .map(|(id, s)| (id.as_str(), render::service(s, Some(&dc))))
             .collect();
         Reply::json(&out)
@@ -143,10 +149,24 @@ async fn service(ctx: &mut Ctx, tail: &str) -> Result<Reply, HttpError> {
             let body = ctx.json_body().await?;
             let reg = decode_agent_service(&body)?;
             let now = crate::clock::now();
+            let origin = origin(ctx);
             ctx.node
-                .with_agent(|agent| agent.add_service(now, reg.service, reg.checks))?;
+                .with_agent(|agent| agent.add_service(now, reg.service, reg.checks, origin))?;
             Ok(Reply::empty())
         }
+        ("maintenance", false) => {
+            let (enable, reason) = maintenance_params(ctx)?;
+            let now = crate::clock::now();
+            ctx.node.with_agent(|agent| {
+                if enable {
+                    agent.enable_service_maintenance(now, id, &reason)
+                } else {
+                    agent.disable_service_maintenance(id)
+                }
+            })?;
+            Ok(Reply::empty())
+        }
+        ("maintenance", true) => Err(HttpError::BadRequest("Missing service ID".into())),
         ("deregister", false) => {
             ctx.node.with_agent(|agent| agent.remove_service(id))?;
             Ok(Reply::empty())
@@ -163,9 +183,10 @@ async fn check(ctx: &mut Ctx, tail: &str) -> Result<Reply, HttpError> {
     let status = match what {
         "register" if id.is_empty() => {
             let body = ctx.json_body().await?;
-            let (check, ttl) = decode_check_register(&body)?;
+            let spec = decode_check_register(&body)?;
+            let origin = origin(ctx);
             ctx.node
-                .with_agent(|agent| agent.add_check(now, check, ttl))?;
+                .with_agent(|agent| agent.add_check(now, spec, origin))?;
             return Ok(Reply::empty());
         }
         "deregister" if !id.is_empty() => {
@@ -189,5 +210,46 @@ async fn check(ctx: &mut Ctx, tail: &str) -> Result<Reply, HttpError> {
     }
     ctx.node
         .with_agent(|agent| agent.update_ttl(now, id, status, note))?;
+    Ok(Reply::empty())
+}
+
+/// Where an API registration comes from: `enable_local_script_checks`
+/// allows scripts only from loopback callers.
+fn origin(ctx: &Ctx) -> Origin {
+    Origin::Api {
+        loopback: ctx.peer.ip().is_loopback(),
+    }
+}
+
+/// `?enable=` (required, Go `strconv.ParseBool` spellings) and `?reason=`.
+fn maintenance_params(ctx: &Ctx) -> Result<(bool, String), HttpError> {
+    let raw = ctx
+        .query
+        .get("enable")
+        .ok_or_else(|| HttpError::BadRequest("Missing value for enable".into()))?;
+    let enable = match raw {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+        other => {
+            return Err(HttpError::BadRequest(format!(
+                "Invalid value for enable: {other:?}"
+            )))
+        }
+    };
+    Ok((enable, ctx.query.get("reason").unwrap_or("").to_string()))
+}
+
+/// `PUT /v1/agent/maintenance?enable=&reason=`.
+fn node_maintenance(ctx: &Ctx) -> Result<Reply, HttpError> {
+    ctx.require(&[Method::PUT])?;
+    let (enable, reason) = maintenance_params(ctx)?;
+    let now = crate::clock::now();
+    ctx.node.with_agent(|agent| {
+        if enable {
+            agent.enable_node_maintenance(now, &reason);
+        } else {
+            agent.disable_node_maintenance();
+        }
+    });
     Ok(Reply::empty())
 }

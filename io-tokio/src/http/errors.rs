@@ -60,9 +60,11 @@ impl HttpError {
         match self {
             HttpError::Api(e) => (api_status(e), e.to_string()),
             HttpError::Apply(e) => (500, e.to_string()),
-            HttpError::Agent(e @ (AgentError::UnknownService(_) | AgentError::UnknownCheck(_))) => {
-                (404, e.to_string())
-            }
+            HttpError::Agent(
+                e @ (AgentError::UnknownService(_)
+                | AgentError::UnknownCheck(_)
+                | AgentError::NoServiceForMaintenance(_)),
+            ) => (404, e.to_string()),
             HttpError::Agent(e @ AgentError::TooMany) => (429, e.to_string()),
             HttpError::Agent(e) => (400, e.to_string()),
             HttpError::BadRequest(text) => (400, text.clone()),

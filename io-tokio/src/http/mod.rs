@@ -59,6 +59,8 @@ pub struct Ctx {
     token: Option<String>,
     body: Option<Incoming>,
     content_length: Option<u64>,
+    /// The client's address (local script checks need a loopback caller).
+    pub peer: std::net::SocketAddr,
 }
 
 impl Ctx {
@@ -135,7 +137,11 @@ fn extract_token(req: &Request<Incoming>, query: &Query) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    node: Arc<Node>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let query = match parse_query(&raw_query) {
         Ok(q) => q,
@@ -160,6 +166,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>
         token,
         body: Some(req.into_body()),
         content_length,
+        peer,
     };
     match route(ctx, &path).await {
         Ok(reply) => reply.into_response(pretty),
@@ -269,7 +276,7 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
             let _slot = slot;
             let service = service_fn(move |req| {
                 let node = node.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(node, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(handle(node, peer, req).await) }
             });
             let header_timeout =
                 std::time::Duration::from_nanos(HTTP_HEADER_READ_TIMEOUT.as_nanos());
