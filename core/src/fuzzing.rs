@@ -455,41 +455,6 @@ fn catalog_bodies(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixture_is_consistent() {
-        let (fsm, agent) = fixture();
-        assert!(fsm
-            .kv
-            .get("locks/leader")
-            .is_some_and(|e| e.session == Some(FIXTURE_SESSION)));
-        assert!(fsm.kv.get("gone").is_none());
-        assert_eq!(fsm.catalog.services.len(), 2, "consul and web1");
-        assert_eq!(agent.checks().len(), 1);
-    }
-
-    #[test]
-    fn entry_points_take_garbage() {
-        for data in [
-            &b""[..],
-            b"\x00",
-            b"\x01\x00",
-            b"{}",
-            b"[]",
-            b"%",
-            b"\xff\xfe",
-        ] {
-            command_codec(data);
-            snapshot_restore(data);
-            api_query(data);
-            json_bodies(data);
-        }
-    }
-}
-
 // ---------------------------------------------------------------- coord
 
 /// A semaphore's coordination key holding arbitrary bytes (anyone can write
@@ -538,4 +503,39 @@ pub fn coord_holders(data: &[u8]) {
     let _ = semaphore_cleanup("p", &pairs, limit);
     let text = String::from_utf8_lossy(data);
     let _ = crate::event::id_index(&text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_is_consistent() {
+        let (fsm, agent) = fixture();
+        assert!(fsm
+            .kv
+            .get("locks/leader")
+            .is_some_and(|e| e.session == Some(FIXTURE_SESSION)));
+        assert!(fsm.kv.get("gone").is_none());
+        assert_eq!(fsm.catalog.services.len(), 2, "consul and web1");
+        assert_eq!(agent.checks().len(), 1);
+    }
+
+    #[test]
+    fn entry_points_take_garbage() {
+        for data in [
+            &b""[..],
+            b"\x00",
+            b"\x01\x00",
+            b"{}",
+            b"[]",
+            b"%",
+            b"\xff\xfe",
+        ] {
+            command_codec(data);
+            snapshot_restore(data);
+            api_query(data);
+            json_bodies(data);
+        }
+    }
 }
