@@ -126,6 +126,18 @@ impl HttpClient {
         path_and_query: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
+        self.request_with_headers(method, path_and_query, &[], body)
+    }
+
+    /// [`HttpClient::request`] with extra header lines (agent watch HTTP
+    /// handlers send `X-Consul-Index` and the configured headers).
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
         let target = Target {
             method: method.to_string(),
             url: self.url(path_and_query),
@@ -141,7 +153,7 @@ impl HttpClient {
         stream
             .set_write_timeout(Some(self.read_timeout))
             .map_err(io_error)?;
-        let mut message = self.request_head(method, path_and_query, body.map(<[u8]>::len));
+        let mut message = self.request_head(method, path_and_query, headers, body.map(<[u8]>::len));
         message.extend_from_slice(body.unwrap_or_default());
         stream.write_all(&message).map_err(io_error)?;
         stream.flush().map_err(io_error)?;
@@ -183,7 +195,13 @@ impl HttpClient {
         }
     }
 
-    fn request_head(&self, method: &str, path: &str, body_len: Option<usize>) -> Vec<u8> {
+    fn request_head(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body_len: Option<usize>,
+    ) -> Vec<u8> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tribune/{}\r\n\
              Accept: */*\r\nConnection: close\r\n",
@@ -198,6 +216,12 @@ impl HttpClient {
         }
         if let Some(token) = &self.token {
             head.push_str(&format!("X-Consul-Token: {token}\r\n"));
+        }
+        for (name, value) in headers {
+            // Header text comes from config; line breaks would forge headers.
+            if !name.contains(['\r', '\n', ':']) && !value.contains(['\r', '\n']) {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
         }
         head.push_str("\r\n");
         head.into_bytes()
@@ -755,14 +779,14 @@ mod tests {
     #[test]
     fn request_head_has_length_token_and_close() -> Result<(), String> {
         let client = HttpClient::new("127.0.0.1:8500", Some("secret".into()))?;
-        let head =
-            String::from_utf8_lossy(&client.request_head("PUT", "/v1/kv/a", None)).into_owned();
+        let head = String::from_utf8_lossy(&client.request_head("PUT", "/v1/kv/a", &[], None))
+            .into_owned();
         assert!(head.starts_with("PUT /v1/kv/a HTTP/1.1\r\nHost: 127.0.0.1:8500\r\n"));
         assert!(head.contains("Content-Length: 0\r\n"));
         assert!(head.contains("Connection: close\r\n"));
         assert!(head.contains("X-Consul-Token: secret\r\n"));
         assert!(head.ends_with("\r\n\r\n"));
-        let get = String::from_utf8_lossy(&client.request_head("GET", "/", None)).into_owned();
+        let get = String::from_utf8_lossy(&client.request_head("GET", "/", &[], None)).into_owned();
         assert!(!get.contains("Content-Length"));
         let kept = client.with_token(Some(String::new())).with_token(None);
         assert_eq!(kept.token(), Some("secret"));

@@ -295,3 +295,100 @@ fn events_fire_list_and_reach_event_watches() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Event name must be specified"));
 }
+
+/// A one-shot HTTP server that records each request (head and body).
+fn recording_server() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (sender, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then as much body as Content-Length says.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if sender
+                .send(String::from_utf8_lossy(&data).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, requests)
+}
+
+#[test]
+fn agent_config_watches_run_script_and_http_handlers() {
+    let dir = scratch("config");
+    let log = dir.join("log");
+    let (port, requests) = recording_server();
+    let config = serde_json::json!({
+        "watches": [
+            {"type": "key", "key": "cfg/x", "args": ["sh", "-c", recording_handler(&log)]},
+            {"type": "keyprefix", "prefix": "cfg/", "handler_type": "http",
+             "http_handler_config": {"path": format!("http://127.0.0.1:{port}/hook"),
+                                     "method": "PUT", "header": {"X-Token": ["s3cr3t"]}}}
+        ]
+    });
+    let file = dir.join("watches.json");
+    std::fs::write(&file, config.to_string()).expect("write config");
+    let agent = Agent::start_with(&["-config-file", file.to_str().expect("utf-8 path")]);
+    assert_eq!(wait_count(&log, 1)[0].1, Value::Null);
+    let first = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("initial HTTP handler call");
+    assert!(first.starts_with("PUT /hook HTTP/1.1"), "{first}");
+    assert!(first.contains("X-Token: s3cr3t"), "{first}");
+    assert!(first.contains("X-Consul-Index: "), "{first}");
+    assert!(first.ends_with("\r\n\r\nnull"), "{first}");
+
+    agent.put("/v1/kv/cfg/x", "v").expect(200);
+    let seen = wait_count(&log, 2);
+    assert_eq!(seen[1].1["Key"], "cfg/x");
+    let second = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("HTTP handler call after the write");
+    let body = second.split("\r\n\r\n").nth(1).expect("body");
+    let json: Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(json[0]["Key"], "cfg/x");
+
+    // A bad watch fails startup, naming the file and the entry.
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"watches":[{"type":"key","args":["true"]}]}"#).expect("write");
+    let out = Command::new(BIN)
+        .args(["agent", "-dev", "-http-port", "0", "-dns-port", "-1"])
+        .args(["-config-file", bad.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run agent");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        text.contains("bad.json: watches[0]: Must specify a single key to watch"),
+        "{text}"
+    );
+}

@@ -39,6 +39,8 @@ pub struct AgentConfig {
     /// Services (with their checks) and checks defined in config files.
     pub services: Vec<(Service, Vec<CheckSpec>)>,
     pub checks: Vec<CheckSpec>,
+    /// `watches` from config files, run by the agent.
+    pub watches: Vec<super::watches::WatchSpec>,
 }
 
 const VALUE_FLAGS: [&str; 16] = [
@@ -109,6 +111,7 @@ struct FileConfig {
     check: Option<Value>,
     #[serde(alias = "Checks")]
     checks: Option<Vec<Value>>,
+    watches: Option<Vec<Value>>,
 }
 
 /// Services and checks collected from every config file, in file order.
@@ -116,6 +119,7 @@ struct FileConfig {
 struct Definitions {
     services: Vec<(Service, Vec<CheckSpec>)>,
     checks: Vec<CheckSpec>,
+    watches: Vec<super::watches::WatchSpec>,
 }
 
 /// The line of the first `"key"` in `text` (1-based), to point at a bad
@@ -194,6 +198,11 @@ fn load_definitions(
         let spec = decode_check_value(value.clone())
             .map_err(|e| definition_error(name, text, &what, bad_check_key(&value), e))?;
         into.checks.push(spec);
+    }
+    for (i, value) in file.watches.take().unwrap_or_default().iter().enumerate() {
+        let spec = super::watches::decode(value)
+            .map_err(|e| format!("Error parsing {name}: watches[{i}]: {e}"))?;
+        into.watches.push(spec);
     }
     Ok(())
 }
@@ -367,6 +376,7 @@ impl AgentConfig {
             script_policy,
             services: defs.services,
             checks: defs.checks,
+            watches: defs.watches,
         };
         config.validate()?;
         Ok(config)

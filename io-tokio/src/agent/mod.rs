@@ -1,6 +1,7 @@
 //! `tribune agent`: starts the node, its timers, the HTTP API and DNS.
 
 pub mod config;
+pub mod watches;
 
 use crate::state::{Identity, Node};
 use config::AgentConfig;
@@ -174,6 +175,7 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         tokio::spawn(crate::dns::serve_tcp(dns_tcp, node.clone(), dns_config));
     }
     tokio::spawn(crate::http::serve(listener, node));
+    watches::start(config.watches.clone(), &bound);
     wait_for_shutdown().await;
     crate::log::info("agent: caught signal, shutting down");
     0
