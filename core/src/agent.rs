@@ -170,6 +170,10 @@ pub struct LocalAgent {
     /// The latest `now` seen, for changes made by calls without a clock
     /// (alias re-evaluation after a removal).
     now: Instant,
+    /// What `register_node` registered besides local services and checks
+    /// (`serfHealth`, and `consul` on servers): anti-entropy keeps them too.
+    system_service: Option<Service>,
+    system_checks: Vec<Check>,
 }
 
 pub(crate) fn truncate_output(mut output: String) -> String {
@@ -196,6 +200,8 @@ impl LocalAgent {
             next_run: 0,
             scripts: ScriptPolicy::Disabled,
             now: Instant::default(),
+            system_service: None,
+            system_checks: Vec::new(),
         }
     }
 
@@ -269,8 +275,27 @@ impl LocalAgent {
             create_index: 0,
             modify_index: 0,
         });
+        self.system_service = service.clone();
+        self.system_checks = vec![check.clone()];
         let command = self.registration(service, vec![check]);
         self.propose(command);
+    }
+
+    /// The services this agent's node should have in the catalog: its
+    /// local services plus the server's `consul` service.
+    pub fn desired_services(&self) -> impl Iterator<Item = &Service> + '_ {
+        self.services
+            .values()
+            .map(|(s, _)| s)
+            .chain(self.system_service.iter())
+    }
+
+    /// The checks this agent's node should have in the catalog.
+    pub fn desired_checks(&self) -> impl Iterator<Item = &Check> + '_ {
+        self.checks
+            .values()
+            .map(|c| &c.check)
+            .chain(self.system_checks.iter())
     }
 
     fn check_allowed(&self, spec: &CheckSpec, origin: Origin) -> Result<(), AgentError> {

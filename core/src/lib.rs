@@ -19,6 +19,7 @@
 //! mutation drain `poll()` until it returns `None`.
 
 pub mod agent;
+pub mod anti_entropy;
 pub mod api;
 pub mod catalog;
 pub mod checks;

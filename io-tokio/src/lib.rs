@@ -4,6 +4,7 @@
 //! `tribune_core`. See `book/src/architecture.md`.
 
 pub mod agent;
+pub mod anti_entropy;
 pub mod checks;
 pub mod cli;
 pub mod client;

@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub checks: Vec<CheckSpec>,
     /// `watches` from config files, run by the agent.
     pub watches: Vec<super::watches::WatchSpec>,
+    /// Anti-entropy full-sync interval (default 1 min).
+    pub ae_interval: tribune_core::time::Duration,
 }
 
 const VALUE_FLAGS: [&str; 16] = [
@@ -112,6 +114,8 @@ struct FileConfig {
     #[serde(alias = "Checks")]
     checks: Option<Vec<Value>>,
     watches: Option<Vec<Value>>,
+    /// Anti-entropy full-sync interval (Consul's undocumented `ae_interval`).
+    ae_interval: Option<String>,
 }
 
 /// Services and checks collected from every config file, in file order.
@@ -288,7 +292,8 @@ fn load_file(path: &Path, into: &mut FileConfig, defs: &mut Definitions) -> Resu
         domain,
         alt_domain,
         enable_script_checks,
-        enable_local_script_checks
+        enable_local_script_checks,
+        ae_interval
     );
     macro_rules! take_port {
         ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
@@ -377,6 +382,13 @@ impl AgentConfig {
             services: defs.services,
             checks: defs.checks,
             watches: defs.watches,
+            ae_interval: match &file.ae_interval {
+                None => tribune_core::anti_entropy::SYNC_INTERVAL,
+                Some(text) => match tribune_core::time::parse_duration(text) {
+                    Ok(d) if d.as_nanos() > 0 => d,
+                    _ => return Err(format!("ae_interval: invalid duration {text:?}")),
+                },
+            },
         };
         config.validate()?;
         Ok(config)

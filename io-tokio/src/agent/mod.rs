@@ -154,6 +154,11 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         return 1;
     }
     tokio::spawn(node.clone().run_timers());
+    tokio::spawn(crate::anti_entropy::run(
+        node.clone(),
+        config.ae_interval,
+        rng.next_u64(),
+    ));
     tokio::spawn(reload_on_hangup(node.clone()));
     print_banner(&config, &node_id, &bound, dns_port);
     crate::log::info(&format!(
