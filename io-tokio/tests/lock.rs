@@ -385,3 +385,72 @@ fn signals_are_forwarded_and_agent_loss_stops_the_child() {
     assert_eq!(status.code(), Some(1));
     assert!(read_lines(&log).contains(&"term".to_string()));
 }
+
+/// The npm `consul` client (0.40.0) has its own implementation of Consul's
+/// lock recipe; installed by `.ci/run` into tests/compat/node_modules.
+fn node_consul() -> Option<PathBuf> {
+    let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+    let installed = compat.join("node_modules/consul/lib/lock.js").exists();
+    let node = Command::new("node").arg("--version").output().is_ok();
+    match (installed && node, std::env::var_os("CI").is_some()) {
+        (true, _) => Some(compat),
+        (false, true) => {
+            panic!("the npm consul client is missing: npm install --prefix io-tokio/tests/compat")
+        }
+        (false, false) => {
+            eprintln!("SKIPPED: node or npm consul@0.40.0 not installed");
+            None
+        }
+    }
+}
+
+#[test]
+fn tribune_lock_and_the_npm_consul_lock_exclude_each_other() {
+    let Some(compat) = node_consul() else {
+        return;
+    };
+    let agent = Agent::start();
+    let dir = scratch("node");
+    let log = dir.join("log");
+    let port = agent
+        .http_addr()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut node = Command::new("node")
+        .arg(compat.join("node_lock.js"))
+        .args([&port, "shared/.lock", &log.display().to_string(), "4"])
+        .env("NODE_PATH", compat.join("node_modules"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let script = format!(
+        "echo start tribune >> {0}; sleep 0.2; echo stop tribune >> {0}",
+        log.display()
+    );
+    for _ in 0..4 {
+        let out = run_lock(&agent, &["-lock-delay=0s", "shared", &script]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let status = wait_exit(&mut node, Duration::from_secs(60));
+    let mut node_err = String::new();
+    if let Some(mut err) = node.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut node_err);
+    }
+    assert!(status.success(), "node lock client failed: {node_err}");
+    let lines = read_lines(&log);
+    assert_eq!(lines.len(), 16, "{lines:#?}");
+    for pair in lines.chunks(2) {
+        let holder = pair[0].strip_prefix("start ").expect("a start line");
+        assert_eq!(
+            pair[1].strip_prefix("stop ").map(|s| s.split(' ').next()),
+            Some(holder.split(' ').next()),
+            "holds interleave: {lines:#?}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.starts_with("start node")));
+    assert!(lines.iter().any(|l| l.starts_with("start tribune")));
+}
