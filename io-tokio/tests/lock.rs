@@ -71,6 +71,14 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Stops a `tribune lock` the polite way (SIGTERM), so it stops its child's
+/// process group and releases, then reaps it. SIGKILL would orphan the child.
+fn stop_lock(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    wait_exit(child, Duration::from_secs(15));
+}
+
 fn lock_session(agent: &Agent, key: &str) -> Option<String> {
     let resp = agent.get(&format!("/v1/kv/{key}"));
     if resp.status != 200 {
@@ -300,8 +308,7 @@ fn foreign_data_and_limit_conflicts_are_refused_untouched() {
         "{}",
         stderr(&out)
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
+    stop_lock(&mut holder);
 }
 
 #[test]
@@ -350,8 +357,7 @@ fn exit_codes_timeout_and_status() {
         text.contains(&format!("Lock busy/.lock: held by session {session}")),
         "{text}"
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
+    stop_lock(&mut holder);
     let out = run_lock(&agent, &["-status", "nothing/here"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("No lock or semaphore at nothing/here/.lock")
@@ -453,4 +459,45 @@ fn tribune_lock_and_the_npm_consul_lock_exclude_each_other() {
     }
     assert!(lines.iter().any(|l| l.starts_with("start node")));
     assert!(lines.iter().any(|l| l.starts_with("start tribune")));
+}
+
+#[test]
+fn lock_delay_after_invalidation_is_honoured() {
+    let agent = Agent::start();
+    let dir = scratch("delay");
+    let log = dir.join("log");
+    let child = |name: &str| {
+        format!(
+            "echo start {name} >> {0}; while true; do sleep 0.05; done",
+            log.display()
+        )
+    };
+    let mut holder = spawn_lock(&agent, &["-lock-delay=2s", "delayed", &child("a")]);
+    wait_for(Duration::from_secs(10), "holder child", || {
+        read_lines(&log)
+            .iter()
+            .any(|l| l == "start a")
+            .then_some(())
+    });
+    let session = lock_session(&agent, "delayed/.lock").expect("lock held");
+    let destroyed = Instant::now();
+    agent
+        .put(&format!("/v1/session/destroy/{session}"), "")
+        .expect(200);
+    // A contender arriving during the delay is refused and retries.
+    let mut standby = spawn_lock(&agent, &["delayed", &child("b")]);
+    wait_for(Duration::from_secs(20), "standby after the delay", || {
+        read_lines(&log)
+            .iter()
+            .any(|l| l == "start b")
+            .then_some(())
+    });
+    let took = destroyed.elapsed();
+    eprintln!("acquired {took:?} after invalidation with a 2 s lock-delay");
+    assert!(
+        took >= Duration::from_secs(2),
+        "acquired inside the lock-delay: {took:?}"
+    );
+    let _ = wait_exit(&mut holder, Duration::from_secs(15));
+    stop_lock(&mut standby);
 }
