@@ -19,6 +19,8 @@ use tribune_core::catalog::CheckStatus;
 use tribune_core::checks::GrpcProbe;
 use tribune_core::limits::GRPC_HEALTH_RESPONSE_BYTES_MAX;
 
+/// How long a failed request waits for its connection's error.
+const CONN_ERROR_WAIT: StdDuration = StdDuration::from_millis(100);
 const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
 /// A grpc-go status error (`rpc error: code = NotFound desc = ...`).
@@ -103,7 +105,22 @@ async fn call(probe: &GrpcProbe) -> Result<ServingStatus, String> {
     read_response(response).await
 }
 
-/// One request on an HTTP/2 connection of its own.
+/// An error with its sources, `outer: inner: ...` (hyper's own text is
+/// only the outermost kind, e.g. "http2 error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// One request on an HTTP/2 connection of its own. When the request fails
+/// because the connection did (a server that is not HTTP/2, say), the
+/// connection's error is the one that explains it.
 async fn send<T>(
     io: T,
     request: hyper::Request<Full<Bytes>>,
@@ -113,14 +130,26 @@ where
 {
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
         .await
-        .map_err(|e| connection_error(&e.to_string()))?;
+        .map_err(|e| connection_error(&error_chain(&e)))?;
+    let (conn_failed, conn_error) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let _ = conn.await;
+        if let Err(e) = conn.await {
+            let _ = conn_failed.send(error_chain(&e));
+        }
     });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| rpc_error(UNAVAILABLE, &e.to_string()))
+    match sender.send_request(request).await {
+        Ok(response) => Ok(response),
+        Err(e) => {
+            let why = tokio::time::timeout(CONN_ERROR_WAIT, conn_error)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            Err(match why {
+                Some(why) => connection_error(&why),
+                None => rpc_error(UNAVAILABLE, &error_chain(&e)),
+            })
+        }
+    }
 }
 
 /// grpc-go's code for a non-200 HTTP status (its `HTTPStatusConvTab`).
@@ -167,7 +196,7 @@ async fn read_response(response: hyper::Response<Incoming>) -> Result<ServingSta
     let mut body = response.into_body();
     let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| rpc_error(UNAVAILABLE, &e.to_string()))?;
+        let frame = frame.map_err(|e| rpc_error(UNAVAILABLE, &error_chain(&e)))?;
         if let Some(data) = frame.data_ref() {
             if kept.len() + data.len() > GRPC_HEALTH_RESPONSE_BYTES_MAX {
                 return Err(rpc_error(
