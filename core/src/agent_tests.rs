@@ -62,7 +62,7 @@ fn http_spec(id: &str, service_id: &str, interval_secs: u64) -> CheckSpec {
         method: "GET".into(),
         header: BTreeMap::new(),
         body: String::new(),
-        tls_skip_verify: false,
+        tls: Default::default(),
     });
     kind_spec(id, service_id, CheckKind::Probe(probe), interval_secs)
 }

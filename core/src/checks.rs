@@ -22,8 +22,17 @@ use crate::limits::CHECK_INTERVAL_MIN;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
-/// An HTTP probe (Consul's `HTTP`, `Method`, `Header`, `Body`,
-/// `TLSSkipVerify`).
+/// How an https or TLS gRPC probe checks the server (Consul's
+/// `TLSSkipVerify`, `TLSServerName`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Accept any certificate (Go's `InsecureSkipVerify`).
+    pub skip_verify: bool,
+    /// SNI and verification name; empty means the host probed.
+    pub server_name: String,
+}
+
+/// An HTTP probe (Consul's `HTTP`, `Method`, `Header`, `Body`, TLS fields).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpProbe {
     pub url: String,
@@ -31,13 +40,33 @@ pub struct HttpProbe {
     pub method: String,
     pub header: BTreeMap<String, Vec<String>>,
     pub body: String,
-    pub tls_skip_verify: bool,
+    /// Used only for `https://` URLs.
+    pub tls: TlsOptions,
+}
+
+/// A gRPC health probe (Consul's `GRPC`, `GRPCUseTLS`, TLS fields): calls
+/// `grpc.health.v1.Health/Check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcProbe {
+    /// `host:port[/service]`, as registered (outputs quote it whole).
+    pub target: String,
+    /// `None` for plaintext HTTP/2 (Consul's default).
+    pub tls: Option<TlsOptions>,
+}
+
+impl GrpcProbe {
+    /// The `host:port` to dial and the service to ask about (empty: the
+    /// whole server), split at the first `/` as Consul does.
+    pub fn server_and_service(&self) -> (&str, &str) {
+        self.target.split_once('/').unwrap_or((&self.target, ""))
+    }
 }
 
 /// What the shell runs for a check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
     Http(HttpProbe),
+    Grpc(GrpcProbe),
     /// `host:port` to connect to.
     Tcp {
         address: String,
@@ -58,8 +87,7 @@ pub enum CheckKind {
     Probe(Probe),
     /// Mirrors the local checks of a service (or of the node).
     Alias { service: String, node: String },
-    /// Never changes by itself: maintenance checks, and kinds tribune
-    /// cannot run yet (gRPC), registered with a status saying so.
+    /// Never changes by itself: maintenance checks.
     Static,
 }
 
@@ -77,7 +105,7 @@ pub struct CheckSpec {
 }
 
 impl CheckSpec {
-    /// A check with a fixed status (maintenance mode, unsupported kinds).
+    /// A check with a fixed status (maintenance mode).
     pub fn fixed(check: Check) -> CheckSpec {
         CheckSpec {
             check,
@@ -306,6 +334,16 @@ mod tests {
         assert!(s.finish(Instant(4_000_000_000), 1, interval));
         assert_eq!(s.next_due, Some(Instant(14_000_000_000)));
         assert!(!s.finish(Instant(4_000_000_000), 1, interval), "twice");
+    }
+
+    #[test]
+    fn grpc_target_splits_at_first_slash() {
+        let probe = |t: &str| GrpcProbe {
+            target: t.into(),
+            tls: None,
+        };
+        assert_eq!(probe("h:1").server_and_service(), ("h:1", ""));
+        assert_eq!(probe("h:1/a/b").server_and_service(), ("h:1", "a/b"));
     }
 
     #[test]

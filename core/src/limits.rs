@@ -49,6 +49,10 @@ pub const CHECK_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// Default timeouts of HTTP/TCP probes and of script checks (Consul's).
 pub const CHECK_NETWORK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 pub const CHECK_SCRIPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Largest gRPC health response body (frame header included) a check reads.
+/// A `HealthCheckResponse` is a few bytes; anything near this is not a
+/// health server, and the check fails instead of buffering it.
+pub const GRPC_HEALTH_RESPONSE_BYTES_MAX: usize = 16 * 1024;
 /// Shortest `deregister_critical_service_after` (Consul's
 /// `check_deregister_interval_min`); shorter values are raised to it.
 pub const CHECK_DEREGISTER_AFTER_MIN: Duration = Duration::from_secs(60);

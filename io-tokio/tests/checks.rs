@@ -278,14 +278,12 @@ fn script_checks_are_refused_without_the_flag() {
         "{}",
         resp.text()
     );
+    // gRPC checks run (tests/checks_grpc.rs); here: they register as such.
     let grpc = json!({"Name": "g", "GRPC": "127.0.0.1:1", "Interval": "10s"});
     agent
         .put_json("/v1/agent/check/register", &grpc)
         .expect(200);
-    assert_eq!(
-        check(&agent, "g").expect("registered")["Output"],
-        "gRPC checks are not supported yet"
-    );
+    assert_eq!(check(&agent, "g").expect("registered")["Type"], "grpc");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::api::ApiError;
 use crate::catalog::{
     Check, CheckDefinition, CheckStatus, Meta, Node, Registration, Service, ServiceAddress, Weights,
 };
-use crate::checks::{CheckKind, CheckSpec, HttpProbe, Probe, Thresholds};
+use crate::checks::{CheckKind, CheckSpec, GrpcProbe, HttpProbe, Probe, Thresholds, TlsOptions};
 use crate::command::{KvOp, KvVerb};
 use crate::limits::{
     KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, SESSION_LOCK_DELAY_DEFAULT, SESSION_LOCK_DELAY_MAX,
@@ -369,6 +369,7 @@ pub struct CheckBody {
     pub header: BTreeMap<String, Vec<String>>,
     pub body: String,
     pub tls_skip_verify: bool,
+    pub tls_server_name: String,
     pub success_before_passing: u32,
     pub failures_before_warning: u32,
     pub failures_before_critical: u32,
@@ -396,9 +397,6 @@ fn duration_or_zero(v: &Option<DurationValue>, field: &str) -> Result<Duration, 
     v.as_ref()
         .map_or(Ok(Duration::ZERO), |d| d.to_duration(field))
 }
-
-/// Output of gRPC checks, which tribune registers but cannot run yet.
-pub const GRPC_UNSUPPORTED_OUTPUT: &str = "gRPC checks are not supported yet";
 
 impl CheckBody {
     fn check_type(&self) -> &'static str {
@@ -432,6 +430,13 @@ impl CheckBody {
         .map(|(_, name)| name)
     }
 
+    fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            skip_verify: self.tls_skip_verify,
+            server_name: self.tls_server_name.clone(),
+        }
+    }
+
     fn kind(&self, check_type: &str, ttl: Option<Duration>) -> Result<CheckKind, ApiError> {
         Ok(match check_type {
             "ttl" => CheckKind::Ttl(
@@ -446,7 +451,11 @@ impl CheckBody {
                 },
                 header: self.header.clone(),
                 body: self.body.clone(),
-                tls_skip_verify: self.tls_skip_verify,
+                tls: self.tls_options(),
+            })),
+            "grpc" => CheckKind::Probe(Probe::Grpc(GrpcProbe {
+                target: self.grpc.clone(),
+                tls: self.grpc_use_tls.then(|| self.tls_options()),
             })),
             "tcp" => CheckKind::Probe(Probe::Tcp {
                 address: self.tcp.clone(),
@@ -507,16 +516,12 @@ impl CheckBody {
         if id.is_empty() && name.is_empty() {
             return Err(ApiError::MissingField("check name"));
         }
-        let mut status = match self.status.as_str() {
+        let status = match self.status.as_str() {
             "" => CheckStatus::Critical,
             s => CheckStatus::parse(s)
                 .ok_or_else(|| ApiError::Invalid(format!("Invalid Status {s:?}")))?,
         };
-        let mut output = self.output.clone();
-        if check_type == "grpc" {
-            status = CheckStatus::Critical;
-            output = GRPC_UNSUPPORTED_OUTPUT.into();
-        }
+        let output = self.output.clone();
         let definition = CheckDefinition {
             http: self.http.clone(),
             tcp: self.tcp.clone(),

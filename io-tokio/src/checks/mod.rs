@@ -9,7 +9,14 @@
 //! check (it is bounded by the agent's check limit).
 //!
 //! Outputs follow Consul's wording (`HTTP GET <url>: 200 OK Output: ...`,
-//! `TCP connect <addr>: Success`, `Timed out (<timeout>) running check`).
+//! `TCP connect <addr>: Success`, `gRPC check <target>: success`,
+//! `Timed out (<timeout>) running check`). TLS (https URLs, gRPC with
+//! `GRPCUseTLS`) is in [`tls`]; gRPC in [`grpc`] and its bytes in
+//! [`grpc_wire`].
+
+mod grpc;
+pub mod grpc_wire;
+mod tls;
 
 use crate::state::Node;
 use bytes::Bytes;
@@ -26,9 +33,6 @@ use tribune_core::limits::{
     CHECK_NETWORK_TIMEOUT_DEFAULT, CHECK_OUTPUT_BYTES_MAX, CHECK_SCRIPT_TIMEOUT_DEFAULT,
 };
 use tribune_core::time::{format_duration, Duration};
-
-/// Output of https checks until tribune has a TLS client.
-pub const HTTPS_UNSUPPORTED_OUTPUT: &str = "https checks not supported yet";
 
 /// Runs every request that arrives, each on its own task.
 pub async fn dispatch(node: Arc<Node>, mut requests: mpsc::UnboundedReceiver<RunRequest>) {
@@ -53,6 +57,10 @@ pub async fn run(request: &RunRequest) -> (CheckStatus, String) {
             let timeout = std_duration(request.timeout, CHECK_NETWORK_TIMEOUT_DEFAULT);
             http(probe, timeout).await
         }
+        Probe::Grpc(probe) => {
+            let timeout = std_duration(request.timeout, CHECK_NETWORK_TIMEOUT_DEFAULT);
+            grpc::grpc(probe, timeout).await
+        }
         Probe::Tcp { address } => {
             let timeout = std_duration(request.timeout, CHECK_NETWORK_TIMEOUT_DEFAULT);
             tcp(address, timeout).await
@@ -72,7 +80,7 @@ pub async fn run(request: &RunRequest) -> (CheckStatus, String) {
 
 /// A connect error as Go's net package words it (`connect: connection
 /// refused`), which is what Consul users see in check outputs.
-fn dial_error(e: &std::io::Error) -> String {
+pub(crate) fn dial_error(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect: connection refused".into(),
         std::io::ErrorKind::TimedOut => "i/o timeout".into(),
@@ -121,10 +129,8 @@ async fn http(probe: &HttpProbe, timeout: StdDuration) -> (CheckStatus, String) 
         Ok(uri) => uri,
         Err(e) => return failed(format!("invalid URL: {e}")),
     };
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return (CheckStatus::Critical, HTTPS_UNSUPPORTED_OUTPUT.into()),
-        _ => return failed("unsupported protocol scheme".into()),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return failed("unsupported protocol scheme".into());
     }
     match tokio::time::timeout(timeout, http_exchange(probe, &uri)).await {
         Ok(Ok((code, reason, body))) => {
@@ -158,16 +164,11 @@ async fn http_exchange(
 ) -> Result<(u16, String, Vec<u8>), String> {
     let host = uri.host().ok_or("missing host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("dial tcp {host}:{port}: {}", dial_error(&e)))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let mut builder = hyper::Request::builder()
         .method(probe.method.as_str())
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
@@ -186,10 +187,12 @@ async fn http_exchange(
     let request = builder
         .body(Full::new(Bytes::from(probe.body.clone())))
         .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = if https {
+        let stream = tls::connect(stream, host, &probe.tls, tls::Alpn::Http1).await?;
+        send_http1(TokioIo::new(stream), request).await?
+    } else {
+        send_http1(TokioIo::new(stream), request).await?
+    };
     let code = response.status();
     let reason = code.canonical_reason().unwrap_or("").to_string();
     let mut body = response.into_body();
@@ -207,6 +210,26 @@ async fn http_exchange(
         }
     }
     Ok((code.as_u16(), reason, kept))
+}
+
+/// One request on an HTTP/1.1 connection of its own.
+async fn send_http1<T>(
+    io: T,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------- scripts
