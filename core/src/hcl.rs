@@ -403,8 +403,8 @@ fn heredoc(cur: &mut Cursor) -> Result<String, HclError> {
     }
 }
 
-/// Decimal integers and floats (with exponent), optionally negative, and
-/// hexadecimal integers (`0x1F`).
+/// Decimal integers and floats (with exponent), optionally negative,
+/// hexadecimal (`0x1F`) and octal (`0755`) integers.
 fn number(cur: &mut Cursor) -> Result<Number, HclError> {
     let pos = cur.pos;
     let start = cur.at;
@@ -455,8 +455,16 @@ fn number(cur: &mut Cursor) -> Result<Number, HclError> {
     }
     end_of_number(cur, pos)?;
     let text = &cur.text[start..cur.at];
+    let magnitude = text.trim_start_matches('-');
     let parsed = if float {
         text.parse::<f64>().ok().and_then(Number::from_f64)
+    } else if magnitude.len() > 1 && magnitude.starts_with('0') {
+        // A leading 0 means octal, as Go's ParseInt(s, 0, 64) reads it in
+        // HCL 1 (`mode = 0700`).
+        let Ok(m) = i64::from_str_radix(magnitude, 8) else {
+            return error(pos, format!("invalid octal number {text}"));
+        };
+        Some(Number::from(if negative { -m } else { m }))
     } else {
         text.parse::<i64>().ok().map(Number::from)
     };
