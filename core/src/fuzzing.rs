@@ -18,25 +18,31 @@
 //!   `?index=0`, never both `stale` and `consistent`), and Go durations
 //!   round-trip through their formatting;
 //! - a decoded JSON body satisfies the limits its decoder checks, and the
-//!   registrations it turns into are accepted by the catalog.
+//!   registrations it turns into are accepted by the catalog;
+//! - an agent config (HCL or JSON) that parses is a JSON object that
+//!   re-reads from its own JSON unchanged; a JSON object parses the same as
+//!   HCL; HCL errors point inside the text.
 
 use crate::agent::{AgentOutput, LocalAgent};
 use crate::api::body::{
-    decode_agent_service, decode_catalog_deregister, decode_catalog_register,
-    decode_check_register, decode_check_update, decode_session_create, decode_txn,
+    bad_check_key, bad_service_key, decode_agent_service, decode_agent_service_value,
+    decode_catalog_deregister, decode_catalog_register, decode_check_register, decode_check_update,
+    decode_check_value, decode_session_create, decode_txn, AgentServiceRegistration,
 };
 use crate::api::query::{parse_query, percent_decode, read_options};
 use crate::api::{render, ApiError};
 use crate::catalog::{CheckStatus, Node};
+use crate::checks::CheckSpec;
 use crate::command::{Command, CommandResult, KvOp, KvVerb, TxnOutcome};
 use crate::fsm::{Effects, Fsm};
 use crate::ids::Uuid;
 use crate::limits::{
-    BLOCKING_WAIT_MAX, KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX, SESSION_LOCK_DELAY_MAX,
-    SESSION_TTL_MAX, SESSION_TTL_MIN, TXN_OPS_MAX,
+    BLOCKING_WAIT_MAX, CONFIG_FILE_BYTES_MAX, KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX,
+    SESSION_LOCK_DELAY_MAX, SESSION_TTL_MAX, SESSION_TTL_MIN, TXN_OPS_MAX,
 };
 use crate::session::{Behavior, Session};
 use crate::time::{format_duration, parse_duration, Duration, Instant};
+use serde_json::Value;
 
 /// The fixture's node, as a dev server registers itself (with `consul`).
 pub const FIXTURE_NODE: &str = "node1";
@@ -406,9 +412,14 @@ fn check_bodies(data: &[u8]) {
 
 /// `PUT /v1/agent/service/register`, then deregister.
 fn service_body(data: &[u8]) {
-    let Ok(reg) = decode_agent_service(data) else {
-        return;
-    };
+    if let Ok(reg) = decode_agent_service(data) {
+        register_service(reg);
+    }
+}
+
+/// A decoded service registration is well-formed and goes through the
+/// agent (added, shown, removed) without breaking the store.
+fn register_service(reg: AgentServiceRegistration) {
     assert!(!reg.service.id.is_empty() && !reg.service.name.is_empty());
     for spec in &reg.checks {
         assert_eq!(spec.check.service_id, reg.service.id);
@@ -453,6 +464,93 @@ fn catalog_bodies(data: &[u8]) {
         apply_checked(&mut fsm, &command);
         render_all(&fsm);
     }
+}
+
+// ---------------------------------------------------------------- config
+
+/// An agent config file: the bytes as HCL and as JSON, and the service and
+/// check definitions of whatever parses through the agent API's decoders
+/// and into the agent, as the agent does at startup.
+pub fn config_parser(data: &[u8]) {
+    for value in config_values(data) {
+        let (services, checks) = config_definitions(&value);
+        for service in services {
+            match decode_agent_service_value(service.clone()) {
+                Ok(reg) => register_service(reg),
+                Err(_) => drop(bad_service_key(&service)),
+            }
+        }
+        for check in checks {
+            match decode_check_value(check.clone()) {
+                Ok(spec) => add_check(spec),
+                Err(_) => drop(bad_check_key(&check)),
+            }
+        }
+    }
+}
+
+/// What `data` parses to as HCL and as JSON (none, one or both), each
+/// checked to come back unchanged from its own JSON. The fuzz target also
+/// feeds their `watches` to the agent's watch decoder (in io-tokio).
+pub fn config_values(data: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(data);
+    let mut values = Vec::new();
+    match crate::hcl::parse(&text) {
+        Ok(value) => {
+            assert!(value.is_object(), "a config is an object: {value}");
+            values.push(value);
+        }
+        Err(e) => {
+            let lines = text.matches('\n').count() + 1;
+            assert!(
+                (1..=lines).contains(&e.pos.line) && e.pos.column >= 1,
+                "{e} points outside a text of {lines} lines"
+            );
+        }
+    }
+    if let Ok(json) = serde_json::from_slice::<Value>(data) {
+        if json.is_object() && data.len() <= CONFIG_FILE_BYTES_MAX {
+            assert_eq!(values.first(), Some(&json), "JSON parses the same as HCL");
+        } else {
+            values.push(json);
+        }
+    }
+    for value in &values {
+        let again: Value = serde_json::from_str(&value.to_string()).expect("re-reads");
+        assert_eq!(&again, value, "a config survives its own JSON");
+    }
+    values
+}
+
+/// The `service`/`services` and `check`/`checks` entries of a config
+/// value, in the order the agent loads them (either spelling of the key).
+pub fn config_definitions(config: &Value) -> (Vec<Value>, Vec<Value>) {
+    let entries = |single: &[&str], plural: &[&str]| {
+        let mut out = Vec::new();
+        for key in single {
+            out.extend(config.get(*key).cloned());
+        }
+        for key in plural {
+            if let Some(Value::Array(items)) = config.get(*key) {
+                out.extend(items.iter().cloned());
+            }
+        }
+        out
+    };
+    (
+        entries(&["service", "Service"], &["services", "Services"]),
+        entries(&["check", "Check"], &["checks", "Checks"]),
+    )
+}
+
+/// A decoded check is well-formed and the agent takes or refuses it
+/// without breaking the store.
+fn add_check(spec: CheckSpec) {
+    assert!(!spec.check.check_id.is_empty());
+    let (mut fsm, mut agent) = fixture();
+    let _ = agent.add_check(Instant(1), spec, crate::agent::Origin::ConfigFile);
+    drain_agent(&mut fsm, &mut agent);
+    render_all(&fsm);
 }
 
 // ---------------------------------------------------------------- coord

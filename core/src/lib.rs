@@ -29,6 +29,7 @@ pub mod dns;
 pub mod event;
 pub mod fsm;
 pub mod fuzzing;
+pub mod hcl;
 pub mod ids;
 pub mod kv;
 pub mod kv_key;

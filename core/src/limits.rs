@@ -59,6 +59,14 @@ pub const CHECK_DEREGISTER_AFTER_MIN: Duration = Duration::from_secs(60);
 /// Services or checks one agent may hold.
 pub const AGENT_SERVICES_MAX: usize = 16 * 1024;
 
+/// Largest agent config file (JSON or HCL) or `-hcl` fragment. Real configs
+/// are a few KiB; the bound keeps a stray huge file from being parsed.
+pub const CONFIG_FILE_BYTES_MAX: usize = 1024 * 1024;
+/// Deepest nesting of objects and lists in an HCL config. Consul's deepest
+/// keys (`services.connect.sidecar_service.proxy.upstreams`) need about 8;
+/// the bound keeps the recursive-descent parser far from the stack's end.
+pub const CONFIG_NESTING_MAX: usize = 64;
+
 const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(SESSION_TTL_MIN.as_nanos() < SESSION_TTL_MAX.as_nanos());

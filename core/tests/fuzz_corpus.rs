@@ -13,8 +13,9 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use tribune_core::api::body::{
-    decode_agent_service, decode_catalog_deregister, decode_catalog_register,
-    decode_check_register, decode_check_update, decode_session_create, decode_txn,
+    decode_agent_service, decode_agent_service_value, decode_catalog_deregister,
+    decode_catalog_register, decode_check_register, decode_check_update, decode_check_value,
+    decode_session_create, decode_txn,
 };
 use tribune_core::api::query::{parse_query, read_options};
 use tribune_core::command::{Command, KvOp, KvVerb};
@@ -356,4 +357,32 @@ fn write_binary_seeds() {
 #[test]
 fn coord_holders_corpus() {
     replay("coord_holders", fuzzing::coord_holders);
+}
+
+#[test]
+fn config_parser_corpus() {
+    replay("config_parser", fuzzing::config_parser);
+}
+
+/// `*.hcl` seeds are read as HCL, `*.json` as JSON; a seed is accepted when
+/// it parses and every service and check definition in it decodes.
+#[test]
+fn config_seeds_load_as_named() {
+    check_seed_names("config_parser", |name, data| {
+        let parsed = if name.ends_with(".hcl") {
+            std::str::from_utf8(data)
+                .ok()
+                .and_then(|text| tribune_core::hcl::parse(text).ok())
+        } else {
+            serde_json::from_slice::<serde_json::Value>(data).ok()
+        };
+        let Some(config) = parsed else {
+            return false;
+        };
+        let (services, checks) = fuzzing::config_definitions(&config);
+        services
+            .into_iter()
+            .all(|s| decode_agent_service_value(s).is_ok())
+            && checks.into_iter().all(|c| decode_check_value(c).is_ok())
+    });
 }

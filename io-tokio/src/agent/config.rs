@@ -1,5 +1,7 @@
-//! `tribune agent` configuration: Consul's single-dash flags plus JSON config
-//! files (`-config-file`, `-config-dir`), flags winning over files.
+//! `tribune agent` configuration: Consul's single-dash flags plus JSON and
+//! HCL config files (`-config-file`, `-config-dir`) and `-hcl` fragments,
+//! flags winning over files. HCL is turned into the JSON value of the same
+//! config (`tribune_core::hcl`), so both formats share every rule below.
 
 use crate::cli::flags::{parse, FlagSpec, Parsed};
 use serde::Deserialize;
@@ -12,6 +14,8 @@ use tribune_core::api::body::{
 use tribune_core::api::ApiError;
 use tribune_core::catalog::Service;
 use tribune_core::checks::CheckSpec;
+use tribune_core::hcl;
+use tribune_core::limits::CONFIG_FILE_BYTES_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -86,6 +90,11 @@ fn specs() -> Vec<FlagSpec> {
             takes_value: false,
         });
     }
+    // `-hcl '<fragment>'`, repeatable, as Consul.
+    specs.push(FlagSpec {
+        name: "hcl",
+        takes_value: true,
+    });
     specs
 }
 
@@ -126,14 +135,24 @@ struct Definitions {
     watches: Vec<super::watches::WatchSpec>,
 }
 
-/// The line of the first `"key"` in `text` (1-based), to point at a bad
-/// key in a config file.
+/// The line of the first `"key"` in `text` (1-based), or for HCL of the
+/// first bare `key` followed by `=` or `{`, to point at a bad key in a
+/// config file.
 fn line_of_key(text: &str, path: &str) -> Option<usize> {
     let last = path.rsplit(['.', ']']).find(|s| !s.is_empty())?;
     let last = last.split('[').next()?;
     let needle = format!("\"{last}\"");
-    let at = text.find(&needle)?;
+    let at = text.find(&needle).or_else(|| bare_key_at(text, last))?;
     Some(text[..at].matches('\n').count() + 1)
+}
+
+fn bare_key_at(text: &str, key: &str) -> Option<usize> {
+    let is_ident = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    text.match_indices(key).map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + key.len()..].trim_start_matches([' ', '\t']);
+        !before.is_some_and(is_ident) && (after.starts_with('=') || after.starts_with('{'))
+    })
 }
 
 fn definition_error(
@@ -262,22 +281,53 @@ fn dns_domain(text: &str, flag: &str) -> Result<String, String> {
     Ok(domain)
 }
 
+/// The formats a config text may be in, chosen by file extension.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Hcl,
+}
+
 fn load_file(path: &Path, into: &mut FileConfig, defs: &mut Definitions) -> Result<(), String> {
     let name = path.display();
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => {}
-        Some("hcl") => {
-            return Err(format!(
-                "{name}: HCL config files are not supported yet; write the same keys as JSON"
-            ))
-        }
-        _ => return Err(format!("{name}: config files must end in .json")),
-    }
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        Some("hcl") => Format::Hcl,
+        _ => return Err(format!("{name}: config files must end in .json or .hcl")),
+    };
     let text = std::fs::read(path).map_err(|e| format!("Error reading {name}: {e}"))?;
-    let mut file: FileConfig =
-        serde_json::from_slice(&text).map_err(|e| format!("Error parsing {name}: {e}"))?;
-    let text = String::from_utf8_lossy(&text);
-    load_definitions(&name.to_string(), &text, &mut file, defs)?;
+    load_text(&name.to_string(), &text, format, into, defs)
+}
+
+/// One config text (a file, or a `-hcl` fragment named `name`): HCL is
+/// parsed to the JSON value of the same config, then both formats go
+/// through the same keys and definition decoders.
+fn load_text(
+    name: &str,
+    text: &[u8],
+    format: Format,
+    into: &mut FileConfig,
+    defs: &mut Definitions,
+) -> Result<(), String> {
+    if text.len() > CONFIG_FILE_BYTES_MAX {
+        return Err(format!(
+            "Error parsing {name}: {} bytes, over the {CONFIG_FILE_BYTES_MAX} allowed",
+            text.len()
+        ));
+    }
+    let mut file: FileConfig = match format {
+        Format::Json => {
+            serde_json::from_slice(text).map_err(|e| format!("Error parsing {name}: {e}"))?
+        }
+        Format::Hcl => {
+            let text = std::str::from_utf8(text)
+                .map_err(|e| format!("Error parsing {name}: not UTF-8: {e}"))?;
+            let value = hcl::parse(text).map_err(|e| format!("Error parsing {name}:{e}"))?;
+            serde_json::from_value(value).map_err(|e| format!("Error parsing {name}: {e}"))?
+        }
+    };
+    let text = String::from_utf8_lossy(text);
+    load_definitions(name, &text, &mut file, defs)?;
     macro_rules! take {
         ($($field:ident),*) => { $( if file.$field.is_some() { into.$field = file.$field; } )* };
     }
@@ -318,6 +368,16 @@ fn load_files(parsed: &Parsed) -> Result<(FileConfig, Definitions), String> {
         for path in paths {
             load_file(&path, &mut config, &mut defs)?;
         }
+    }
+    // Consul merges `-hcl` fragments after every file.
+    for fragment in parsed.all("hcl") {
+        load_text(
+            "-hcl",
+            fragment.as_bytes(),
+            Format::Hcl,
+            &mut config,
+            &mut defs,
+        )?;
     }
     Ok((config, defs))
 }
@@ -521,6 +581,62 @@ mod tests {
             dir.to_str().expect("utf8")
         ]))
         .is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn hcl_files_and_fragments_use_the_json_rules() {
+        let dir = std::env::temp_dir().join(format!("tribune-config-hcl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("a.hcl");
+        std::fs::write(
+            &file,
+            "node_name = \"from-hcl\"\nports {\n  http = 8555\n  dns = -1\n}\n\
+             service {\n  name = \"web\"\n  port = 80\n  check { ttl = \"30s\" }\n}\n\
+             service { name = \"db\" }\n",
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf8");
+        let c = AgentConfig::from_args(&args(&["-dev", "-config-file", path])).expect("valid");
+        assert_eq!(
+            (c.node_name.as_str(), c.http_port, c.dns_port),
+            ("from-hcl", 8555, None)
+        );
+        let names: Vec<&str> = c.services.iter().map(|(s, _)| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "db"], "repeated service blocks are a list");
+        assert_eq!(c.services[0].1.len(), 1, "web's TTL check");
+        let c = AgentConfig::from_args(&args(&[
+            "-dev",
+            "-config-file",
+            path,
+            "-hcl",
+            "datacenter = \"dc7\"",
+            "-hcl=node_name = \"frag\"",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (c.datacenter.as_str(), c.node_name.as_str()),
+            ("dc7", "frag")
+        );
+
+        std::fs::write(&file, "node_name = \"x\"\n  ports = {http = 8s}\n").expect("write");
+        let e = AgentConfig::from_args(&args(&["-dev", "-config-file", path])).unwrap_err();
+        assert!(
+            e.starts_with(&format!("Error parsing {path}:2:19: ")),
+            "{e}"
+        );
+        std::fs::write(
+            &file,
+            "service {\n  name = \"web\"\n  port = \"eighty\"\n}\n",
+        )
+        .expect("write");
+        let e = AgentConfig::from_args(&args(&["-dev", "-config-file", path])).unwrap_err();
+        assert!(
+            e.starts_with(&format!("Error parsing {path}: service.port (line 3): ")),
+            "{e}"
+        );
+        let e = AgentConfig::from_args(&args(&["-dev", "-hcl", "ports {"])).unwrap_err();
+        assert!(e.starts_with("Error parsing -hcl:1:7: "), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

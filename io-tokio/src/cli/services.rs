@@ -181,15 +181,15 @@ fn services_from_files(files: &[String]) -> Result<Vec<Map<String, Value>>, Stri
 }
 
 fn services_from_file(path: &str) -> Result<Vec<Map<String, Value>>, String> {
-    if path.ends_with(".hcl") {
-        return Err(format!(
-            "{path}: HCL configuration is not supported by tribune; use JSON"
-        ));
-    }
     let text = std::fs::read(path)
         .map_err(|err| format!("open {path}: {}", crate::client::io_error_text(&err)))?;
-    let document: Value =
-        serde_json::from_slice(&text).map_err(|err| format!("failed to parse {path}: {err}"))?;
+    // HCL becomes the JSON value of the same definitions, as in the agent.
+    let document: Value = if path.ends_with(".hcl") {
+        let text = String::from_utf8_lossy(&text);
+        tribune_core::hcl::parse(&text).map_err(|err| format!("failed to parse {path}:{err}"))?
+    } else {
+        serde_json::from_slice(&text).map_err(|err| format!("failed to parse {path}: {err}"))?
+    };
     let Value::Object(top) = document else {
         return Err(format!("failed to parse {path}: expected a JSON object"));
     };
@@ -440,6 +440,23 @@ mod tests {
         assert_eq!(string_field(&services[1], "ID"), "b-1");
         let empty = parse_service_definitions("e.json", object(json!({"node_name": "x"})));
         assert!(empty.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn hcl_files_register_the_same_services() -> Result<(), String> {
+        let path = std::env::temp_dir().join(format!("tribune-svc-{}.hcl", std::process::id()));
+        let hcl =
+            "service {\n  name = \"a\"\n  check { ttl = \"5s\" }\n}\nservice { name = \"b\" }\n";
+        std::fs::write(&path, hcl).map_err(|e| e.to_string())?;
+        let services = services_from_file(path.to_str().ok_or("utf8")?);
+        std::fs::write(&path, "service {").map_err(|e| e.to_string())?;
+        let bad = services_from_file(path.to_str().ok_or("utf8")?);
+        std::fs::remove_file(&path).ok();
+        let services = services?;
+        assert_eq!(services.len(), 2);
+        assert_eq!(services[0].get("Check"), Some(&json!({"TTL": "5s"})));
+        assert!(bad.is_err_and(|e| e.contains(".hcl:1:9: ")));
         Ok(())
     }
 

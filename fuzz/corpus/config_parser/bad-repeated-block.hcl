@@ -1,0 +1,2 @@
+ports { http = 1 }
+ports { dns = 2 }

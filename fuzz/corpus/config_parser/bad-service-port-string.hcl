@@ -1,0 +1,1 @@
+services = [{ name = "web", port = "eighty" }]

@@ -1,0 +1,4 @@
+check {
+  name = "t"
+  ttl = 30s
+}
