@@ -516,8 +516,8 @@ pub fn coord_holders(data: &[u8]) {
 /// and round-trips. Errors are fine; panics are not.
 pub fn rpc_frame(data: &[u8]) {
     use crate::limits::RPC_FRAME_BODY_BYTES_MAX;
-    use crate::rpc_frame::{encode, Frame, FrameError, FrameHeader, FrameKind};
     use crate::rpc_frame::RPC_FRAME_HEADER_BYTES;
+    use crate::rpc_frame::{encode, Frame, FrameError, FrameHeader, FrameKind};
 
     let mut rest = data;
     loop {

@@ -82,7 +82,8 @@ const _: () = assert!(
         + RAFT_ENTRY_OVERHEAD_BYTES
         < RPC_FRAME_BODY_BYTES_MAX
 );
-const _: () = assert!(RPC_SNAPSHOT_CHUNK_BYTES + RAFT_ENTRY_OVERHEAD_BYTES < RPC_FRAME_BODY_BYTES_MAX);
+const _: () =
+    assert!(RPC_SNAPSHOT_CHUNK_BYTES + RAFT_ENTRY_OVERHEAD_BYTES < RPC_FRAME_BODY_BYTES_MAX);
 const _: () = assert!(RPC_FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);

@@ -74,12 +74,17 @@ impl FrameKind {
 pub enum FrameError {
     /// More bytes are needed: `have` of at least `need`. On a stream this
     /// means "read more"; on a closed stream or a datagram, a cut frame.
-    Truncated { have: usize, need: usize },
+    Truncated {
+        have: usize,
+        need: usize,
+    },
     BadMagic([u8; 2]),
     UnknownVersion(u8),
     UnknownKind(u8),
     /// The body is longer than [`RPC_FRAME_BODY_BYTES_MAX`].
-    TooLarge { len: u64 },
+    TooLarge {
+        len: u64,
+    },
 }
 
 impl fmt::Display for FrameError {

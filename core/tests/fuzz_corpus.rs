@@ -399,10 +399,18 @@ fn write_rpc_frame_seeds(write: fn(&str, String, &[u8])) {
         "valid-error-reply.bin".into(),
         &frame(FrameKind::Error, u64::MAX, b"no leader"),
     );
-    let two = [frame(FrameKind::AppendEntries, 3, b""), frame(FrameKind::Reply, 3, b"ok")].concat();
+    let two = [
+        frame(FrameKind::AppendEntries, 3, b""),
+        frame(FrameKind::Reply, 3, b"ok"),
+    ]
+    .concat();
     write("rpc_frame", "valid-two-frames.bin".into(), &two);
     write("rpc_frame", "bad-empty.bin".into(), b"");
-    write("rpc_frame", "bad-truncated-header.bin".into(), &forward[..9]);
+    write(
+        "rpc_frame",
+        "bad-truncated-header.bin".into(),
+        &forward[..9],
+    );
     write(
         "rpc_frame",
         "bad-truncated-body.bin".into(),
@@ -410,7 +418,11 @@ fn write_rpc_frame_seeds(write: fn(&str, String, &[u8])) {
     );
     let mut bad = forward.clone();
     bad[0] = b'G';
-    write("rpc_frame", "bad-magic-http.bin".into(), b"GET / HTTP/1.1\r\n\r\n");
+    write(
+        "rpc_frame",
+        "bad-magic-http.bin".into(),
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
     write("rpc_frame", "bad-magic.bin".into(), &bad);
     let mut bad = forward.clone();
     bad[2] = 2;

@@ -107,14 +107,17 @@ async fn leader_of(nodes: &[&TestNode]) -> u64 {
             .collect();
         if let Some(Some(leader)) = leaders.first() {
             let agreed = leaders.iter().all(|l| *l == Some(*leader));
-            let leads = nodes
-                .iter()
-                .any(|n| n.id == *leader && n.raft.metrics().borrow_watched().state == ServerState::Leader);
+            let leads = nodes.iter().any(|n| {
+                n.id == *leader && n.raft.metrics().borrow_watched().state == ServerState::Leader
+            });
             if agreed && leads {
                 return *leader;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no leader: {leaders:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader: {leaders:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -162,7 +165,11 @@ async fn three_servers_replicate_fail_over_and_catch_up() {
         nodes.push(start(id, listen().await, LogStore::default(), config.clone()).await);
     }
     let members: BTreeMap<u64, ServerNode> = nodes.iter().map(|n| (n.id, n.node())).collect();
-    nodes[0].raft.initialize(members).await.expect("initialized");
+    nodes[0]
+        .raft
+        .initialize(members)
+        .await
+        .expect("initialized");
 
     let all: Vec<&TestNode> = nodes.iter().collect();
     let first_leader = leader_of(&all).await;
@@ -172,7 +179,10 @@ async fn three_servers_replicate_fail_over_and_catch_up() {
 
     // A forwarded write: a follower names the leader; the leader applies it.
     let client = RpcClient::new();
-    let follower = all.iter().find(|n| n.id != first_leader).expect("a follower");
+    let follower = all
+        .iter()
+        .find(|n| n.id != first_leader)
+        .expect("a follower");
     match forward(&client, follower.addr, &set("fwd", b"x")).await {
         Err(ForwardCallError::Refused(ForwardError::NotLeader { leader_id, .. })) => {
             assert_eq!(leader_id, Some(first_leader));
@@ -185,7 +195,10 @@ async fn three_servers_replicate_fail_over_and_catch_up() {
     assert_eq!(reply.result, CommandResult::Bool(true));
 
     // The leader stops; the other two elect a new one and go on.
-    let position = nodes.iter().position(|n| n.id == first_leader).expect("leader");
+    let position = nodes
+        .iter()
+        .position(|n| n.id == first_leader)
+        .expect("leader");
     let (old_log, old_addr) = nodes.remove(position).stop().await;
     let survivors: Vec<&TestNode> = nodes.iter().collect();
     let second_leader = leader_of(&survivors).await;
@@ -194,7 +207,9 @@ async fn three_servers_replicate_fail_over_and_catch_up() {
     converged(&survivors, last).await;
 
     // The old leader restarts from its log on the same address and catches up.
-    let listener = TcpListener::bind(old_addr).await.expect("rebind old address");
+    let listener = TcpListener::bind(old_addr)
+        .await
+        .expect("rebind old address");
     nodes.push(start(first_leader, listener, old_log, config.clone()).await);
     let all: Vec<&TestNode> = nodes.iter().collect();
     let fsm = converged(&all, last).await;
@@ -238,11 +253,73 @@ async fn late_server_catches_up_from_a_streamed_snapshot() {
     let fsm = converged(&[&first, &late], last).await;
     assert_eq!(fsm.kv.list("big/").count(), 150);
     let late_metrics = late.raft.metrics().borrow_watched().clone();
-    assert!(late_metrics.snapshot.is_some(), "late server installed a snapshot");
+    assert!(
+        late_metrics.snapshot.is_some(),
+        "late server installed a snapshot"
+    );
     let mut reader = late.log.clone();
-    let early = reader.try_get_log_entries(1..=purged).await.expect("read log");
+    let early = reader
+        .try_get_log_entries(1..=purged)
+        .await
+        .expect("read log");
     assert!(early.is_empty(), "late server received purged entries");
 
     late.stop().await;
     first.stop().await;
+}
+
+/// Bytes from a misbehaving peer: the connection is closed or answered
+/// with an `Error` frame, and the server keeps serving.
+#[tokio::test]
+async fn rpc_server_refuses_garbage_and_oversize_frames() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tribune_core::rpc_frame::{self, FrameHeader, FrameKind};
+
+    let node = start(
+        1,
+        listen().await,
+        LogStore::default(),
+        config(SnapshotPolicy::Never),
+    )
+    .await;
+    let addr = node.addr;
+    let closed_after = |bytes: Vec<u8>| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(&bytes).await.expect("send");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(WAIT, stream.read(&mut buf)).await;
+        matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+    };
+    assert!(closed_after(b"GET / HTTP/1.1\r\n\r\n".to_vec()).await);
+    let oversize = FrameHeader {
+        kind: FrameKind::AppendEntries,
+        request_id: 1,
+        body_len: 0,
+    };
+    let mut header = oversize.encode();
+    header[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(closed_after(header.to_vec()).await);
+
+    // A well-framed request whose body is not a command: an Error reply.
+    let mut stream = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    let mut frame = Vec::new();
+    rpc_frame::encode(FrameKind::Forward, 9, b"\xff\xff", &mut frame).expect("frame");
+    stream.write_all(&frame).await.expect("send");
+    let mut reply = [0u8; 16];
+    stream.read_exact(&mut reply).await.expect("reply header");
+    let header = FrameHeader::decode(&reply).expect("a frame");
+    assert_eq!((header.kind, header.request_id), (FrameKind::Error, 9));
+
+    // Still serving: a forwarded write to a server with no leader yet.
+    let answer = forward(&RpcClient::new(), node.addr, &set("k", b"v")).await;
+    assert!(
+        matches!(
+            answer,
+            Err(ForwardCallError::Refused(ForwardError::NotLeader { .. }))
+        ),
+        "{answer:?}"
+    );
+    node.stop().await;
 }

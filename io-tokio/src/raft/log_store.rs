@@ -89,14 +89,21 @@ where
     }
 
     fn last_entry_id(&self) -> Option<LogIdOf<C>> {
-        self.entries.values().next_back().map(|entry| entry.log_id())
+        self.entries
+            .values()
+            .next_back()
+            .map(|entry| entry.log_id())
     }
 
     fn entries(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>> {
         if start >= end {
             return Ok(Vec::new());
         }
-        Ok(self.entries.range(start..end).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .entries
+            .range(start..end)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     fn append(&mut self, entries: Vec<C::Entry>) -> io::Result<()> {
@@ -205,7 +212,9 @@ impl<C: RaftTypeConfig, B: LogBackend<C>> RaftLogStorage<C> for LogStore<C, B> {
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
         let backend = self.lock();
         let last_purged_log_id = backend.last_purged();
-        let last_log_id = backend.last_entry_id().or_else(|| last_purged_log_id.clone());
+        let last_log_id = backend
+            .last_entry_id()
+            .or_else(|| last_purged_log_id.clone());
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -235,7 +244,10 @@ impl<C: RaftTypeConfig, B: LogBackend<C>> RaftLogStorage<C> for LogStore<C, B> {
     {
         let result = self.lock().append(entries.into_iter().collect());
         // The backend is durable on return, so the flush is complete now.
-        let reported = result.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        let reported = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
         callback.io_completed(reported);
         result
     }

@@ -89,7 +89,11 @@ impl Peer {
         deadline: Duration,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let fail = |e| StreamingError::Unreachable(unreachable(self.target, e));
-        let mut conn = self.client.checkout(self.addr, deadline).await.map_err(fail)?;
+        let mut conn = self
+            .client
+            .checkout(self.addr, deadline)
+            .await
+            .map_err(fail)?;
         let bytes = snapshot.snapshot;
         let total_len = bytes.len() as u64;
         let mut offset = 0usize;
@@ -97,14 +101,16 @@ impl Peer {
         loop {
             let end = (offset + RPC_SNAPSHOT_CHUNK_BYTES).min(bytes.len());
             let chunk = SnapshotChunk::<C> {
-                vote: vote.clone(),
+                vote,
                 meta: snapshot.meta.clone(),
                 offset: offset as u64,
                 total_len,
                 data: bytes[offset..end].to_vec(),
             };
             let body = super::rpc::encode_body(&chunk);
-            let call = self.client.call_on(&mut conn, FrameKind::SnapshotChunk, &body, deadline);
+            let call = self
+                .client
+                .call_on(&mut conn, FrameKind::SnapshotChunk, &body, deadline);
             let reply = tokio::select! {
                 biased;
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
@@ -190,7 +196,12 @@ pub async fn forward(
     command: &Command,
 ) -> Result<ForwardReply, ForwardCallError> {
     let reply = client
-        .call(leader, FrameKind::Forward, &command.encode(), Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos()))
+        .call(
+            leader,
+            FrameKind::Forward,
+            &command.encode(),
+            Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos()),
+        )
         .await
         .map_err(ForwardCallError::Rpc)?;
     let answer: Result<ForwardReply, ForwardError> =

@@ -70,7 +70,10 @@ impl fmt::Display for ForwardError {
             ForwardError::NotLeader {
                 leader_id: Some(id),
                 leader_addr,
-            } => write!(f, "not the leader; the leader is server {id} at {leader_addr:?}"),
+            } => write!(
+                f,
+                "not the leader; the leader is server {id} at {leader_addr:?}"
+            ),
             ForwardError::NotLeader { .. } => f.write_str("No cluster leader"),
             ForwardError::Failed(why) => write!(f, "write failed: {why}"),
         }
@@ -98,7 +101,10 @@ pub enum RpcError {
     /// The peer answered with an `Error` frame.
     Remote(String),
     /// The reply was not for this call.
-    Mismatch { expected_id: u64, got_id: u64 },
+    Mismatch {
+        expected_id: u64,
+        got_id: u64,
+    },
 }
 
 impl fmt::Display for RpcError {
@@ -112,7 +118,10 @@ impl fmt::Display for RpcError {
             RpcError::Mismatch {
                 expected_id,
                 got_id,
-            } => write!(f, "server RPC reply for call {got_id}, expected {expected_id}"),
+            } => write!(
+                f,
+                "server RPC reply for call {got_id}, expected {expected_id}"
+            ),
         }
     }
 }
@@ -289,7 +298,9 @@ impl RpcClient {
         request: &Req,
         deadline: Duration,
     ) -> Result<Resp, RpcError> {
-        let reply = self.call(addr, kind, &encode_body(request), deadline).await?;
+        let reply = self
+            .call(addr, kind, &encode_body(request), deadline)
+            .await?;
         decode_body::<Reply<Resp>>(&reply)?.map_err(RpcError::Remote)
     }
 }

@@ -19,8 +19,8 @@
 //! must be refused here.
 
 use super::rpc::{
-    decode_body, encode_body, read_frame, write_frame, ForwardError, ForwardReply, Reply,
-    RpcError, SnapshotChunk,
+    decode_body, encode_body, read_frame, write_frame, ForwardError, ForwardReply, Reply, RpcError,
+    SnapshotChunk,
 };
 use super::state_machine::validate_snapshot;
 use super::types::{Raft, TypeConfig};
@@ -193,10 +193,13 @@ async fn receive_chunk(
 ) -> Reply<Option<SnapshotResponse<TypeConfig>>> {
     if chunk.offset == 0 {
         if chunk.total_len > RAFT_SNAPSHOT_BYTES_MAX as u64 {
-            return Err(format!("snapshot of {} bytes is over the limit", chunk.total_len));
+            return Err(format!(
+                "snapshot of {} bytes is over the limit",
+                chunk.total_len
+            ));
         }
         *assembly = Some(Assembly {
-            vote: chunk.vote.clone(),
+            vote: chunk.vote,
             meta: chunk.meta.clone(),
             total_len: chunk.total_len,
             // Grows with the chunks actually received, not the claim.

@@ -209,12 +209,12 @@ where
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
-        Ok(self.lock().snapshot.clone().map(|(meta, snapshot)| {
-            SnapshotOf::<C, Bytes> { meta, snapshot }
-        }))
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
+        Ok(self
+            .lock()
+            .snapshot
+            .clone()
+            .map(|(meta, snapshot)| SnapshotOf::<C, Bytes> { meta, snapshot }))
     }
 }
 
@@ -275,7 +275,9 @@ pub struct SnapshotContents<C: RaftTypeConfig> {
 #[non_exhaustive]
 pub enum SnapshotDecodeError {
     TooShort,
-    TooLarge { len: usize },
+    TooLarge {
+        len: usize,
+    },
     ChecksumMismatch,
     UnknownVersion(u8),
     Malformed,
@@ -295,7 +297,9 @@ impl fmt::Display for SnapshotDecodeError {
                 write!(f, "raft snapshot of {len} bytes is over the limit")
             }
             SnapshotDecodeError::ChecksumMismatch => f.write_str("raft snapshot checksum mismatch"),
-            SnapshotDecodeError::UnknownVersion(v) => write!(f, "unknown raft snapshot version {v}"),
+            SnapshotDecodeError::UnknownVersion(v) => {
+                write!(f, "unknown raft snapshot version {v}")
+            }
             SnapshotDecodeError::Malformed => f.write_str("malformed raft snapshot"),
             SnapshotDecodeError::Fsm(e) => write!(f, "raft snapshot store: {e}"),
             SnapshotDecodeError::AppliedPastLastLogId => {
