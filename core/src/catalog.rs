@@ -140,7 +140,7 @@ pub struct Registration {
     pub checks: Vec<Check>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum CatalogError {
     MissingNode,

@@ -111,7 +111,7 @@ pub enum Command {
 }
 
 /// One result row of a txn (Consul's `TxnResult{KV}`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnKvResult {
     pub key: String,
     pub entry: KvEntry,
@@ -120,20 +120,20 @@ pub struct TxnKvResult {
 }
 
 /// One failed op of a rolled-back txn (Consul's `TxnError`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnError {
     pub op_index: usize,
     pub what: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOutcome {
     Committed(Vec<TxnKvResult>),
     RolledBack(Vec<TxnError>),
 }
 
 /// Why a command could not be applied. The store is unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ApplyError {
     MissingSession,
@@ -161,8 +161,9 @@ impl fmt::Display for ApplyError {
     }
 }
 
-/// What applying a command produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What applying a command produced. Serializable because a server that
+/// forwards a write to the leader gets the result back over server RPC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     /// KV writes answer true/false like Consul's `PUT /v1/kv`.
     Bool(bool),
@@ -189,6 +190,21 @@ impl fmt::Display for DecodeError {
             DecodeError::TooLarge { len } => write!(f, "command of {len} bytes is too large"),
             DecodeError::UnknownVersion(v) => write!(f, "unknown command codec version {v}"),
             DecodeError::Malformed => f.write_str("malformed command"),
+        }
+    }
+}
+
+/// A short description for logs (openraft prints entries with it): the
+/// variant and the key or node it is about, never a value.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Kv(op) => write!(f, "kv {:?} {:?}", op.verb, op.key),
+            Command::Txn(ops) => write!(f, "txn of {} ops", ops.len()),
+            Command::Register(reg) => write!(f, "register node {:?}", reg.node.name),
+            Command::Deregister { node, .. } => write!(f, "deregister on node {node:?}"),
+            Command::SessionCreate(session) => write!(f, "session create {}", session.id),
+            Command::SessionDestroy { id } => write!(f, "session destroy {id}"),
         }
     }
 }

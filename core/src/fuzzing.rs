@@ -17,6 +17,8 @@
 //! - query parsing respects the documented limits (`wait` capped, no
 //!   `?index=0`, never both `stale` and `consistent`), and Go durations
 //!   round-trip through their formatting;
+//! - a server RPC frame re-encodes to the bytes it was decoded from, and
+//!   a stream of frames is consumed frame by frame with no panic;
 //! - a decoded JSON body satisfies the limits its decoder checks, and the
 //!   registrations it turns into are accepted by the catalog;
 //! - an agent config (HCL or JSON) that parses is a JSON object that
@@ -601,6 +603,51 @@ pub fn coord_holders(data: &[u8]) {
     let _ = semaphore_cleanup("p", &pairs, limit);
     let text = String::from_utf8_lossy(data);
     let _ = crate::event::id_index(&text);
+}
+
+// ---------------------------------------------------------------- rpc frames
+
+/// Server RPC frame decoding on arbitrary bytes, read as a stream of
+/// frames. A decoded frame re-encodes to exactly the bytes it came from, its
+/// body is within the limit, and each frame consumes at least a header, so a
+/// reader always makes progress; a forwarded command decodes without panic
+/// and round-trips. Errors are fine; panics are not.
+pub fn rpc_frame(data: &[u8]) {
+    use crate::limits::RPC_FRAME_BODY_BYTES_MAX;
+    use crate::rpc_frame::RPC_FRAME_HEADER_BYTES;
+    use crate::rpc_frame::{encode, Frame, FrameError, FrameHeader, FrameKind};
+
+    let mut rest = data;
+    loop {
+        match Frame::decode(rest) {
+            Ok((frame, used)) => {
+                assert!(used >= RPC_FRAME_HEADER_BYTES && used <= rest.len());
+                assert!(frame.body.len() <= RPC_FRAME_BODY_BYTES_MAX);
+                assert_eq!(FrameHeader::decode(rest), Ok(frame.header));
+                let mut again = Vec::new();
+                encode(
+                    frame.header.kind,
+                    frame.header.request_id,
+                    frame.body,
+                    &mut again,
+                )
+                .expect("a decoded body is within the limit");
+                assert_eq!(again, &rest[..used], "frame re-encodes to its bytes");
+                if frame.header.kind == FrameKind::Forward {
+                    if let Ok(command) = Command::decode(frame.body) {
+                        assert_eq!(Command::decode(&command.encode()), Ok(command));
+                    }
+                }
+                rest = &rest[used..];
+            }
+            Err(FrameError::Truncated { have, need }) => {
+                assert_eq!(have, rest.len());
+                assert!(have < need && need <= RPC_FRAME_HEADER_BYTES + RPC_FRAME_BODY_BYTES_MAX);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,36 @@ pub const CONFIG_FILE_BYTES_MAX: usize = 1024 * 1024;
 /// the bound keeps the recursive-descent parser far from the stack's end.
 pub const CONFIG_NESTING_MAX: usize = 64;
 
+/// Largest body of one server RPC frame. A peer that announces more is
+/// refused from the frame header alone, before anything is allocated.
+pub const RPC_FRAME_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Entries in one AppendEntries (openraft's `max_payload_entries`, lowered
+/// from its default of 300 so that a batch of full-size commands always fits
+/// in one frame; see the assertion below).
+pub const RAFT_APPEND_ENTRIES_MAX: usize = 32;
+/// What one entry adds to its command on the wire (log id, enum tags) and
+/// what an AppendEntries adds around its entries (vote, prev log id), with
+/// room to spare.
+pub const RAFT_ENTRY_OVERHEAD_BYTES: usize = 256;
+/// Snapshot bytes sent per frame when a snapshot streams to a follower.
+pub const RPC_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest snapshot a follower assembles. The whole store lives in memory,
+/// so this bounds what one leader can make a follower buffer.
+pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Every server RPC call has a deadline; this is the default for calls
+/// openraft does not give one (a forwarded write waits for commit).
+pub const RPC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept per peer by the RPC client.
+pub const RPC_IDLE_CONNS_PER_PEER_MAX: usize = 4;
+
+const _: () = assert!(
+    RAFT_APPEND_ENTRIES_MAX * (COMMAND_BYTES_MAX + RAFT_ENTRY_OVERHEAD_BYTES)
+        + RAFT_ENTRY_OVERHEAD_BYTES
+        < RPC_FRAME_BODY_BYTES_MAX
+);
+const _: () =
+    assert!(RPC_SNAPSHOT_CHUNK_BYTES + RAFT_ENTRY_OVERHEAD_BYTES < RPC_FRAME_BODY_BYTES_MAX);
+const _: () = assert!(RPC_FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(SESSION_TTL_MIN.as_nanos() < SESSION_TTL_MAX.as_nanos());

@@ -22,6 +22,7 @@ use tribune_core::command::{Command, KvOp, KvVerb};
 use tribune_core::fsm::{Effects, Fsm};
 use tribune_core::fuzzing::{self, FIXTURE_DATACENTER, FIXTURE_NODE, FIXTURE_SESSION};
 use tribune_core::ids::Uuid;
+use tribune_core::rpc_frame::{self, Frame, FrameKind};
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,9 +106,26 @@ fn check_seed_names(target: &str, accepts: impl Fn(&str, &[u8]) -> bool) {
 }
 
 #[test]
+fn rpc_frame_corpus() {
+    replay("rpc_frame", fuzzing::rpc_frame);
+}
+
+/// True when `data` is a whole number of well-formed frames.
+fn all_frames(mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        match Frame::decode(data) {
+            Ok((_, used)) => data = &data[used..],
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[test]
 fn binary_seeds_still_decode() {
     check_seed_names("command_codec", |_, data| Command::decode(data).is_ok());
     check_seed_names("snapshot_restore", |_, data| Fsm::restore(data).is_ok());
+    check_seed_names("rpc_frame", |_, data| !data.is_empty() && all_frames(data));
 }
 
 #[test]
@@ -294,11 +312,11 @@ fn seed_snapshots() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 #[ignore = "writes into fuzz/corpus; run with --ignored to regenerate the seeds"]
 fn write_binary_seeds() {
-    let write = |target: &str, name: String, data: &[u8]| {
+    fn write(target: &str, name: String, data: &[u8]) {
         let dir = corpus_dir(target);
         fs::create_dir_all(&dir).expect("corpus dir");
         fs::write(dir.join(name), data).expect("seed written");
-    };
+    }
     for (name, command) in seed_commands() {
         write(
             "command_codec",
@@ -341,6 +359,7 @@ fn write_binary_seeds() {
         "bad-orphan-lock.bin".into(),
         &orphan.snapshot(),
     );
+    write_rpc_frame_seeds(write);
     let mut effects = Effects::default();
     let mut destroyed = fixture;
     let destroy = Command::SessionDestroy {
@@ -385,4 +404,62 @@ fn config_seeds_load_as_named() {
             .all(|s| decode_agent_service_value(s).is_ok())
             && checks.into_iter().all(|c| decode_check_value(c).is_ok())
     });
+}
+
+/// Seeds of `rpc_frame`: one frame of each kind (bodies are opaque to the
+/// framing, except a forwarded command), two frames back to back, and each
+/// way a header can be wrong.
+fn write_rpc_frame_seeds(write: fn(&str, String, &[u8])) {
+    let frame = |kind: FrameKind, id: u64, body: &[u8]| {
+        let mut out = Vec::new();
+        rpc_frame::encode(kind, id, body, &mut out).expect("small body");
+        out
+    };
+    let set = Command::Kv(kv(KvVerb::Set, "redis/config/conn", b"10.0.0.5:6379")).encode();
+    let forward = frame(FrameKind::Forward, 1, &set);
+    write("rpc_frame", "valid-forward-kv-set.bin".into(), &forward);
+    write(
+        "rpc_frame",
+        "valid-vote-opaque-body.bin".into(),
+        &frame(FrameKind::Vote, 2, b"\x01\x02\x03"),
+    );
+    write(
+        "rpc_frame",
+        "valid-error-reply.bin".into(),
+        &frame(FrameKind::Error, u64::MAX, b"no leader"),
+    );
+    let two = [
+        frame(FrameKind::AppendEntries, 3, b""),
+        frame(FrameKind::Reply, 3, b"ok"),
+    ]
+    .concat();
+    write("rpc_frame", "valid-two-frames.bin".into(), &two);
+    write("rpc_frame", "bad-empty.bin".into(), b"");
+    write(
+        "rpc_frame",
+        "bad-truncated-header.bin".into(),
+        &forward[..9],
+    );
+    write(
+        "rpc_frame",
+        "bad-truncated-body.bin".into(),
+        &forward[..forward.len() - 1],
+    );
+    let mut bad = forward.clone();
+    bad[0] = b'G';
+    write(
+        "rpc_frame",
+        "bad-magic-http.bin".into(),
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    write("rpc_frame", "bad-magic.bin".into(), &bad);
+    let mut bad = forward.clone();
+    bad[2] = 2;
+    write("rpc_frame", "bad-version.bin".into(), &bad);
+    let mut bad = forward.clone();
+    bad[3] = 0x7f;
+    write("rpc_frame", "bad-kind.bin".into(), &bad);
+    let mut bad = forward;
+    bad[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    write("rpc_frame", "bad-oversize.bin".into(), &bad);
 }

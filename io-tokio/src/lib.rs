@@ -14,4 +14,5 @@ pub mod dns;
 pub mod events;
 pub mod http;
 pub mod log;
+pub mod raft;
 pub mod state;

@@ -1,0 +1,8 @@
+//! Server RPC frame decoding on arbitrary bytes, read as a stream of frames.
+//! The logic lives in `tribune_core::fuzzing`, so `cargo test` replays
+//! this target's corpus on stable Rust (core/tests/fuzz_corpus.rs).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tribune_core::fuzzing::rpc_frame(data));

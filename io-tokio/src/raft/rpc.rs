@@ -1,0 +1,306 @@
+//! Server RPC over TCP: frames (core's `rpc_frame`), postcard bodies, and a
+//! client with a connection pool per peer and a deadline on every call.
+//!
+//! One connection carries one call at a time: the client writes a request
+//! frame and reads the reply frame with the same request id. A connection
+//! that failed in any way (timeout, bad frame, wrong id) is dropped, never
+//! reused, so a late reply can't be taken for the answer to the next call
+//! (the failure openraft's turmoil suite found with deadline-less RPCs).
+//! Idle connections go back to their peer's pool, up to
+//! [`RPC_IDLE_CONNS_PER_PEER_MAX`].
+
+use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
+use openraft::RaftTypeConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tribune_core::command::CommandResult;
+use tribune_core::limits::RPC_IDLE_CONNS_PER_PEER_MAX;
+use tribune_core::rpc_frame::{self, FrameError, FrameHeader, FrameKind, RPC_FRAME_HEADER_BYTES};
+
+// ---------------------------------------------------------------- messages
+
+/// One piece of a full snapshot streamed to a follower. Chunks go in order
+/// on one connection; each is acknowledged before the next is sent, so
+/// neither side holds more than a chunk in flight.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SnapshotChunk<C: RaftTypeConfig> {
+    pub vote: VoteOf<C>,
+    pub meta: SnapshotMetaOf<C>,
+    /// Where `data` starts in the snapshot.
+    pub offset: u64,
+    /// Length of the whole snapshot.
+    pub total_len: u64,
+    pub data: Vec<u8>,
+}
+
+/// The answer to a forwarded write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardReply {
+    /// The log index the command was applied at.
+    pub index: u64,
+    pub result: CommandResult,
+}
+
+/// Why a forwarded write was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The receiver is not the leader; it names the leader if it knows one.
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<SocketAddr>,
+    },
+    /// Raft refused or lost the write (shutdown, leader change mid-write).
+    Failed(String),
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardError::NotLeader {
+                leader_id: Some(id),
+                leader_addr,
+            } => write!(
+                f,
+                "not the leader; the leader is server {id} at {leader_addr:?}"
+            ),
+            ForwardError::NotLeader { .. } => f.write_str("No cluster leader"),
+            ForwardError::Failed(why) => write!(f, "write failed: {why}"),
+        }
+    }
+}
+
+/// The body of a `Reply` frame: the answer, or why the server could not
+/// produce it (shown to operators, never matched on).
+pub type Reply<T> = Result<T, String>;
+
+// ---------------------------------------------------------------- errors
+
+/// Why a call did not produce a reply.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The deadline passed (connect, send or reply).
+    Timeout(Duration),
+    Io(io::Error),
+    /// The peer sent something that is not a frame, or the request was
+    /// too big to send.
+    Frame(FrameError),
+    /// A body did not decode as the message its kind names.
+    Body(String),
+    /// The peer answered with an `Error` frame.
+    Remote(String),
+    /// The reply was not for this call.
+    Mismatch {
+        expected_id: u64,
+        got_id: u64,
+    },
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RpcError::Timeout(after) => write!(f, "server RPC timed out after {after:?}"),
+            RpcError::Io(e) => write!(f, "server RPC I/O error: {e}"),
+            RpcError::Frame(e) => e.fmt(f),
+            RpcError::Body(why) => write!(f, "server RPC body: {why}"),
+            RpcError::Remote(why) => write!(f, "server RPC refused by peer: {why}"),
+            RpcError::Mismatch {
+                expected_id,
+                got_id,
+            } => write!(
+                f,
+                "server RPC reply for call {got_id}, expected {expected_id}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl From<io::Error> for RpcError {
+    fn from(e: io::Error) -> RpcError {
+        RpcError::Io(e)
+    }
+}
+
+// ---------------------------------------------------------------- bodies
+
+pub fn encode_body<T: Serialize>(message: &T) -> Vec<u8> {
+    // Every message is owned, in-memory data: serializing cannot fail.
+    postcard::to_allocvec(message).expect("RPC messages always serialize")
+}
+
+/// Decodes a whole body; trailing bytes are an error.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
+    match postcard::take_from_bytes(body) {
+        Ok((message, [])) => Ok(message),
+        Ok(_) => Err(RpcError::Body("trailing bytes".into())),
+        Err(e) => Err(RpcError::Body(e.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------- frames
+
+/// Reads one frame. `Ok(None)` when the peer closed the connection between
+/// frames; a frame cut short is an error. The body is allocated only after
+/// the header passed its checks (the length limit among them).
+pub async fn read_frame(
+    stream: &mut TcpStream,
+) -> Result<Option<(FrameHeader, Vec<u8>)>, RpcError> {
+    let mut header = [0u8; RPC_FRAME_HEADER_BYTES];
+    let first = stream.read(&mut header).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    stream.read_exact(&mut header[first..]).await?;
+    let header = FrameHeader::decode(&header).map_err(RpcError::Frame)?;
+    let mut body = vec![0u8; header.body_len as usize];
+    stream.read_exact(&mut body).await?;
+    Ok(Some((header, body)))
+}
+
+pub async fn write_frame(
+    stream: &mut TcpStream,
+    kind: FrameKind,
+    request_id: u64,
+    body: &[u8],
+) -> Result<(), RpcError> {
+    let mut frame = Vec::new();
+    rpc_frame::encode(kind, request_id, body, &mut frame).map_err(RpcError::Frame)?;
+    stream.write_all(&frame).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- client
+
+/// The server RPC client: pooled connections per peer address.
+#[derive(Debug, Default)]
+pub struct RpcClient {
+    idle: Mutex<BTreeMap<SocketAddr, Vec<TcpStream>>>,
+    next_request_id: AtomicU64,
+}
+
+/// A connection taken from the pool for a sequence of calls.
+#[derive(Debug)]
+pub struct Conn {
+    addr: SocketAddr,
+    stream: TcpStream,
+}
+
+impl RpcClient {
+    pub fn new() -> RpcClient {
+        RpcClient::default()
+    }
+
+    /// One request, one reply, within `deadline`.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        kind: FrameKind,
+        body: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        let mut conn = self.checkout(addr, deadline).await?;
+        let reply = self.call_on(&mut conn, kind, body, deadline).await?;
+        self.checkin(conn);
+        Ok(reply)
+    }
+
+    /// An idle connection to `addr`, or a new one (connecting within
+    /// `deadline`).
+    pub async fn checkout(&self, addr: SocketAddr, deadline: Duration) -> Result<Conn, RpcError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_mut(&addr)
+            .and_then(Vec::pop);
+        if let Some(stream) = idle {
+            return Ok(Conn { addr, stream });
+        }
+        let stream = tokio::time::timeout(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| RpcError::Timeout(deadline))??;
+        stream.set_nodelay(true)?;
+        Ok(Conn { addr, stream })
+    }
+
+    /// Returns a connection whose last call succeeded to the pool.
+    pub fn checkin(&self, conn: Conn) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pool = idle.entry(conn.addr).or_default();
+        if pool.len() < RPC_IDLE_CONNS_PER_PEER_MAX {
+            pool.push(conn.stream);
+        }
+    }
+
+    /// Forgets the idle connections to `addr` (e.g. the peer restarted).
+    pub fn forget(&self, addr: SocketAddr) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&addr);
+    }
+
+    /// One call on a checked-out connection. On error the connection is in
+    /// an unknown state: drop it, don't check it in.
+    pub async fn call_on(
+        &self,
+        conn: &mut Conn,
+        kind: FrameKind,
+        body: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let exchange = async {
+            write_frame(&mut conn.stream, kind, request_id, body).await?;
+            let Some((header, reply)) = read_frame(&mut conn.stream).await? else {
+                return Err(RpcError::Io(io::ErrorKind::UnexpectedEof.into()));
+            };
+            if header.request_id != request_id {
+                return Err(RpcError::Mismatch {
+                    expected_id: request_id,
+                    got_id: header.request_id,
+                });
+            }
+            match header.kind {
+                FrameKind::Reply => Ok(reply),
+                FrameKind::Error => Err(RpcError::Remote(
+                    String::from_utf8_lossy(&reply).into_owned(),
+                )),
+                other => Err(RpcError::Body(format!("{other:?} frame in reply"))),
+            }
+        };
+        tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| RpcError::Timeout(deadline))?
+    }
+
+    /// Sends a typed request and decodes its [`Reply`].
+    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        kind: FrameKind,
+        request: &Req,
+        deadline: Duration,
+    ) -> Result<Resp, RpcError> {
+        let reply = self
+            .call(addr, kind, &encode_body(request), deadline)
+            .await?;
+        decode_body::<Reply<Resp>>(&reply)?.map_err(RpcError::Remote)
+    }
+}
