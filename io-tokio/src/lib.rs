@@ -14,3 +14,4 @@ pub mod events;
 pub mod http;
 pub mod log;
 pub mod state;
+pub mod storage;
