@@ -171,6 +171,8 @@ pub struct WalStats {
     pub batches: u64,
     pub records: u64,
     pub bytes: u64,
+    /// Time spent in fdatasync, summed over batches.
+    pub fdatasync_micros: u64,
 }
 
 #[derive(Default)]
@@ -178,6 +180,7 @@ pub(super) struct Counters {
     pub batches: AtomicU64,
     pub records: AtomicU64,
     pub bytes: AtomicU64,
+    pub fdatasync_micros: AtomicU64,
 }
 
 /// State the writer thread and readers share.
@@ -336,6 +339,7 @@ impl Wal {
             batches: counters.batches.load(Ordering::Relaxed),
             records: counters.records.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
+            fdatasync_micros: counters.fdatasync_micros.load(Ordering::Relaxed),
         }
     }
 

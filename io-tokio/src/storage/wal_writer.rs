@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 use tribune_core::limits::{WAL_BATCH_BYTES_MAX, WAL_BATCH_RECORDS_MAX};
 use tribune_core::wal::{encode_record, encoded_len, AppendPlan};
 
@@ -183,8 +184,11 @@ impl Writer {
         let (_, file) = self.active.as_ref().expect("active segment");
         file.write_all_at(&self.buffer, plan.offset)
             .map_err(|e| io_error("write", &path, e))?;
+        let began = Instant::now();
         file.sync_data()
             .map_err(|e| io_error("fdatasync", &path, e))?;
+        let micros = began.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        (self.shared.counters.fdatasync_micros).fetch_add(micros, Ordering::Relaxed);
         if plan.create || plan.delete_empty.is_some() {
             // The new file's name must be durable before its data is acknowledged.
             sync_dir(&self.shared.dir)?;
