@@ -121,6 +121,10 @@ fn torn_tail_at_every_offset_of_the_last_record_is_cut() {
         fs::write(&last_segment, &full[..cut]).unwrap();
         let wal = open(&dir.0, 2048).unwrap();
         assert_eq!(wal.last_index(), Some(29), "cut at {cut}");
+        let expected_cut =
+            (cut > last_start).then(|| (last_start as u64, (cut - last_start) as u64));
+        let reported = wal.cut_tail().map(|tail| (tail.offset, tail.bytes_cut));
+        assert_eq!(reported, expected_cut);
         assert_eq!(
             fs::metadata(&last_segment).unwrap().len(),
             last_start as u64
@@ -215,6 +219,38 @@ fn truncate_after_then_append_keeps_the_log_contiguous() {
     assert_eq!(wal.last_index(), None);
     wal.append(entries(100..102, 50)).wait().unwrap();
     assert_eq!(check_log(&wal, 50), vec![100, 101]);
+}
+
+#[test]
+fn a_failed_write_fails_the_append_and_poisons_until_reopened() {
+    let dir = TempDir::new("poison");
+    let wal_dir = dir.0.join("wal");
+    let wal = open(&wal_dir, 100).unwrap();
+    wal.append(entries(1..2, 200)).wait().unwrap();
+    // The next batch must roll into a new segment file; with the directory
+    // gone, creating it fails.
+    fs::remove_dir_all(&wal_dir).unwrap();
+    let error = wal.append(entries(2..3, 200)).wait().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            WalError::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(wal.last_index(), Some(1), "nothing half-applied");
+    let again = wal.append(entries(2..3, 200)).wait().unwrap_err();
+    assert!(matches!(again, WalError::Poisoned { .. }), "{again}");
+    assert!(matches!(
+        wal.truncate_after(0).wait(),
+        Err(WalError::Poisoned { .. })
+    ));
+    drop(wal);
+    let wal = open(&wal_dir, 100).unwrap();
+    wal.append(entries(1..2, 200)).wait().unwrap();
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -401,6 +437,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         let acks = acks.lock().unwrap().clone();
         acknowledged_total += acks.len();
         let wal = open(&dir.0, 16 * 1024).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let cut = wal.cut_tail().map_or(0, |tail| tail.bytes_cut);
         let log = check_log(&wal, CHILD_PAYLOAD_BYTES);
         let last = wal.last_index().unwrap_or(0);
         for index in &acks {
@@ -411,7 +448,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         }
         assert_eq!(log.first().copied(), Some(1).filter(|_| !log.is_empty()));
         eprintln!(
-            "round {round}: killed after {delay_ms} ms, {} acks, log 1..={last}",
+            "round {round}: killed after {delay_ms} ms, {} acks, log 1..={last}, torn tail cut: {cut} bytes",
             acks.len()
         );
     }

@@ -242,12 +242,23 @@ impl Pending {
     }
 }
 
+/// The torn tail recovery cut from the last segment when the WAL was opened
+/// (an interrupted write; worth a log line, not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutTail {
+    pub path: PathBuf,
+    /// Where the file now ends.
+    pub offset: u64,
+    pub bytes_cut: u64,
+}
+
 /// The write-ahead log of one directory. Dropping it stops the writer
 /// thread after the requests already queued.
 pub struct Wal {
     shared: Arc<Shared>,
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    cut_tail: Option<CutTail>,
 }
 
 impl Wal {
@@ -257,7 +268,7 @@ impl Wal {
     pub fn open(config: WalConfig) -> Result<Wal, WalError> {
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
-        let layout = recover(&dir, config.segment_bytes)?;
+        let (layout, cut_tail) = recover(&dir, config.segment_bytes)?;
         match fs::remove_file(dir.join(VOTE_TEMP_FILE)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(io_error("remove", &dir.join(VOTE_TEMP_FILE), e))
@@ -275,6 +286,7 @@ impl Wal {
             shared: shared.clone(),
             requests: None,
             writer: None,
+            cut_tail: None,
         };
         wal_probe.read_vote()?;
         let (requests, queue) = mpsc::channel();
@@ -284,7 +296,13 @@ impl Wal {
             shared,
             requests: Some(requests),
             writer: Some(writer),
+            cut_tail,
         })
+    }
+
+    /// The torn tail that opening cut, if there was one.
+    pub fn cut_tail(&self) -> Option<&CutTail> {
+        self.cut_tail.as_ref()
     }
 
     pub fn dir(&self) -> &Path {
@@ -470,7 +488,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
 }
 
 /// Scans every segment file and rebuilds the layout; cuts a torn tail.
-fn recover(dir: &Path, segment_bytes: u64) -> Result<Layout, WalError> {
+fn recover(dir: &Path, segment_bytes: u64) -> Result<(Layout, Option<CutTail>), WalError> {
     let mut scans = Vec::new();
     let listing = fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
     for entry in listing {
@@ -491,17 +509,27 @@ fn recover(dir: &Path, segment_bytes: u64) -> Result<Layout, WalError> {
             detail: describe(&error),
         }
     })?;
-    if let Some((segment, len)) = recovered.truncate {
+    let mut cut_tail = None;
+    if let Some((segment, offset)) = recovered.truncate {
         let path = dir.join(segment_file_name(segment));
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(|e| io_error("open", &path, e))?;
-        file.set_len(len)
+        let len = file
+            .metadata()
+            .map_err(|e| io_error("stat", &path, e))?
+            .len();
+        file.set_len(offset)
             .map_err(|e| io_error("truncate the torn tail of", &path, e))?;
         file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
+        cut_tail = Some(CutTail {
+            path,
+            offset,
+            bytes_cut: len - offset,
+        });
     }
-    Ok(recovered.layout)
+    Ok((recovered.layout, cut_tail))
 }
 
 fn describe(error: &RecoveryError) -> String {
