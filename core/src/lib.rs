@@ -41,6 +41,7 @@ pub mod server;
 pub mod session;
 pub mod time;
 pub mod txn;
+pub mod wal;
 pub mod watch;
 
 pub use command::{Command, CommandResult};

@@ -97,8 +97,29 @@ const _: () = assert!(
 const _: () =
     assert!(RPC_SNAPSHOT_CHUNK_BYTES + RAFT_ENTRY_OVERHEAD_BYTES < RPC_FRAME_BODY_BYTES_MAX);
 const _: () = assert!(RPC_FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
+/// Largest payload of one write-ahead-log record. A record holds one Raft
+/// entry: an encoded command (at most `COMMAND_BYTES_MAX`) plus the entry's
+/// envelope (log id, membership). The decoder refuses longer length fields, so
+/// a damaged length can never make recovery allocate or skip gigabytes.
+pub const WAL_RECORD_PAYLOAD_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Records in one group-commit batch (one write and one fdatasync). The
+/// record header stores the distance to its batch's first record, bounded by
+/// this; the writer stops gathering appends at it.
+pub const WAL_BATCH_RECORDS_MAX: u32 = 64 * 1024;
+/// Bytes the writer gathers into one batch before it writes and syncs; a
+/// single append larger than this still goes out whole, as one batch.
+pub const WAL_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Segment size at which the WAL starts a new file (etcd and raft-wal use
+/// 64 MiB too): small enough that purging after a snapshot frees disk
+/// promptly, large enough that file creation (and its directory fsync) is rare.
+pub const WAL_SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(SESSION_TTL_MIN.as_nanos() < SESSION_TTL_MAX.as_nanos());
 const _: () = assert!(SESSION_LOCK_DELAY_DEFAULT.as_nanos() <= SESSION_LOCK_DELAY_MAX.as_nanos());
 const _: () = assert!(BLOCKING_WAIT_DEFAULT.as_nanos() <= BLOCKING_WAIT_MAX.as_nanos());
+const _: () = assert!(COMMAND_BYTES_MAX + 64 * 1024 <= WAL_RECORD_PAYLOAD_BYTES_MAX);
+const _: () = assert!(WAL_RECORD_PAYLOAD_BYTES_MAX <= WAL_BATCH_BYTES_MAX);
+const _: () = assert!((WAL_BATCH_BYTES_MAX as u64) < WAL_SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(WAL_RECORD_PAYLOAD_BYTES_MAX < u32::MAX as usize);

@@ -23,6 +23,7 @@ use tribune_core::fsm::{Effects, Fsm};
 use tribune_core::fuzzing::{self, FIXTURE_DATACENTER, FIXTURE_NODE, FIXTURE_SESSION};
 use tribune_core::ids::Uuid;
 use tribune_core::rpc_frame::{self, Frame, FrameKind};
+use tribune_core::wal;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -126,6 +127,74 @@ fn binary_seeds_still_decode() {
     check_seed_names("command_codec", |_, data| Command::decode(data).is_ok());
     check_seed_names("snapshot_restore", |_, data| Fsm::restore(data).is_ok());
     check_seed_names("rpc_frame", |_, data| !data.is_empty() && all_frames(data));
+    check_seed_names("wal_recovery", |_, data| {
+        let (first_index, segment) = fuzzing::wal_recovery_input(data);
+        let scan = wal::scan_segment(segment, first_index);
+        wal::Layout::recover(1024, vec![(first_index, scan)]).is_ok()
+    });
+}
+
+#[test]
+fn wal_recovery_corpus() {
+    replay("wal_recovery", fuzzing::wal_recovery);
+}
+
+/// Segments for `wal_recovery`: the named first index (8 bytes LE), then
+/// records written as batches; plus damaged variants recovery must refuse.
+fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let segment = |first: u64, batches: &[&[&[u8]]]| {
+        let mut bytes = first.to_le_bytes().to_vec();
+        let mut index = first;
+        for batch in batches {
+            let batch_first = index;
+            for payload in *batch {
+                wal::encode_record(&mut bytes, index, batch_first, payload);
+                index += 1;
+            }
+        }
+        bytes
+    };
+    let two_batches = segment(7, &[&[b"first", b""], &[&[0xab; 300]]]);
+    let header = 8 + wal::RECORD_HEADER_BYTES;
+    let mut bad_checksum = two_batches.clone();
+    bad_checksum[header] ^= 0x40; // payload of the first record; batch 2 follows
+    let mut out_of_sequence = segment(3, &[&[b"a"]]);
+    let mut next = Vec::new();
+    wal::encode_record(&mut next, 5, 5, b"b");
+    out_of_sequence.extend_from_slice(&next);
+    let mut bad_batch = segment(3, &[&[b"a"]]);
+    let mut next = Vec::new();
+    wal::encode_record(&mut next, 4, 2, b"b");
+    bad_batch.extend_from_slice(&next);
+    let mut zero_tail = segment(1, &[&[b"x"]]);
+    zero_tail.extend_from_slice(&[0; 512]);
+    let vote = wal::Vote {
+        term: 5,
+        voted_for: Some(2),
+        committed: true,
+    };
+    vec![
+        ("valid-empty.bin", 1u64.to_le_bytes().to_vec()),
+        ("valid-two-batches.bin", two_batches.clone()),
+        (
+            "valid-torn-tail.bin",
+            two_batches[..two_batches.len() - 7].to_vec(),
+        ),
+        ("valid-torn-header.bin", two_batches[..header - 3].to_vec()),
+        ("valid-zero-filled-tail.bin", zero_tail),
+        ("bad-checksum-before-later-batch.bin", bad_checksum),
+        ("bad-index-out-of-sequence.bin", out_of_sequence),
+        ("bad-batch-out-of-sequence.bin", bad_batch),
+        (
+            "bad-name-promises-other-index.bin",
+            segment(7, &[&[b"a"]])[..]
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| if i == 0 { 8 } else { b })
+                .collect(),
+        ),
+        ("vote-file.bin", wal::encode_vote(&vote).to_vec()),
+    ]
 }
 
 #[test]
@@ -339,6 +408,9 @@ fn write_binary_seeds() {
         "bad-trailing-byte.bin".into(),
         &[&set[..], &[0]].concat(),
     );
+    for (name, data) in wal_seeds() {
+        write("wal_recovery", name.into(), &data);
+    }
     for (name, snapshot) in seed_snapshots() {
         write("snapshot_restore", format!("valid-{name}.bin"), &snapshot);
     }

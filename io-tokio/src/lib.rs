@@ -16,3 +16,4 @@ pub mod http;
 pub mod log;
 pub mod raft;
 pub mod state;
+pub mod storage;
