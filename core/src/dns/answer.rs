@@ -194,11 +194,13 @@ impl Ctx<'_> {
         self.finish(out)
     }
 
-    /// Instances of a service, in random order: every instance with the
-    /// name (and tag) is shuffled, then health is checked walking that order
-    /// until `limit` healthy ones are found. Shuffling before filtering keeps
-    /// the order uniform over the healthy ones, and stopping early means a
-    /// capped answer (plain UDP) looks at a few instances, not all.
+    /// Instances of a service, in random order: the instances with the name
+    /// (from the catalog's name index) are shuffled lazily, Fisher–Yates one
+    /// position at a time, and each drawn instance is checked for tag and
+    /// health until `limit` healthy ones are found. Filtering a uniformly
+    /// random order keeps the order uniform over the healthy ones, and
+    /// stopping early means a capped answer (plain UDP) draws a few
+    /// instances, not all of them.
     fn healthy(
         &self,
         service: &str,
@@ -207,22 +209,25 @@ impl Ctx<'_> {
         rng: &mut Rng,
     ) -> Vec<(&Service, &Node, CheckStatus)> {
         let catalog = &self.fsm.catalog;
-        let mut candidates: Vec<&Service> = catalog
-            .services
-            .values()
-            .filter(|s| s.name.eq_ignore_ascii_case(service))
-            .filter(|s| tag.is_none_or(|tag| s.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))))
-            .collect();
-        shuffle(&mut candidates, rng);
+        let mut candidates: Vec<&(String, String)> =
+            catalog.instance_keys(service).iter().collect();
         // A/AAAA answers carry each address once, so a limit counts
         // distinct addresses (nothing to count without a limit).
         let distinct = self.qtype != QType::Srv && limit != usize::MAX;
         let mut addresses = BTreeSet::new();
         let mut out = Vec::new();
-        for instance in candidates {
+        for i in 0..candidates.len() {
             let enough = if distinct { addresses.len() } else { out.len() };
             if enough >= limit {
                 break;
+            }
+            let j = i + rng.below((candidates.len() - i) as u64) as usize;
+            candidates.swap(i, j);
+            let Some(instance) = catalog.services.get(candidates[i]) else {
+                continue;
+            };
+            if tag.is_some_and(|tag| !instance.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))) {
+                continue;
             }
             let Some(node) = catalog.nodes.get(&instance.node) else {
                 continue;
@@ -362,12 +367,4 @@ fn node_meta_txt(node: &Node, name: &str, ttl: u32) -> Vec<Record> {
             }
         })
         .collect()
-}
-
-/// Fisher–Yates with the caller's RNG: a fresh order on every answer.
-fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
-    for i in (1..items.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
 }
