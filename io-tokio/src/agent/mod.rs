@@ -119,11 +119,8 @@ async fn serve(config: AgentConfig) -> i32 {
     ));
     if let Some((dns_udp, dns_tcp)) = dns_sockets {
         let dns_config = Arc::new(dns_config(&config));
-        let (udp_node, udp_config) = (node.clone(), dns_config.clone());
         let spawned = dns_udp.into_std().and_then(|socket| {
-            std::thread::Builder::new()
-                .name("dns-udp".into())
-                .spawn(move || crate::dns::serve_udp(socket, udp_node, udp_config))
+            crate::dns::spawn_udp_threads(socket, node.clone(), dns_config.clone())
         });
         if let Err(e) = spawned {
             eprintln!("==> Error starting agent: DNS over UDP: {e}");

@@ -1,4 +1,4 @@
-//! The UDP and TCP loops around [`super::handle_packet`].
+//! The UDP and TCP loops around [`super::answer_packet`].
 //!
 //! UDP answers inline: an answer is a lock, a lookup and an encode, cheaper
 //! than spawning a task. TCP (RFC 1035 §4.2.2, RFC 7766) takes 2-byte
@@ -6,7 +6,7 @@
 //! [`TCP_READ_TIMEOUT`]; a connection that breaks the framing or stalls is
 //! closed, and at most [`TCP_CONNECTIONS_MAX`] are served at once.
 
-use super::{handle_packet, HEADER_BYTES};
+use super::{answer_packet, HEADER_BYTES};
 use crate::state::Node;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tribune_core::dns::DnsConfig;
+use tribune_core::rng::Rng;
 
 /// Receive buffer for one datagram. A larger one arrives cut short (the OS
 /// truncates it) and then fails to decode: FORMERR or nothing.
@@ -31,6 +32,30 @@ pub const TCP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept/recv (EMFILE and friends) instead of spinning.
 const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Threads answering UDP on the one socket. The kernel hands each datagram
+/// to one waiting thread, so two threads keep both cores busy when the
+/// client (or another server) leaves room on the second, and one thread's
+/// `sendto` (a third of an answer's cost: loopback delivery and waking the
+/// client) overlaps the other's lookup. Answers are short critical
+/// sections under the state lock.
+pub const UDP_THREADS: usize = 2;
+
+/// Starts [`UDP_THREADS`] threads running [`serve_udp`] on clones of `socket`.
+pub fn spawn_udp_threads(
+    socket: std::net::UdpSocket,
+    node: Arc<Node>,
+    config: Arc<DnsConfig>,
+) -> std::io::Result<()> {
+    for i in 0..UDP_THREADS {
+        let socket = socket.try_clone()?;
+        let (node, config) = (node.clone(), config.clone());
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || serve_udp(socket, node, config))?;
+    }
+    Ok(())
+}
+
 /// Answers DNS over UDP on `socket` forever, on a thread of its own with a
 /// blocking socket. Through the tokio runtime every datagram cost a task
 /// wake-up and a park (perf: ~40% of the time in the scheduler's context
@@ -41,6 +66,9 @@ pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsCo
         return;
     }
     let mut buffer = vec![0u8; UDP_REQUEST_BYTES_MAX];
+    // Responses are written here, so a steady stream allocates nothing.
+    let mut response = Vec::with_capacity(UDP_REQUEST_BYTES_MAX);
+    let mut rng = node.fork_rng();
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
@@ -52,9 +80,9 @@ pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsCo
         };
         let packet = &buffer[..len];
         let udp_cap = Some(UDP_RESPONSE_BYTES_MAX);
-        let Some(response) = guarded(&node, &config, packet, udp_cap) else {
+        if !guarded(&node, &config, packet, udp_cap, &mut rng, &mut response) {
             continue;
-        };
+        }
         if let Err(e) = socket.send_to(&response, peer) {
             crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
         }
@@ -91,6 +119,8 @@ pub async fn serve_tcp(listener: TcpListener, node: Arc<Node>, config: Arc<DnsCo
 
 async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig) {
     let mut request = Vec::new();
+    let mut response = Vec::new();
+    let mut rng = node.fork_rng();
     loop {
         match tokio::time::timeout(TCP_READ_TIMEOUT, read_message(&mut stream, &mut request)).await
         {
@@ -98,9 +128,9 @@ async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig
             // EOF, a reset, bad framing or a stall: the connection is done.
             Ok(Err(_)) | Err(_) => return,
         }
-        let Some(response) = guarded(node, config, &request, None) else {
+        if !guarded(node, config, &request, None, &mut rng, &mut response) {
             continue;
-        };
+        }
         let Ok(len) = u16::try_from(response.len()) else {
             continue;
         };
@@ -126,19 +156,21 @@ async fn read_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::
     Ok(())
 }
 
-/// [`handle_packet`], with a panic (a bug in decoding untrusted bytes)
+/// [`answer_packet`], with a panic (a bug in decoding untrusted bytes)
 /// costing one packet instead of the whole server loop.
 fn guarded(
     node: &Node,
     config: &DnsConfig,
     packet: &[u8],
     max_udp_size: Option<usize>,
-) -> Option<Vec<u8>> {
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+) -> bool {
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        handle_packet(node, config, packet, max_udp_size)
+        answer_packet(node, config, packet, max_udp_size, rng, out)
     }))
     .unwrap_or_else(|_| {
         crate::log::warn("dns: a packet made the handler panic; dropped it");
-        None
+        false
     })
 }
