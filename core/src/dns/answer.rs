@@ -27,7 +27,9 @@ pub fn answer(
         qtype: question.qtype,
         serial,
     };
+    let recursion = !config.recursors.is_empty();
     let mut out = match &parsed.lookup {
+        Lookup::NotOurs if recursion => return Answer::forward(),
         Lookup::NotOurs => return Answer::rcode(Rcode::Refused),
         Lookup::Apex => ctx.apex(),
         Lookup::Service {
@@ -40,10 +42,15 @@ pub fn answer(
         }
         Lookup::Node { node, datacenter } => ctx.node(node, datacenter),
         Lookup::Addr { ip, datacenter } => ctx.addr(*ip, datacenter),
-        Lookup::Ptr(ip) => ctx.ptr(*ip),
+        Lookup::Ptr(ip) => match ctx.ptr(*ip) {
+            // Nothing here has that address: someone upstream may know it.
+            miss if recursion && miss.rcode == Rcode::NxDomain => return Answer::forward(),
+            found => found,
+        },
         Lookup::PreparedQuery { .. } | Lookup::Invalid => ctx.nxdomain(),
     };
     out.authoritative = true;
+    out.recursion_available = recursion;
     out
 }
 

@@ -283,6 +283,50 @@ fn nodes_addr_and_ptr() {
     assert!(matches!(soa.answers[0].data, RData::Soa { .. }));
 }
 
+/// Names outside the domain, and reverse lookups that match nothing, go to
+/// the recursors when there are some (and are refused / NXDOMAIN without);
+/// RA is set on every answer exactly when recursors are configured.
+#[test]
+fn recursors_decide_forwarding_and_ra() {
+    let store = web_store();
+    let mut rng = Rng::from_seed(5);
+    let ask = |config: &DnsConfig, name: &str, qtype: QType, rng: &mut Rng| {
+        let question = Question {
+            name: name.into(),
+            qtype,
+            answer_limit: None,
+        };
+        answer(&store.fsm, config, &question, 7, rng)
+    };
+    let plain = DnsConfig::new("dc1");
+    let refused = ask(&plain, "example.org.", QType::A, &mut rng);
+    assert_eq!(refused.rcode, Rcode::Refused);
+    assert!(!refused.forward && !refused.recursion_available);
+    let local = ask(&plain, "web.service.consul.", QType::A, &mut rng);
+    assert!(!local.recursion_available);
+
+    let mut recursing = DnsConfig::new("dc1");
+    recursing.recursors = vec!["127.0.0.1:53".parse().expect("addr")];
+    for (name, qtype) in [
+        ("example.org.", QType::A),
+        ("Example.ORG", QType::Srv),
+        ("9.9.9.9.in-addr.arpa.", QType::Ptr),
+        ("10.in-addr.arpa.", QType::Ptr),
+    ] {
+        let out = ask(&recursing, name, qtype, &mut rng);
+        assert!(out.forward && out.recursion_available, "{name}");
+    }
+    for (name, qtype, rcode) in [
+        ("web.service.consul.", QType::A, Rcode::NoError),
+        ("nope.service.consul.", QType::A, Rcode::NxDomain),
+        ("1.0.0.10.in-addr.arpa.", QType::Ptr, Rcode::NoError),
+    ] {
+        let out = ask(&recursing, name, qtype, &mut rng);
+        assert!(!out.forward && out.recursion_available, "{name}");
+        assert_eq!(out.rcode, rcode, "{name}");
+    }
+}
+
 proptest::proptest! {
     /// Over repeated queries: never an instance with a critical check, every
     /// healthy one reachable, and the order varies.

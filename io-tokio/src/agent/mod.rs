@@ -160,6 +160,8 @@ fn dns_config(config: &AgentConfig) -> DnsConfig {
     let mut dns = DnsConfig::new(&config.datacenter);
     dns.domain = config.domain.clone();
     dns.alt_domain = config.alt_domain.clone();
+    dns.recursors = config.recursors.clone();
+    dns.recursor_timeout = config.recursor_timeout;
     dns
 }
 

@@ -13,16 +13,18 @@
 //! than a header is dropped, and so is a response (QR=1, answering would
 //! let two servers loop); an opcode other than QUERY gets NOTIMP; anything
 //! but exactly one question gets FORMERR, as does a packet that does not
-//! decode. No recursors yet, so RA is never set.
+//! decode. Names core does not answer go to the recursors ([`recursor`]);
+//! RA is set on every response when recursors are configured.
 
 pub mod encode;
 pub mod fuzzing;
+pub mod recursor;
 mod server;
 pub mod wire;
 
 pub use server::{
-    serve_tcp, serve_udp, spawn_udp_threads, TCP_CONNECTIONS_MAX, TCP_READ_TIMEOUT,
-    UDP_REQUEST_BYTES_MAX, UDP_RESPONSE_BYTES_MAX, UDP_THREADS,
+    serve_tcp, serve_udp, spawn_udp_threads, Forwarder, RECURSOR_QUERIES_MAX, TCP_CONNECTIONS_MAX,
+    TCP_READ_TIMEOUT, UDP_REQUEST_BYTES_MAX, UDP_RESPONSE_BYTES_MAX, UDP_THREADS,
 };
 
 use crate::state::Node;
@@ -38,9 +40,22 @@ pub const EDNS_PAYLOAD_BYTES: u16 = 4096;
 /// A TCP message's length prefix is 16 bits (RFC 1035 §4.2.2).
 pub const TCP_MESSAGE_BYTES_MAX: usize = u16::MAX as usize;
 
+/// What to do with a request after [`answer_packet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Send the bytes written to `out`.
+    Send,
+    /// Send nothing (noise, or a response sent to us).
+    Drop,
+    /// Core sends the question to the recursors: relay it with
+    /// [`recursor::forward`], which answers SERVFAIL if they all fail.
+    Forward,
+}
+
 /// Answers one DNS message. `max_udp_size` is `Some(cap)` for a UDP request
 /// (the response then fits 512 bytes, or the client's EDNS size up to
-/// `cap`) and `None` for TCP (64 KiB). `None` means: send nothing.
+/// `cap`) and `None` for TCP (64 KiB). `None` means: send nothing, which
+/// includes a question for the recursors (this entry point has no network).
 pub fn handle_packet(
     node: &Node,
     config: &DnsConfig,
@@ -49,11 +64,12 @@ pub fn handle_packet(
 ) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut rng = node.fork_rng();
-    answer_packet(node, config, packet, max_udp_size, &mut rng, &mut out).then_some(out)
+    let reply = answer_packet(node, config, packet, max_udp_size, &mut rng, &mut out);
+    (reply == Reply::Send).then_some(out)
 }
 
 /// [`handle_packet`] into a buffer the caller reuses, shuffling with the
-/// caller's `rng`; `false` means: send nothing.
+/// caller's `rng`.
 pub fn answer_packet(
     node: &Node,
     config: &DnsConfig,
@@ -61,12 +77,12 @@ pub fn answer_packet(
     max_udp_size: Option<usize>,
     rng: &mut Rng,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Reply {
     let Some(header) = RawHeader::parse(packet) else {
-        return false;
+        return Reply::Drop;
     };
     if header.is_response {
-        return false;
+        return Reply::Drop;
     }
     if header.op_code != OpCode::Query {
         return header.error(ResponseCode::NotImp, out);
@@ -88,8 +104,26 @@ pub fn answer_packet(
     };
     // Core stops at `answer_limit`, so only what can be sent is converted.
     let answer = node.dns_answer(config, &question, unix_seconds(), rng);
+    if answer.forward {
+        return Reply::Forward;
+    }
     let response = response(&request, query, &answer);
-    wire::encode_within(&response, limit_bytes, udp_plain, out)
+    match wire::encode_within(&response, limit_bytes, udp_plain, out) {
+        true => Reply::Send,
+        false => Reply::Drop,
+    }
+}
+
+/// SERVFAIL for a request whose recursors all failed, with RA set (and
+/// the question and OPT echoed), as Consul's `handleRecurse`.
+pub fn recursion_failed(packet: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(packet).ok()?;
+    let query = request.queries.first()?;
+    let mut answer = Answer::rcode(Rcode::ServFail);
+    answer.recursion_available = true;
+    let response = response(&request, query, &answer);
+    let mut out = Vec::new();
+    wire::encode_within(&response, TCP_MESSAGE_BYTES_MAX, false, &mut out).then_some(out)
 }
 
 /// The response to `query` carrying `answer`: same ID, RD copied, QR set,
@@ -102,7 +136,7 @@ fn response<'a>(request: &Message, query: &Query, answer: &'a Answer) -> wire::R
             op_code: u8::from(OpCode::Query),
             authoritative: answer.authoritative,
             recursion_desired: request.metadata.recursion_desired,
-            recursion_available: false,
+            recursion_available: answer.recursion_available,
             rcode: wire::rcode(answer.rcode),
         },
         question: Some((
@@ -119,13 +153,13 @@ fn response<'a>(request: &Message, query: &Query, answer: &'a Answer) -> wire::R
     response
 }
 
-fn put(encoded: Option<Vec<u8>>, out: &mut Vec<u8>) -> bool {
+fn put(encoded: Option<Vec<u8>>, out: &mut Vec<u8>) -> Reply {
     match encoded {
         Some(bytes) => {
             *out = bytes;
-            true
+            Reply::Send
         }
-        None => false,
+        None => Reply::Drop,
     }
 }
 
@@ -210,7 +244,7 @@ impl RawHeader {
     }
 
     /// A header-only error response (no question: it may not have decoded).
-    fn error(&self, code: ResponseCode, out: &mut Vec<u8>) -> bool {
+    fn error(&self, code: ResponseCode, out: &mut Vec<u8>) -> Reply {
         let mut response = Message::error_msg(self.id, self.op_code, code);
         response.metadata.recursion_desired = self.recursion_desired;
         put(response.to_vec().ok(), out)

@@ -5,9 +5,14 @@
 //! length-prefixed messages, several per connection, each read within
 //! [`TCP_READ_TIMEOUT`]; a connection that breaks the framing or stalls is
 //! closed, and at most [`TCP_CONNECTIONS_MAX`] are served at once.
+//!
+//! Questions for the recursors: a UDP thread hands them to a task on the
+//! tokio runtime ([`Forwarder`]) and goes on answering; a TCP connection
+//! awaits the relay in turn, as its answers go out in order anyway.
 
-use super::{answer_packet, HEADER_BYTES};
+use super::{answer_packet, recursor, Reply, HEADER_BYTES};
 use crate::state::Node;
+use std::net::{SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,31 +45,87 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// sections under the state lock.
 pub const UDP_THREADS: usize = 2;
 
-/// Starts [`UDP_THREADS`] threads running [`serve_udp`] on clones of `socket`.
+/// Questions relayed to recursors at once, over UDP; past it a question
+/// is dropped (the client retries) rather than queued without bound.
+pub const RECURSOR_QUERIES_MAX: usize = 1024;
+
+/// Where UDP threads hand questions for the recursors: tasks on the tokio
+/// runtime, so a slow recursor never holds up a thread's local answers.
+#[derive(Clone)]
+pub struct Forwarder {
+    runtime: tokio::runtime::Handle,
+    slots: Arc<Semaphore>,
+}
+
+impl Forwarder {
+    /// A forwarder on the runtime this is called from.
+    pub fn current() -> Forwarder {
+        Forwarder {
+            runtime: tokio::runtime::Handle::current(),
+            slots: Arc::new(Semaphore::new(RECURSOR_QUERIES_MAX)),
+        }
+    }
+
+    /// Relays `packet` from `peer` and sends the result on `socket`.
+    fn spawn(
+        &self,
+        socket: &Arc<UdpSocket>,
+        config: &Arc<DnsConfig>,
+        packet: &[u8],
+        peer: SocketAddr,
+        upstream_id: u16,
+    ) {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            crate::log::debug(&format!(
+                "dns: recursor queue full, dropping a query from {peer}"
+            ));
+            return;
+        };
+        let (socket, config, packet) = (socket.clone(), config.clone(), packet.to_vec());
+        self.runtime.spawn(async move {
+            let _slot = slot;
+            let Some(response) = recursor::forward(&packet, &config, false, upstream_id).await
+            else {
+                return;
+            };
+            // A UDP send does not wait for the peer; blocking here is brief.
+            if let Err(e) = socket.send_to(&response, peer) {
+                crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
+            }
+        });
+    }
+}
+
+/// Starts [`UDP_THREADS`] threads running [`serve_udp`] on `socket`. Must
+/// be called on the tokio runtime (it relays to recursors there).
 pub fn spawn_udp_threads(
-    socket: std::net::UdpSocket,
+    socket: UdpSocket,
     node: Arc<Node>,
     config: Arc<DnsConfig>,
 ) -> std::io::Result<()> {
+    socket.set_nonblocking(false)?;
+    let socket = Arc::new(socket);
+    let forwarder = Forwarder::current();
     for i in 0..UDP_THREADS {
-        let socket = socket.try_clone()?;
-        let (node, config) = (node.clone(), config.clone());
+        let (socket, node, config) = (socket.clone(), node.clone(), config.clone());
+        let forwarder = forwarder.clone();
         std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || serve_udp(socket, node, config))?;
+            .spawn(move || serve_udp(socket, node, config, forwarder))?;
     }
     Ok(())
 }
 
-/// Answers DNS over UDP on `socket` forever, on a thread of its own with a
-/// blocking socket. Through the tokio runtime every datagram cost a task
-/// wake-up and a park (perf: ~40% of the time in the scheduler's context
-/// switches); a blocking loop answers a queue of datagrams back to back.
-pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsConfig>) {
-    if let Err(e) = socket.set_nonblocking(false) {
-        crate::log::error(&format!("dns: cannot make the udp socket blocking: {e}"));
-        return;
-    }
+/// Answers DNS over UDP on `socket` (blocking) forever, on a thread of its
+/// own. Through the tokio runtime every datagram cost a task wake-up and a
+/// park (perf: ~40% of the time in the scheduler's context switches); a
+/// blocking loop answers a queue of datagrams back to back.
+pub fn serve_udp(
+    socket: Arc<UdpSocket>,
+    node: Arc<Node>,
+    config: Arc<DnsConfig>,
+    forwarder: Forwarder,
+) {
     let mut buffer = vec![0u8; UDP_REQUEST_BYTES_MAX];
     // Responses are written here, so a steady stream allocates nothing.
     let mut response = Vec::with_capacity(UDP_REQUEST_BYTES_MAX);
@@ -80,8 +141,14 @@ pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsCo
         };
         let packet = &buffer[..len];
         let udp_cap = Some(UDP_RESPONSE_BYTES_MAX);
-        if !guarded(&node, &config, packet, udp_cap, &mut rng, &mut response) {
-            continue;
+        match guarded(&node, &config, packet, udp_cap, &mut rng, &mut response) {
+            Reply::Send => {}
+            Reply::Drop => continue,
+            Reply::Forward => {
+                let upstream_id = rng.below(1 << 16) as u16;
+                forwarder.spawn(&socket, &config, packet, peer, upstream_id);
+                continue;
+            }
         }
         if let Err(e) = socket.send_to(&response, peer) {
             crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
@@ -128,8 +195,16 @@ async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig
             // EOF, a reset, bad framing or a stall: the connection is done.
             Ok(Err(_)) | Err(_) => return,
         }
-        if !guarded(node, config, &request, None, &mut rng, &mut response) {
-            continue;
+        match guarded(node, config, &request, None, &mut rng, &mut response) {
+            Reply::Send => {}
+            Reply::Drop => continue,
+            Reply::Forward => {
+                let upstream_id = rng.below(1 << 16) as u16;
+                match recursor::forward(&request, config, true, upstream_id).await {
+                    Some(relayed) => response = relayed,
+                    None => continue,
+                }
+            }
         }
         let Ok(len) = u16::try_from(response.len()) else {
             continue;
@@ -165,12 +240,12 @@ fn guarded(
     max_udp_size: Option<usize>,
     rng: &mut Rng,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Reply {
     std::panic::catch_unwind(AssertUnwindSafe(|| {
         answer_packet(node, config, packet, max_udp_size, rng, out)
     }))
     .unwrap_or_else(|_| {
         crate::log::warn("dns: a packet made the handler panic; dropped it");
-        false
+        Reply::Drop
     })
 }

@@ -353,8 +353,7 @@ async fn udp_and_tcp_servers_answer() {
         udp.local_addr().expect("addr"),
         tcp.local_addr().expect("addr"),
     );
-    let (udp_node, udp_config) = (node.clone(), config.clone());
-    std::thread::spawn(move || serve_udp(udp, udp_node, udp_config));
+    spawn_udp_threads(udp, node.clone(), config.clone()).expect("udp threads");
     tokio::spawn(serve_tcp(tcp, node, config));
 
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0")

@@ -40,6 +40,11 @@ impl Agent {
     /// port>` and waits until `GET /v1/status/leader` answers 200. Retries on
     /// other ports if a chosen one was taken between probing and binding.
     pub fn start() -> Agent {
+        Agent::start_with(&[])
+    }
+
+    /// [`Agent::start`] with more agent flags (`-recursor=...`).
+    pub fn start_with(extra: &[String]) -> Agent {
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
@@ -50,6 +55,7 @@ impl Agent {
             let child = Command::new(env!("CARGO_BIN_EXE_tribune"))
                 .args(["agent", "-dev", "-http-port", &port.to_string()])
                 .args(["-dns-port", &dns_port.to_string()])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().expect("clone log file handle"))
                 .stderr(log_file)
