@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{oneshot, Notify};
 use tribune_core::agent::LocalAgent;
 use tribune_core::command::{Command, CommandResult};
+use tribune_core::dns::cache::ServiceCache;
 use tribune_core::dns::{Answer, DnsConfig, Question};
 use tribune_core::fsm::{Effects, Fsm};
 use tribune_core::rng::Rng;
@@ -220,17 +221,19 @@ impl Node {
 
     /// Answers a DNS question from the applied state (Consul's DNS reads
     /// allow stale data, so the local FSM is the source); the shuffle draws
-    /// from the caller's `rng`. A shared lock: answers run in parallel
-    /// with each other and with HTTP reads, never with an apply.
+    /// from the caller's `rng` and service instances come from its
+    /// `cache`. A shared lock: answers run in parallel with each other and
+    /// with HTTP reads, never with an apply.
     pub fn dns_answer(
         &self,
         config: &DnsConfig,
         question: &Question,
         serial: u32,
         rng: &mut Rng,
+        cache: &mut ServiceCache,
     ) -> Answer {
         let inner = self.lock_shared();
-        tribune_core::dns::answer::answer(&inner.fsm, config, question, serial, rng)
+        tribune_core::dns::answer::answer_cached(&inner.fsm, config, question, serial, rng, cache)
     }
 
     /// Registers a waiter; `None` when the waiter bound is reached (the

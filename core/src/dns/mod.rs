@@ -15,6 +15,7 @@
 //! recurses; with no recursors they are refused.
 
 pub mod answer;
+pub mod cache;
 pub mod name;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Answer selection tests against a store built through `Fsm::apply`.
 
-use super::answer::answer;
+use super::answer::{answer, answer_cached};
+use super::cache::ServiceCache;
 use super::{Answer, DnsConfig, QType, Question, RData, Rcode};
 use crate::catalog::{Check, CheckDefinition, CheckStatus, Node, Registration, Service, Weights};
 use crate::command::{Command, CommandResult};
@@ -281,6 +282,68 @@ fn nodes_addr_and_ptr() {
     );
     let soa = store.ask("consul.", QType::Soa, &mut rng);
     assert!(matches!(soa.answers[0].data, RData::Soa { .. }));
+}
+
+/// A cache kept across queries answers as a fresh one would, and a
+/// catalog change (here a check going critical) shows on the next query.
+#[test]
+fn a_kept_cache_follows_catalog_changes() {
+    let mut store = web_store();
+    let config = DnsConfig::new("dc1");
+    let mut cache = ServiceCache::default();
+    for (name, qtype) in [
+        ("web.service.consul.", QType::A),
+        ("web.service.consul.", QType::Srv),
+        ("v1.web.service.consul.", QType::Srv),
+        ("nope.service.consul.", QType::A),
+    ] {
+        let question = Question {
+            name: name.into(),
+            qtype,
+            answer_limit: Some(2),
+        };
+        for seed in 0..10 {
+            let kept = answer_cached(
+                &store.fsm,
+                &config,
+                &question,
+                7,
+                &mut Rng::from_seed(seed),
+                &mut cache,
+            );
+            let fresh = answer(&store.fsm, &config, &question, 7, &mut Rng::from_seed(seed));
+            assert_eq!(kept, fresh, "{name} seed {seed}");
+        }
+    }
+    let question = Question {
+        name: "web.service.consul.".into(),
+        qtype: QType::A,
+        answer_limit: None,
+    };
+    let before = answer_cached(
+        &store.fsm,
+        &config,
+        &question,
+        7,
+        &mut Rng::from_seed(1),
+        &mut cache,
+    );
+    assert!(addresses(&before).contains("10.0.0.1"));
+    store.add(
+        "n1",
+        "10.0.0.1",
+        Some(("web", "", &["v1"], 80)),
+        CheckStatus::Critical,
+    );
+    let after = answer_cached(
+        &store.fsm,
+        &config,
+        &question,
+        7,
+        &mut Rng::from_seed(1),
+        &mut cache,
+    );
+    assert!(!addresses(&after).contains("10.0.0.1"), "{after:?}");
 }
 
 /// Names outside the domain, and reverse lookups that match nothing, go to

@@ -30,6 +30,7 @@ pub use server::{
 use crate::state::Node;
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::ProtoError;
+use tribune_core::dns::cache::ServiceCache;
 use tribune_core::dns::{Answer, DnsConfig, Question, Rcode};
 use tribune_core::rng::Rng;
 
@@ -63,19 +64,36 @@ pub fn handle_packet(
     max_udp_size: Option<usize>,
 ) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    let mut rng = node.fork_rng();
-    let reply = answer_packet(node, config, packet, max_udp_size, &mut rng, &mut out);
+    let mut worker = Worker::new(node);
+    let reply = answer_packet(node, config, packet, max_udp_size, &mut worker, &mut out);
     (reply == Reply::Send).then_some(out)
 }
 
-/// [`handle_packet`] into a buffer the caller reuses, shuffling with the
-/// caller's `rng`.
+/// What a thread (or TCP connection) answering DNS keeps between queries:
+/// its own RNG for the shuffles, forked from the node's seeded one, and its
+/// own cache of service instances, so neither needs a lock.
+pub struct Worker {
+    pub rng: Rng,
+    pub cache: ServiceCache,
+}
+
+impl Worker {
+    pub fn new(node: &Node) -> Worker {
+        Worker {
+            rng: node.fork_rng(),
+            cache: ServiceCache::default(),
+        }
+    }
+}
+
+/// [`handle_packet`] into a buffer the caller reuses, with the caller's
+/// [`Worker`].
 pub fn answer_packet(
     node: &Node,
     config: &DnsConfig,
     packet: &[u8],
     max_udp_size: Option<usize>,
-    rng: &mut Rng,
+    worker: &mut Worker,
     out: &mut Vec<u8>,
 ) -> Reply {
     let Some(header) = RawHeader::parse(packet) else {
@@ -103,7 +121,13 @@ pub fn answer_packet(
         answer_limit: udp_plain.then_some(wire::UDP_ANSWER_LIMIT),
     };
     // Core stops at `answer_limit`, so only what can be sent is converted.
-    let answer = node.dns_answer(config, &question, unix_seconds(), rng);
+    let answer = node.dns_answer(
+        config,
+        &question,
+        unix_seconds(),
+        &mut worker.rng,
+        &mut worker.cache,
+    );
     if answer.forward {
         return Reply::Forward;
     }

@@ -10,7 +10,7 @@
 //! tokio runtime ([`Forwarder`]) and goes on answering; a TCP connection
 //! awaits the relay in turn, as its answers go out in order anyway.
 
-use super::{answer_packet, recursor, Reply, HEADER_BYTES};
+use super::{answer_packet, recursor, Reply, Worker, HEADER_BYTES};
 use crate::state::Node;
 use std::net::{SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
@@ -20,7 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tribune_core::dns::DnsConfig;
-use tribune_core::rng::Rng;
 
 /// Receive buffer for one datagram. A larger one arrives cut short (the OS
 /// truncates it) and then fails to decode: FORMERR or nothing.
@@ -129,7 +128,7 @@ pub fn serve_udp(
     let mut buffer = vec![0u8; UDP_REQUEST_BYTES_MAX];
     // Responses are written here, so a steady stream allocates nothing.
     let mut response = Vec::with_capacity(UDP_REQUEST_BYTES_MAX);
-    let mut rng = node.fork_rng();
+    let mut worker = Worker::new(&node);
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
@@ -141,11 +140,11 @@ pub fn serve_udp(
         };
         let packet = &buffer[..len];
         let udp_cap = Some(UDP_RESPONSE_BYTES_MAX);
-        match guarded(&node, &config, packet, udp_cap, &mut rng, &mut response) {
+        match guarded(&node, &config, packet, udp_cap, &mut worker, &mut response) {
             Reply::Send => {}
             Reply::Drop => continue,
             Reply::Forward => {
-                let upstream_id = rng.below(1 << 16) as u16;
+                let upstream_id = worker.rng.below(1 << 16) as u16;
                 forwarder.spawn(&socket, &config, packet, peer, upstream_id);
                 continue;
             }
@@ -187,7 +186,7 @@ pub async fn serve_tcp(listener: TcpListener, node: Arc<Node>, config: Arc<DnsCo
 async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig) {
     let mut request = Vec::new();
     let mut response = Vec::new();
-    let mut rng = node.fork_rng();
+    let mut worker = Worker::new(node);
     loop {
         match tokio::time::timeout(TCP_READ_TIMEOUT, read_message(&mut stream, &mut request)).await
         {
@@ -195,11 +194,11 @@ async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig
             // EOF, a reset, bad framing or a stall: the connection is done.
             Ok(Err(_)) | Err(_) => return,
         }
-        match guarded(node, config, &request, None, &mut rng, &mut response) {
+        match guarded(node, config, &request, None, &mut worker, &mut response) {
             Reply::Send => {}
             Reply::Drop => continue,
             Reply::Forward => {
-                let upstream_id = rng.below(1 << 16) as u16;
+                let upstream_id = worker.rng.below(1 << 16) as u16;
                 match recursor::forward(&request, config, true, upstream_id).await {
                     Some(relayed) => response = relayed,
                     None => continue,
@@ -238,11 +237,11 @@ fn guarded(
     config: &DnsConfig,
     packet: &[u8],
     max_udp_size: Option<usize>,
-    rng: &mut Rng,
+    worker: &mut Worker,
     out: &mut Vec<u8>,
 ) -> Reply {
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        answer_packet(node, config, packet, max_udp_size, rng, out)
+        answer_packet(node, config, packet, max_udp_size, worker, out)
     }))
     .unwrap_or_else(|_| {
         crate::log::warn("dns: a packet made the handler panic; dropped it");
