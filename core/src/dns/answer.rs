@@ -333,10 +333,11 @@ impl Ctx<'_> {
                     target: target.clone(),
                 },
             });
-            let Some(ip) = instance.ip.filter(|_| instance.target_in_domain.is_some()) else {
+            let (Some(ip), Some(prefix)) = (instance.ip, &instance.target_in_domain) else {
                 continue;
             };
-            if additional_names.insert(target.clone()) {
+            // Instances sharing a node share a target: one A record for it.
+            if additional_names.insert(prefix.as_str()) {
                 let data = match ip {
                     IpAddr::V4(v4) => RData::A(v4),
                     IpAddr::V6(v6) => RData::Aaaa(v6),

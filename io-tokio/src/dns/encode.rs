@@ -368,12 +368,17 @@ impl<'b> Encoder<'b> {
     }
 
     /// A target among the first `complete` spelling the tail of `name`
-    /// from byte `from` exactly, to the root.
+    /// from byte `from` exactly, to the root. The tail's first label is
+    /// found once and compared first, which rules out most targets.
     fn find(&self, name: &WireName<'_>, from: usize, complete: usize) -> Option<u16> {
-        self.targets[..complete]
-            .iter()
-            .copied()
-            .find(|&target| self.spells(usize::from(target), name, from))
+        let (first, rest) = name.label_at(from)?;
+        self.targets[..complete].iter().copied().find(|&target| {
+            let at = self.follow(usize::from(target));
+            let len = usize::from(self.out[at]);
+            len == first.len()
+                && self.out[at + 1..at + 1 + len] == *first
+                && self.spells(at + 1 + len, name, rest)
+        })
     }
 
     /// Whether the name at `at` in the message is the tail of `name` from
