@@ -318,10 +318,6 @@ impl<'b> Encoder<'b> {
         self.count(3);
     }
 
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
     fn u16(&mut self, value: u16) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
