@@ -167,12 +167,53 @@ impl fmt::Display for CatalogError {
     }
 }
 
-/// The three catalog tables, keyed for ordered, deterministic iteration.
+/// The three catalog tables, keyed for ordered, deterministic iteration,
+/// plus a derived index of service instances by lowercased name (what DNS
+/// and the health endpoints look up), so a lookup does not scan every
+/// service. The index is not serialized: a snapshot holds the three tables
+/// and deserializing rebuilds it. The tables are only changed through
+/// `register`/`deregister_*`, which keep the index in step; `validate`
+/// checks that it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CatalogTables", into = "CatalogTables")]
 pub struct Catalog {
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<(String, String), Service>,
     pub checks: BTreeMap<(String, String), Check>,
+    /// Lowercased service name -> the `(node, id)` keys of its instances,
+    /// sorted.
+    by_name: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// What a snapshot holds of the catalog: the tables, without the index.
+#[derive(Clone, Serialize, Deserialize)]
+struct CatalogTables {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<(String, String), Service>,
+    checks: BTreeMap<(String, String), Check>,
+}
+
+impl From<CatalogTables> for Catalog {
+    fn from(tables: CatalogTables) -> Catalog {
+        let mut catalog = Catalog {
+            nodes: tables.nodes,
+            services: tables.services,
+            checks: tables.checks,
+            by_name: BTreeMap::new(),
+        };
+        catalog.by_name = catalog.build_name_index();
+        catalog
+    }
+}
+
+impl From<Catalog> for CatalogTables {
+    fn from(catalog: Catalog) -> CatalogTables {
+        CatalogTables {
+            nodes: catalog.nodes,
+            services: catalog.services,
+            checks: catalog.checks,
+        }
+    }
 }
 
 /// Which tables a catalog write touched.
@@ -267,9 +308,18 @@ impl Catalog {
             let mut service = service.clone();
             service.node = node_name.clone();
             let key = (node_name.clone(), service.id.clone());
-            touched.services |= upsert(&mut self.services, key, service, index, |s| {
+            let old_name = self.services.get(&key).map(|old| old.name.clone());
+            let new_name = service.name.clone();
+            let changed = upsert(&mut self.services, key.clone(), service, index, |s| {
                 (&mut s.create_index, &mut s.modify_index)
             });
+            if old_name.as_deref() != Some(new_name.as_str()) {
+                if let Some(old_name) = old_name {
+                    self.unindex(&old_name, &key);
+                }
+                self.index(&new_name, key);
+            }
+            touched.services |= changed;
         }
         let mut critical = Vec::new();
         for check in &reg.checks {
@@ -302,7 +352,7 @@ impl Catalog {
         };
         let services: Vec<_> = self.node_services(node).map(|s| s.id.clone()).collect();
         for id in services {
-            touched.services |= self.services.remove(&(node.to_string(), id)).is_some();
+            touched.services |= self.remove_service(&(node.to_string(), id));
         }
         let checks: Vec<String> = self.node_checks(node).map(|c| c.check_id.clone()).collect();
         for id in &checks {
@@ -317,10 +367,7 @@ impl Catalog {
     /// Removes one service and the checks bound to it.
     pub fn deregister_service(&mut self, node: &str, service_id: &str) -> (Touched, Vec<String>) {
         let mut touched = Touched {
-            services: self
-                .services
-                .remove(&(node.to_string(), service_id.to_string()))
-                .is_some(),
+            services: self.remove_service(&(node.to_string(), service_id.to_string())),
             ..Touched::default()
         };
         let checks: Vec<String> = self
@@ -368,7 +415,63 @@ impl Catalog {
         &'a self,
         name: &'a str,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services.values().filter(move |s| s.name == name)
+        self.instance_keys(name)
+            .iter()
+            .filter_map(|key| self.services.get(key))
+            .filter(move |s| s.name == name)
+    }
+
+    /// The `(node, id)` keys of the instances whose name equals `name`
+    /// ignoring ASCII case, sorted; empty for an unknown name. O(log n).
+    pub fn instance_keys(&self, name: &str) -> &[(String, String)] {
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_name.get(&name.to_ascii_lowercase())
+        } else {
+            self.by_name.get(name)
+        };
+        found.map_or(&[], Vec::as_slice)
+    }
+
+    fn index(&mut self, name: &str, key: (String, String)) {
+        let keys = self.by_name.entry(name.to_ascii_lowercase()).or_default();
+        if let Err(at) = keys.binary_search(&key) {
+            keys.insert(at, key);
+        }
+    }
+
+    fn unindex(&mut self, name: &str, key: &(String, String)) {
+        let lower = name.to_ascii_lowercase();
+        if let Some(keys) = self.by_name.get_mut(&lower) {
+            if let Ok(at) = keys.binary_search(key) {
+                keys.remove(at);
+            }
+            if keys.is_empty() {
+                self.by_name.remove(&lower);
+            }
+        }
+    }
+
+    /// Removes a service row and its index entry; whether it was there.
+    fn remove_service(&mut self, key: &(String, String)) -> bool {
+        match self.services.remove(key) {
+            Some(service) => {
+                self.unindex(&service.name, key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn build_name_index(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        // `services` iterates in key order, so every list comes out sorted.
+        for (key, service) in &self.services {
+            by_name
+                .entry(service.name.to_ascii_lowercase())
+                .or_default()
+                .push(key.clone());
+        }
+        by_name
     }
 
     /// Checks that decide the health of `service`: its node's node-level
@@ -417,6 +520,9 @@ impl Catalog {
             if !check.service_id.is_empty() && !self.services.contains_key(&service_key) {
                 return Err(format!("check {id:?} bound to a missing service"));
             }
+        }
+        if self.by_name != self.build_name_index() {
+            return Err("the service name index is out of step with the services".into());
         }
         Ok(())
     }

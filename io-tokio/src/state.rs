@@ -11,12 +11,13 @@
 
 use crate::clock;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tribune_core::agent::{AgentOutput, LocalAgent};
 use tribune_core::catalog::CheckStatus;
 use tribune_core::checks::RunRequest;
 use tribune_core::command::{Command, CommandResult};
+use tribune_core::dns::cache::ServiceCache;
 use tribune_core::dns::{Answer, DnsConfig, Question};
 use tribune_core::fsm::{Effects, Fsm};
 use tribune_core::rng::Rng;
@@ -60,7 +61,10 @@ pub struct Inner {
 }
 
 pub struct Node {
-    inner: Mutex<Inner>,
+    /// Writes (applies, agent changes, timers) take it exclusively; reads
+    /// (HTTP reads, DNS answers) share it, so the DNS threads answer in
+    /// parallel.
+    inner: RwLock<Inner>,
     /// Wakes the timer loop when deadlines may have moved earlier.
     timers_changed: Notify,
     pub identity: Identity,
@@ -156,7 +160,7 @@ impl Node {
         let mut rng = Rng::from_seed(seed);
         let leader = Leader::new(clock::now(), rng.next_u64(), &fsm);
         let node = Arc::new(Node {
-            inner: Mutex::new(Inner {
+            inner: RwLock::new(Inner {
                 fsm,
                 leader,
                 agent,
@@ -177,11 +181,17 @@ impl Node {
         node
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
         // A panic while holding the lock is a bug that already crashed a
         // request; the state itself is only changed by whole applies.
         self.inner
-            .lock()
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_shared(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -200,7 +210,7 @@ impl Node {
 
     /// Runs `f` against the applied state.
     pub fn read<T>(&self, f: impl FnOnce(&Inner) -> T) -> T {
-        f(&self.lock())
+        f(&self.lock_shared())
     }
 
     /// Changes the local agent's state, then proposes what it queued.
@@ -258,13 +268,27 @@ impl Node {
         self.lock().rng.below(bound)
     }
 
+    /// A generator seeded from the node's RNG, for a thread that draws
+    /// often (a DNS thread's shuffles) without taking the lock to do so.
+    pub fn fork_rng(&self) -> Rng {
+        Rng::from_seed(self.lock().rng.next_u64())
+    }
+
     /// Answers a DNS question from the applied state (Consul's DNS reads
     /// allow stale data, so the local FSM is the source); the shuffle draws
-    /// from the node's RNG. One lock for both, so the answer is consistent.
-    pub fn dns_answer(&self, config: &DnsConfig, question: &Question, serial: u32) -> Answer {
-        let mut inner = self.lock();
-        let Inner { fsm, rng, .. } = &mut *inner;
-        tribune_core::dns::answer::answer(fsm, config, question, serial, rng)
+    /// from the caller's `rng` and service instances come from its
+    /// `cache`. A shared lock: answers run in parallel with each other and
+    /// with HTTP reads, never with an apply.
+    pub fn dns_answer(
+        &self,
+        config: &DnsConfig,
+        question: &Question,
+        serial: u32,
+        rng: &mut Rng,
+        cache: &mut ServiceCache,
+    ) -> Answer {
+        let inner = self.lock_shared();
+        tribune_core::dns::answer::answer_cached(&inner.fsm, config, question, serial, rng, cache)
     }
 
     /// Registers a waiter; `None` when the waiter bound is reached (the

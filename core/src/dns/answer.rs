@@ -2,9 +2,10 @@
 //! state. Pure: the shuffle draws from the caller's seeded RNG and the SOA
 //! serial (Consul's unix time) arrives as data.
 
-use super::name::{hex_ip, parse, Lookup};
+use super::cache::{Instance, ServiceCache};
+use super::name::{parse, Lookup};
 use super::{Answer, DnsConfig, QType, Question, RData, Rcode, Record};
-use crate::catalog::{CheckStatus, Node, Service};
+use crate::catalog::{CheckStatus, Node};
 use crate::fsm::Fsm;
 use crate::rng::Rng;
 use std::collections::BTreeSet;
@@ -18,6 +19,26 @@ pub fn answer(
     serial: u32,
     rng: &mut Rng,
 ) -> Answer {
+    answer_cached(
+        fsm,
+        config,
+        question,
+        serial,
+        rng,
+        &mut ServiceCache::default(),
+    )
+}
+
+/// [`answer`] with the caller's [`ServiceCache`], which a server keeps
+/// between queries so that service answers only draw instances.
+pub fn answer_cached(
+    fsm: &Fsm,
+    config: &DnsConfig,
+    question: &Question,
+    serial: u32,
+    rng: &mut Rng,
+    cache: &mut ServiceCache,
+) -> Answer {
     let parsed = parse(&question.name, config);
     let ctx = Ctx {
         fsm,
@@ -27,7 +48,9 @@ pub fn answer(
         qtype: question.qtype,
         serial,
     };
+    let recursion = !config.recursors.is_empty();
     let mut out = match &parsed.lookup {
+        Lookup::NotOurs if recursion => return Answer::forward(),
         Lookup::NotOurs => return Answer::rcode(Rcode::Refused),
         Lookup::Apex => ctx.apex(),
         Lookup::Service {
@@ -36,14 +59,20 @@ pub fn answer(
             datacenter,
         } => {
             let limit = question.answer_limit.unwrap_or(usize::MAX);
-            ctx.service(service, tag.as_deref(), datacenter, limit, rng)
+            let draw = Draw { limit, rng, cache };
+            ctx.service(service, tag.as_deref(), datacenter, draw)
         }
         Lookup::Node { node, datacenter } => ctx.node(node, datacenter),
         Lookup::Addr { ip, datacenter } => ctx.addr(*ip, datacenter),
-        Lookup::Ptr(ip) => ctx.ptr(*ip),
+        Lookup::Ptr(ip) => match ctx.ptr(*ip) {
+            // Nothing here has that address: someone upstream may know it.
+            miss if recursion && miss.rcode == Rcode::NxDomain => return Answer::forward(),
+            found => found,
+        },
         Lookup::PreparedQuery { .. } | Lookup::Invalid => ctx.nxdomain(),
     };
     out.authoritative = true;
+    out.recursion_available = recursion;
     out
 }
 
@@ -194,51 +223,44 @@ impl Ctx<'_> {
         self.finish(out)
     }
 
-    /// Instances of a service, in random order: every instance with the
-    /// name (and tag) is shuffled, then health is checked walking that order
-    /// until `limit` healthy ones are found. Shuffling before filtering keeps
-    /// the order uniform over the healthy ones, and stopping early means a
-    /// capped answer (plain UDP) looks at a few instances, not all.
-    fn healthy(
+    /// Instances of a service, in random order: the instances with the name
+    /// are shuffled lazily, Fisher–Yates one position at a time, and each
+    /// drawn instance is checked for tag and health until `limit` healthy
+    /// ones are found. Filtering a uniformly random order keeps the order
+    /// uniform over the healthy ones, and stopping early means a capped
+    /// answer (plain UDP) draws a few instances, not all of them.
+    fn healthy<'c>(
         &self,
-        service: &str,
+        all: &'c [Instance],
         tag: Option<&str>,
         limit: usize,
         rng: &mut Rng,
-    ) -> Vec<(&Service, &Node, CheckStatus)> {
-        let catalog = &self.fsm.catalog;
-        let mut candidates: Vec<&Service> = catalog
-            .services
-            .values()
-            .filter(|s| s.name.eq_ignore_ascii_case(service))
-            .filter(|s| tag.is_none_or(|tag| s.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))))
-            .collect();
-        shuffle(&mut candidates, rng);
+    ) -> Vec<&'c Instance> {
+        let mut candidates: Vec<&Instance> = all.iter().collect();
         // A/AAAA answers carry each address once, so a limit counts
         // distinct addresses (nothing to count without a limit).
         let distinct = self.qtype != QType::Srv && limit != usize::MAX;
         let mut addresses = BTreeSet::new();
         let mut out = Vec::new();
-        for instance in candidates {
+        for i in 0..candidates.len() {
             let enough = if distinct { addresses.len() } else { out.len() };
             if enough >= limit {
                 break;
             }
-            let Some(node) = catalog.nodes.get(&instance.node) else {
+            let j = i + rng.below((candidates.len() - i) as u64) as usize;
+            candidates.swap(i, j);
+            let instance = candidates[i];
+            if tag.is_some_and(|tag| !instance.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))) {
                 continue;
-            };
-            let worst = catalog
-                .service_health_checks(instance)
-                .map(|c| c.status)
-                .max()
-                .unwrap_or(CheckStatus::Passing);
+            }
+            let worst = instance.worst;
             let excluded =
                 worst.is_critical() || (self.config.only_passing && worst == CheckStatus::Warning);
             if !excluded {
                 if distinct {
-                    addresses.insert(instance_address(instance, node));
+                    addresses.insert(instance.address.as_str());
                 }
-                out.push((instance, node, worst));
+                out.push(instance);
             }
         }
         out
@@ -249,13 +271,15 @@ impl Ctx<'_> {
         service: &str,
         tag: Option<&str>,
         datacenter: &str,
-        limit: usize,
-        rng: &mut Rng,
+        draw: Draw<'_>,
     ) -> Answer {
         if !self.known_dc(datacenter) {
             return self.nxdomain();
         }
-        let instances = self.healthy(service, tag, limit, rng);
+        let all = draw
+            .cache
+            .instances(self.fsm, &self.config.datacenter, service);
+        let instances = self.healthy(all, tag, draw.limit, draw.rng);
         if instances.is_empty() {
             return self.nxdomain();
         }
@@ -268,16 +292,15 @@ impl Ctx<'_> {
         self.finish(out)
     }
 
-    fn service_addresses(&self, instances: &[(&Service, &Node, CheckStatus)], out: &mut Answer) {
+    fn service_addresses(&self, instances: &[&Instance], out: &mut Answer) {
         let ttl = self.config.service_ttl_secs;
         let mut seen = BTreeSet::new();
-        for (service, node, _) in instances {
-            let address = instance_address(service, node);
-            if !seen.insert(address) {
+        for instance in instances {
+            if !seen.insert(instance.address.as_str()) {
                 continue;
             }
             out.answers
-                .extend(self.address_record(&self.qname, address, ttl));
+                .extend(self.address_record(&self.qname, &instance.address, ttl));
         }
         let limit = self.config.a_record_limit;
         if limit > 0 && out.answers.len() > limit {
@@ -288,25 +311,17 @@ impl Ctx<'_> {
     /// `1 <weight> <port> <target>`, with the target's address in the
     /// additional section: `<node>.node.<dc>.<domain>` for instances on the
     /// node's address, `<hex>.addr.<dc>.<domain>` for an own IP address.
-    fn srv_records(&self, instances: &[(&Service, &Node, CheckStatus)], out: &mut Answer) {
-        let (dc, domain) = (&self.config.datacenter, self.domain);
+    fn srv_records(&self, instances: &[&Instance], out: &mut Answer) {
         let ttl = self.config.service_ttl_secs;
         let mut additional_names = BTreeSet::new();
-        for (service, node, worst) in instances {
-            let weight = match worst {
-                CheckStatus::Warning => service.weights.warning,
-                _ => service.weights.passing,
+        for instance in instances {
+            let weight = match instance.worst {
+                CheckStatus::Warning => instance.weights.warning,
+                _ => instance.weights.passing,
             };
-            let (target, address) = match service.address.parse::<IpAddr>() {
-                Ok(ip) => (
-                    format!("{}.addr.{dc}.{domain}.", hex_ip(ip)),
-                    service.address.as_str(),
-                ),
-                Err(_) if service.address.is_empty() => (
-                    format!("{}.node.{dc}.{domain}.", node.name),
-                    node.address.as_str(),
-                ),
-                Err(_) => (fqdn(&service.address), ""),
+            let target = match &instance.target_in_domain {
+                Some(prefix) => format!("{prefix}.{}.", self.domain),
+                None => fqdn(&instance.address),
             };
             out.answers.push(Record {
                 name: self.qname.clone(),
@@ -314,34 +329,35 @@ impl Ctx<'_> {
                 data: RData::Srv {
                     priority: 1,
                     weight: u16::try_from(weight).unwrap_or(u16::MAX),
-                    port: service.port,
+                    port: instance.port,
                     target: target.clone(),
                 },
             });
-            if let Ok(ip) = address.parse::<IpAddr>() {
-                if additional_names.insert(target.clone()) {
-                    let data = match ip {
-                        IpAddr::V4(v4) => RData::A(v4),
-                        IpAddr::V6(v6) => RData::Aaaa(v6),
-                    };
-                    out.additional.push(Record {
-                        name: target,
-                        ttl,
-                        data,
-                    });
-                }
+            let (Some(ip), Some(prefix)) = (instance.ip, &instance.target_in_domain) else {
+                continue;
+            };
+            // Instances sharing a node share a target: one A record for it.
+            if additional_names.insert(prefix.as_str()) {
+                let data = match ip {
+                    IpAddr::V4(v4) => RData::A(v4),
+                    IpAddr::V6(v6) => RData::Aaaa(v6),
+                };
+                out.additional.push(Record {
+                    name: target,
+                    ttl,
+                    data,
+                });
             }
         }
     }
 }
 
-/// The address an instance is reached at: its own, else its node's.
-fn instance_address<'a>(service: &'a Service, node: &'a Node) -> &'a str {
-    if service.address.is_empty() {
-        &node.address
-    } else {
-        &service.address
-    }
+/// How to draw a service's instances: at most `limit` healthy ones, with
+/// `rng`, from `cache`.
+struct Draw<'d> {
+    limit: usize,
+    rng: &'d mut Rng,
+    cache: &'d mut ServiceCache,
 }
 
 /// Node meta as TXT (RFC 1464 `key=value`; Consul drops the key for
@@ -362,12 +378,4 @@ fn node_meta_txt(node: &Node, name: &str, ttl: u32) -> Vec<Record> {
             }
         })
         .collect()
-}
-
-/// Fisher–Yates with the caller's RNG: a fresh order on every answer.
-fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
-    for i in (1..items.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
 }

@@ -8,13 +8,23 @@
 //! TTL 0 by default, a fresh shuffle on every answer, instances with a
 //! critical check left out, NXDOMAIN + SOA when nothing matches, NOERROR + SOA
 //! (NODATA) for names that exist without records of the asked type.
+//!
+//! Names outside the domains go to the configured recursors (the shell does
+//! the exchange; core only decides, see [`Answer::forward`]), and so do
+//! reverse lookups that match nothing here, as Consul's `handlePtr`
+//! recurses; with no recursors they are refused.
 
 pub mod answer;
+pub mod cache;
 pub mod name;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use crate::time::Duration;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Consul's default `dns_config.recursor_timeout`.
+pub const RECURSOR_TIMEOUT_DEFAULT: Duration = Duration::from_millis(2_000);
 
 /// What the agent's DNS server is configured with (Consul's `dns_config`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +41,11 @@ pub struct DnsConfig {
     pub only_passing: bool,
     /// Cap on A/AAAA answers after the shuffle (`a_record_limit`); 0 = none.
     pub a_record_limit: usize,
+    /// Upstream DNS servers for names outside the domains (`recursors`,
+    /// `-recursor`), tried in order. Empty: such names are refused.
+    pub recursors: Vec<SocketAddr>,
+    /// How long each recursor gets to answer (`dns_config.recursor_timeout`).
+    pub recursor_timeout: Duration,
 }
 
 impl DnsConfig {
@@ -43,6 +58,8 @@ impl DnsConfig {
             service_ttl_secs: 0,
             only_passing: false,
             a_record_limit: 0,
+            recursors: Vec::new(),
+            recursor_timeout: RECURSOR_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -123,6 +140,12 @@ pub enum Rcode {
 pub struct Answer {
     pub rcode: Rcode,
     pub authoritative: bool,
+    /// The RA bit: set on every answer when recursors are configured, as
+    /// Consul does.
+    pub recursion_available: bool,
+    /// Not answered here: the shell relays the question to the recursors
+    /// (the other fields are then unused).
+    pub forward: bool,
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
     pub additional: Vec<Record>,
@@ -133,9 +156,20 @@ impl Answer {
         Answer {
             rcode,
             authoritative: false,
+            recursion_available: false,
+            forward: false,
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),
+        }
+    }
+
+    /// The question goes to the recursors.
+    pub fn forward() -> Answer {
+        Answer {
+            recursion_available: true,
+            forward: true,
+            ..Answer::rcode(Rcode::NoError)
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Answer selection tests against a store built through `Fsm::apply`.
 
-use super::answer::answer;
+use super::answer::{answer, answer_cached};
+use super::cache::ServiceCache;
 use super::{Answer, DnsConfig, QType, Question, RData, Rcode};
 use crate::catalog::{Check, CheckDefinition, CheckStatus, Node, Registration, Service, Weights};
 use crate::command::{Command, CommandResult};
@@ -281,6 +282,112 @@ fn nodes_addr_and_ptr() {
     );
     let soa = store.ask("consul.", QType::Soa, &mut rng);
     assert!(matches!(soa.answers[0].data, RData::Soa { .. }));
+}
+
+/// A cache kept across queries answers as a fresh one would, and a
+/// catalog change (here a check going critical) shows on the next query.
+#[test]
+fn a_kept_cache_follows_catalog_changes() {
+    let mut store = web_store();
+    let config = DnsConfig::new("dc1");
+    let mut cache = ServiceCache::default();
+    for (name, qtype) in [
+        ("web.service.consul.", QType::A),
+        ("web.service.consul.", QType::Srv),
+        ("v1.web.service.consul.", QType::Srv),
+        ("nope.service.consul.", QType::A),
+    ] {
+        let question = Question {
+            name: name.into(),
+            qtype,
+            answer_limit: Some(2),
+        };
+        for seed in 0..10 {
+            let kept = answer_cached(
+                &store.fsm,
+                &config,
+                &question,
+                7,
+                &mut Rng::from_seed(seed),
+                &mut cache,
+            );
+            let fresh = answer(&store.fsm, &config, &question, 7, &mut Rng::from_seed(seed));
+            assert_eq!(kept, fresh, "{name} seed {seed}");
+        }
+    }
+    let question = Question {
+        name: "web.service.consul.".into(),
+        qtype: QType::A,
+        answer_limit: None,
+    };
+    let before = answer_cached(
+        &store.fsm,
+        &config,
+        &question,
+        7,
+        &mut Rng::from_seed(1),
+        &mut cache,
+    );
+    assert!(addresses(&before).contains("10.0.0.1"));
+    store.add(
+        "n1",
+        "10.0.0.1",
+        Some(("web", "", &["v1"], 80)),
+        CheckStatus::Critical,
+    );
+    let after = answer_cached(
+        &store.fsm,
+        &config,
+        &question,
+        7,
+        &mut Rng::from_seed(1),
+        &mut cache,
+    );
+    assert!(!addresses(&after).contains("10.0.0.1"), "{after:?}");
+}
+
+/// Names outside the domain, and reverse lookups that match nothing, go to
+/// the recursors when there are some (and are refused / NXDOMAIN without);
+/// RA is set on every answer exactly when recursors are configured.
+#[test]
+fn recursors_decide_forwarding_and_ra() {
+    let store = web_store();
+    let mut rng = Rng::from_seed(5);
+    let ask = |config: &DnsConfig, name: &str, qtype: QType, rng: &mut Rng| {
+        let question = Question {
+            name: name.into(),
+            qtype,
+            answer_limit: None,
+        };
+        answer(&store.fsm, config, &question, 7, rng)
+    };
+    let plain = DnsConfig::new("dc1");
+    let refused = ask(&plain, "example.org.", QType::A, &mut rng);
+    assert_eq!(refused.rcode, Rcode::Refused);
+    assert!(!refused.forward && !refused.recursion_available);
+    let local = ask(&plain, "web.service.consul.", QType::A, &mut rng);
+    assert!(!local.recursion_available);
+
+    let mut recursing = DnsConfig::new("dc1");
+    recursing.recursors = vec!["127.0.0.1:53".parse().expect("addr")];
+    for (name, qtype) in [
+        ("example.org.", QType::A),
+        ("Example.ORG", QType::Srv),
+        ("9.9.9.9.in-addr.arpa.", QType::Ptr),
+        ("10.in-addr.arpa.", QType::Ptr),
+    ] {
+        let out = ask(&recursing, name, qtype, &mut rng);
+        assert!(out.forward && out.recursion_available, "{name}");
+    }
+    for (name, qtype, rcode) in [
+        ("web.service.consul.", QType::A, Rcode::NoError),
+        ("nope.service.consul.", QType::A, Rcode::NxDomain),
+        ("1.0.0.10.in-addr.arpa.", QType::Ptr, Rcode::NoError),
+    ] {
+        let out = ask(&recursing, name, qtype, &mut rng);
+        assert!(!out.forward && out.recursion_available, "{name}");
+        assert_eq!(out.rcode, rcode, "{name}");
+    }
 }
 
 proptest::proptest! {

@@ -6,6 +6,7 @@
 use crate::cli::flags::{parse, FlagSpec, Parsed};
 use serde::Deserialize;
 use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use tribune_core::agent::ScriptPolicy;
 use tribune_core::api::body::{
@@ -14,8 +15,10 @@ use tribune_core::api::body::{
 use tribune_core::api::ApiError;
 use tribune_core::catalog::Service;
 use tribune_core::checks::CheckSpec;
+use tribune_core::dns::RECURSOR_TIMEOUT_DEFAULT;
 use tribune_core::hcl;
 use tribune_core::limits::CONFIG_FILE_BYTES_MAX;
+use tribune_core::time::{parse_duration, Duration};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -47,9 +50,14 @@ pub struct AgentConfig {
     pub watches: Vec<super::watches::WatchSpec>,
     /// Anti-entropy full-sync interval (default 1 min).
     pub ae_interval: tribune_core::time::Duration,
+    /// Upstream DNS servers, in order: `recursors` from files, then each
+    /// `-recursor` (Consul appends both). Port 53 unless given.
+    pub recursors: Vec<SocketAddr>,
+    /// `dns_config.recursor_timeout` (Consul's default 2s).
+    pub recursor_timeout: Duration,
 }
 
-const VALUE_FLAGS: [&str; 16] = [
+const VALUE_FLAGS: [&str; 17] = [
     "node",
     "datacenter",
     "bind",
@@ -66,6 +74,7 @@ const VALUE_FLAGS: [&str; 16] = [
     "log-level",
     "domain",
     "alt-domain",
+    "recursor",
 ];
 
 fn specs() -> Vec<FlagSpec> {
@@ -111,6 +120,8 @@ struct FileConfig {
     server: Option<bool>,
     domain: Option<String>,
     alt_domain: Option<String>,
+    recursors: Option<Vec<String>>,
+    dns_config: FileDnsConfig,
     ports: FilePorts,
     enable_script_checks: Option<bool>,
     enable_local_script_checks: Option<bool>,
@@ -232,6 +243,12 @@ fn load_definitions(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+struct FileDnsConfig {
+    recursor_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct FilePorts {
     http: Option<i32>,
     dns: Option<i32>,
@@ -262,6 +279,14 @@ fn file_port(value: Option<i32>, default: u16, key: &str) -> Result<u16, String>
         Some(-1) => Ok(0),
         Some(v) => u16::try_from(v).map_err(|_| format!("ports.{key}: {v} is not a port number")),
     }
+}
+
+/// A recursor address: an IP, with a port or port 53 (`8.8.8.8`,
+/// `127.0.0.1:5353`, `::1`, `[::1]:5353`), as Consul's `-recursor`.
+fn recursor(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("-recursor: {text:?} is not an IP address or IP:port"))
 }
 
 /// A DNS domain as core wants it: lowercase, no final dot (Consul accepts
@@ -345,6 +370,14 @@ fn load_text(
         enable_local_script_checks,
         ae_interval
     );
+    if let Some(recursors) = file.recursors {
+        into.recursors
+            .get_or_insert_with(Vec::new)
+            .extend(recursors);
+    }
+    if file.dns_config.recursor_timeout.is_some() {
+        into.dns_config.recursor_timeout = file.dns_config.recursor_timeout;
+    }
     macro_rules! take_port {
         ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
     }
@@ -448,6 +481,19 @@ impl AgentConfig {
                     Ok(d) if d.as_nanos() > 0 => d,
                     _ => return Err(format!("ae_interval: invalid duration {text:?}")),
                 },
+            },
+            recursors: (file.recursors.iter().flatten())
+                .chain(parsed.all("recursor"))
+                .map(|text| recursor(text))
+                .collect::<Result<_, _>>()?,
+            recursor_timeout: match &file.dns_config.recursor_timeout {
+                Some(text) => parse_duration(text)
+                    .ok()
+                    .filter(|d| *d > Duration::ZERO)
+                    .ok_or_else(|| {
+                        format!("dns_config.recursor_timeout: {text:?} is not a duration")
+                    })?,
+                None => RECURSOR_TIMEOUT_DEFAULT,
             },
         };
         config.validate()?;
@@ -637,6 +683,42 @@ mod tests {
         );
         let e = AgentConfig::from_args(&args(&["-dev", "-hcl", "ports {"])).unwrap_err();
         assert!(e.starts_with("Error parsing -hcl:1:7: "), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn recursors_from_files_then_flags() {
+        let dir =
+            std::env::temp_dir().join(format!("tribune-recursor-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("dns.json");
+        std::fs::write(
+            &file,
+            r#"{"recursors":["10.0.0.1"],"dns_config":{"recursor_timeout":"500ms"}}"#,
+        )
+        .expect("write");
+        let c = AgentConfig::from_args(&args(&[
+            "-dev",
+            "-config-file",
+            file.to_str().expect("utf8"),
+            "-recursor=127.0.0.1:5353",
+            "-recursor",
+            "::1",
+        ]))
+        .expect("valid");
+        let expected: Vec<SocketAddr> = ["10.0.0.1:53", "127.0.0.1:5353", "[::1]:53"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        assert_eq!(c.recursors, expected);
+        assert_eq!(c.recursor_timeout, Duration::from_millis(500));
+        let plain = AgentConfig::from_args(&args(&["-dev"])).expect("valid");
+        assert!(plain.recursors.is_empty());
+        assert_eq!(plain.recursor_timeout, RECURSOR_TIMEOUT_DEFAULT);
+        assert!(AgentConfig::from_args(&args(&["-dev", "-recursor=dns.google"])).is_err());
+        std::fs::write(&file, r#"{"dns_config":{"recursor_timeout":"soon"}}"#).expect("write");
+        let file_arg = file.to_str().expect("utf8");
+        assert!(AgentConfig::from_args(&args(&["-dev", "-config-file", file_arg])).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -167,11 +167,8 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
     ));
     if let Some((dns_udp, dns_tcp)) = dns_sockets {
         let dns_config = Arc::new(dns_config(&config));
-        let (udp_node, udp_config) = (node.clone(), dns_config.clone());
         let spawned = dns_udp.into_std().and_then(|socket| {
-            std::thread::Builder::new()
-                .name("dns-udp".into())
-                .spawn(move || crate::dns::serve_udp(socket, udp_node, udp_config))
+            crate::dns::spawn_udp_threads(socket, node.clone(), dns_config.clone())
         });
         if let Err(e) = spawned {
             eprintln!("==> Error starting agent: DNS over UDP: {e}");
@@ -212,6 +209,8 @@ fn dns_config(config: &AgentConfig) -> DnsConfig {
     let mut dns = DnsConfig::new(&config.datacenter);
     dns.domain = config.domain.clone();
     dns.alt_domain = config.alt_domain.clone();
+    dns.recursors = config.recursors.clone();
+    dns.recursor_timeout = config.recursor_timeout;
     dns
 }
 

@@ -4,30 +4,35 @@
 //! [`handle_packet`] decodes it with hickory-proto, checks it the way
 //! Consul's DNS library (miekg/dns) does, asks core's
 //! [`tribune_core::dns::answer::answer`] under the state lock via
-//! [`Node::dns_answer`], converts the records and encodes the response
-//! within the transport's size limit ([`wire::encode_within`]).
+//! [`Node::dns_answer`], checks the records' names and encodes the response
+//! straight into bytes ([`encode`]) within the transport's size limit
+//! ([`wire::encode_within`]).
 //! Which names answer what is core's business; this module only moves bytes.
 //!
 //! Request checks, as miekg/dns's default accept function: a packet shorter
 //! than a header is dropped, and so is a response (QR=1, answering would
 //! let two servers loop); an opcode other than QUERY gets NOTIMP; anything
 //! but exactly one question gets FORMERR, as does a packet that does not
-//! decode. No recursors yet, so RA is never set.
+//! decode. Names core does not answer go to the recursors ([`recursor`]);
+//! RA is set on every response when recursors are configured.
 
+pub mod encode;
 pub mod fuzzing;
+pub mod recursor;
 mod server;
 pub mod wire;
 
 pub use server::{
-    serve_tcp, serve_udp, TCP_CONNECTIONS_MAX, TCP_READ_TIMEOUT, UDP_REQUEST_BYTES_MAX,
-    UDP_RESPONSE_BYTES_MAX,
+    serve_tcp, serve_udp, spawn_udp_threads, Forwarder, RECURSOR_QUERIES_MAX, TCP_CONNECTIONS_MAX,
+    TCP_READ_TIMEOUT, UDP_REQUEST_BYTES_MAX, UDP_RESPONSE_BYTES_MAX, UDP_THREADS,
 };
 
 use crate::state::Node;
-use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
-use hickory_proto::rr::Record as WireRecord;
+use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::ProtoError;
-use tribune_core::dns::{Answer, DnsConfig, Question};
+use tribune_core::dns::cache::ServiceCache;
+use tribune_core::dns::{Answer, DnsConfig, Question, Rcode};
+use tribune_core::rng::Rng;
 
 /// A DNS header is 12 bytes (RFC 1035 §4.1.1); anything shorter is noise.
 pub const HEADER_BYTES: usize = 12;
@@ -36,32 +41,79 @@ pub const EDNS_PAYLOAD_BYTES: u16 = 4096;
 /// A TCP message's length prefix is 16 bits (RFC 1035 §4.2.2).
 pub const TCP_MESSAGE_BYTES_MAX: usize = u16::MAX as usize;
 
+/// What to do with a request after [`answer_packet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Send the bytes written to `out`.
+    Send,
+    /// Send nothing (noise, or a response sent to us).
+    Drop,
+    /// Core sends the question to the recursors: relay it with
+    /// [`recursor::forward`], which answers SERVFAIL if they all fail.
+    Forward,
+}
+
 /// Answers one DNS message. `max_udp_size` is `Some(cap)` for a UDP request
 /// (the response then fits 512 bytes, or the client's EDNS size up to
-/// `cap`) and `None` for TCP (64 KiB). `None` means: send nothing.
+/// `cap`) and `None` for TCP (64 KiB). `None` means: send nothing, which
+/// includes a question for the recursors (this entry point has no network).
 pub fn handle_packet(
     node: &Node,
     config: &DnsConfig,
     packet: &[u8],
     max_udp_size: Option<usize>,
 ) -> Option<Vec<u8>> {
-    let header = RawHeader::parse(packet)?;
+    let mut out = Vec::new();
+    let mut worker = Worker::new(node);
+    let reply = answer_packet(node, config, packet, max_udp_size, &mut worker, &mut out);
+    (reply == Reply::Send).then_some(out)
+}
+
+/// What a thread (or TCP connection) answering DNS keeps between queries:
+/// its own RNG for the shuffles, forked from the node's seeded one, and its
+/// own cache of service instances, so neither needs a lock.
+pub struct Worker {
+    pub rng: Rng,
+    pub cache: ServiceCache,
+}
+
+impl Worker {
+    pub fn new(node: &Node) -> Worker {
+        Worker {
+            rng: node.fork_rng(),
+            cache: ServiceCache::default(),
+        }
+    }
+}
+
+/// [`handle_packet`] into a buffer the caller reuses, with the caller's
+/// [`Worker`].
+pub fn answer_packet(
+    node: &Node,
+    config: &DnsConfig,
+    packet: &[u8],
+    max_udp_size: Option<usize>,
+    worker: &mut Worker,
+    out: &mut Vec<u8>,
+) -> Reply {
+    let Some(header) = RawHeader::parse(packet) else {
+        return Reply::Drop;
+    };
     if header.is_response {
-        return None;
+        return Reply::Drop;
     }
     if header.op_code != OpCode::Query {
-        return header.error(ResponseCode::NotImp);
+        return header.error(ResponseCode::NotImp, out);
     }
     let request = match Message::from_vec(packet) {
         Ok(request) => request,
-        Err(_) => return header.error(ResponseCode::FormErr),
+        Err(_) => return header.error(ResponseCode::FormErr, out),
     };
-    let mut response = response_to(&request);
     let [query] = request.queries.as_slice() else {
+        let mut response = response_to(&request);
         response.metadata.response_code = ResponseCode::FormErr;
-        return response.to_vec().ok();
+        return put(response.to_vec().ok(), out);
     };
-    response.add_query(query.clone());
     let (limit_bytes, udp_plain) = size_limit(&request, max_udp_size);
     let question = Question {
         name: query.name().to_ascii(),
@@ -69,13 +121,74 @@ pub fn handle_packet(
         answer_limit: udp_plain.then_some(wire::UDP_ANSWER_LIMIT),
     };
     // Core stops at `answer_limit`, so only what can be sent is converted.
-    let answer = node.dns_answer(config, &question, unix_seconds());
-    fill(&mut response, &answer);
-    wire::encode_within(response, limit_bytes, udp_plain)
+    let answer = node.dns_answer(
+        config,
+        &question,
+        unix_seconds(),
+        &mut worker.rng,
+        &mut worker.cache,
+    );
+    if answer.forward {
+        return Reply::Forward;
+    }
+    let response = response(&request, query, &answer);
+    match wire::encode_within(&response, limit_bytes, udp_plain, out) {
+        true => Reply::Send,
+        false => Reply::Drop,
+    }
 }
 
-/// The response skeleton: same ID and opcode, RD copied, QR set, and an OPT
-/// record when the request had one (RFC 6891 §6.1.1 requires the echo).
+/// SERVFAIL for a request whose recursors all failed, with RA set (and
+/// the question and OPT echoed), as Consul's `handleRecurse`.
+pub fn recursion_failed(packet: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(packet).ok()?;
+    let query = request.queries.first()?;
+    let mut answer = Answer::rcode(Rcode::ServFail);
+    answer.recursion_available = true;
+    let response = response(&request, query, &answer);
+    let mut out = Vec::new();
+    wire::encode_within(&response, TCP_MESSAGE_BYTES_MAX, false, &mut out).then_some(out)
+}
+
+/// The response to `query` carrying `answer`: same ID, RD copied, QR set,
+/// the question as received, and an OPT record when the request had one
+/// (RFC 6891 §6.1.1 requires the echo).
+fn response<'a>(request: &Message, query: &Query, answer: &'a Answer) -> wire::Response<'a> {
+    let mut response = wire::Response {
+        header: encode::Header {
+            id: request.metadata.id,
+            op_code: u8::from(OpCode::Query),
+            authoritative: answer.authoritative,
+            recursion_desired: request.metadata.recursion_desired,
+            recursion_available: answer.recursion_available,
+            rcode: wire::rcode(answer.rcode),
+        },
+        question: Some((
+            encode::WireName::from_name(query.name()),
+            u16::from(query.query_type()),
+            u16::from(query.query_class()),
+        )),
+        answers: Vec::new(),
+        authority: Vec::new(),
+        additional: Vec::new(),
+        edns: request.edns.is_some(),
+    };
+    fill(&mut response, answer);
+    response
+}
+
+fn put(encoded: Option<Vec<u8>>, out: &mut Vec<u8>) -> Reply {
+    match encoded {
+        Some(bytes) => {
+            *out = bytes;
+            Reply::Send
+        }
+        None => Reply::Drop,
+    }
+}
+
+/// The response skeleton for a FORMERR, with the same echoes as
+/// [`response`] but no question.
 fn response_to(request: &Message) -> Message {
     let mut response = Message::response(request.metadata.id, request.metadata.op_code);
     response.metadata.recursion_desired = request.metadata.recursion_desired;
@@ -90,30 +203,26 @@ fn response_to(request: &Message) -> Message {
 /// Puts core's answer into the response; a record that can't be put on the
 /// wire (a name with a label over 63 bytes, say) turns it into SERVFAIL
 /// rather than a partial answer.
-fn fill(response: &mut Message, answer: &Answer) {
-    match sections(answer) {
-        Ok((answers, authorities, additionals)) => {
-            response.metadata.authoritative = answer.authoritative;
-            response.metadata.response_code = wire::response_code(answer.rcode);
+fn fill<'a>(response: &mut wire::Response<'a>, answer: &'a Answer) {
+    let sections = (|| {
+        Ok::<_, ProtoError>((
+            wire::records(&answer.answers)?,
+            wire::records(&answer.authority)?,
+            wire::records(&answer.additional)?,
+        ))
+    })();
+    match sections {
+        Ok((answers, authority, additional)) => {
             response.answers = answers;
-            response.authorities = authorities;
-            response.additionals = additionals;
+            response.authority = authority;
+            response.additional = additional;
         }
         Err(e) => {
             crate::log::warn(&format!("dns: cannot encode an answer: {e}"));
-            response.metadata.response_code = ResponseCode::ServFail;
+            response.header.rcode = wire::rcode(Rcode::ServFail);
+            response.header.authoritative = false;
         }
     }
-}
-
-type Sections = (Vec<WireRecord>, Vec<WireRecord>, Vec<WireRecord>);
-
-fn sections(answer: &Answer) -> Result<Sections, ProtoError> {
-    Ok((
-        wire::records(&answer.answers)?,
-        wire::records(&answer.authority)?,
-        wire::records(&answer.additional)?,
-    ))
 }
 
 /// The byte limit for the response, and whether this is a plain 512-byte
@@ -159,10 +268,10 @@ impl RawHeader {
     }
 
     /// A header-only error response (no question: it may not have decoded).
-    fn error(&self, code: ResponseCode) -> Option<Vec<u8>> {
+    fn error(&self, code: ResponseCode, out: &mut Vec<u8>) -> Reply {
         let mut response = Message::error_msg(self.id, self.op_code, code);
         response.metadata.recursion_desired = self.recursion_desired;
-        response.to_vec().ok()
+        put(response.to_vec().ok(), out)
     }
 }
 

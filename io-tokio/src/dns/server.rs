@@ -1,13 +1,18 @@
-//! The UDP and TCP loops around [`super::handle_packet`].
+//! The UDP and TCP loops around [`super::answer_packet`].
 //!
 //! UDP answers inline: an answer is a lock, a lookup and an encode, cheaper
 //! than spawning a task. TCP (RFC 1035 §4.2.2, RFC 7766) takes 2-byte
 //! length-prefixed messages, several per connection, each read within
 //! [`TCP_READ_TIMEOUT`]; a connection that breaks the framing or stalls is
 //! closed, and at most [`TCP_CONNECTIONS_MAX`] are served at once.
+//!
+//! Questions for the recursors: a UDP thread hands them to a task on the
+//! tokio runtime ([`Forwarder`]) and goes on answering; a TCP connection
+//! awaits the relay in turn, as its answers go out in order anyway.
 
-use super::{handle_packet, HEADER_BYTES};
+use super::{answer_packet, recursor, Reply, Worker, HEADER_BYTES};
 use crate::state::Node;
+use std::net::{SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,16 +36,99 @@ pub const TCP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept/recv (EMFILE and friends) instead of spinning.
 const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Answers DNS over UDP on `socket` forever, on a thread of its own with a
-/// blocking socket. Through the tokio runtime every datagram cost a task
-/// wake-up and a park (perf: ~40% of the time in the scheduler's context
-/// switches); a blocking loop answers a queue of datagrams back to back.
-pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsConfig>) {
-    if let Err(e) = socket.set_nonblocking(false) {
-        crate::log::error(&format!("dns: cannot make the udp socket blocking: {e}"));
-        return;
+/// Threads answering UDP on the one socket. The kernel hands each datagram
+/// to one waiting thread, so two threads keep both cores busy when the
+/// client (or another server) leaves room on the second, and one thread's
+/// `sendto` (a third of an answer's cost: loopback delivery and waking the
+/// client) overlaps the other's lookup. Answers are short critical
+/// sections under the state lock.
+pub const UDP_THREADS: usize = 2;
+
+/// Questions relayed to recursors at once, over UDP; past it a question
+/// is dropped (the client retries) rather than queued without bound.
+pub const RECURSOR_QUERIES_MAX: usize = 1024;
+
+/// Where UDP threads hand questions for the recursors: tasks on the tokio
+/// runtime, so a slow recursor never holds up a thread's local answers.
+#[derive(Clone)]
+pub struct Forwarder {
+    runtime: tokio::runtime::Handle,
+    slots: Arc<Semaphore>,
+}
+
+impl Forwarder {
+    /// A forwarder on the runtime this is called from.
+    pub fn current() -> Forwarder {
+        Forwarder {
+            runtime: tokio::runtime::Handle::current(),
+            slots: Arc::new(Semaphore::new(RECURSOR_QUERIES_MAX)),
+        }
     }
+
+    /// Relays `packet` from `peer` and sends the result on `socket`.
+    fn spawn(
+        &self,
+        socket: &Arc<UdpSocket>,
+        config: &Arc<DnsConfig>,
+        packet: &[u8],
+        peer: SocketAddr,
+        upstream_id: u16,
+    ) {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            crate::log::debug(&format!(
+                "dns: recursor queue full, dropping a query from {peer}"
+            ));
+            return;
+        };
+        let (socket, config, packet) = (socket.clone(), config.clone(), packet.to_vec());
+        self.runtime.spawn(async move {
+            let _slot = slot;
+            let Some(response) = recursor::forward(&packet, &config, false, upstream_id).await
+            else {
+                return;
+            };
+            // A UDP send does not wait for the peer; blocking here is brief.
+            if let Err(e) = socket.send_to(&response, peer) {
+                crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
+            }
+        });
+    }
+}
+
+/// Starts [`UDP_THREADS`] threads running [`serve_udp`] on `socket`. Must
+/// be called on the tokio runtime (it relays to recursors there).
+pub fn spawn_udp_threads(
+    socket: UdpSocket,
+    node: Arc<Node>,
+    config: Arc<DnsConfig>,
+) -> std::io::Result<()> {
+    socket.set_nonblocking(false)?;
+    let socket = Arc::new(socket);
+    let forwarder = Forwarder::current();
+    for i in 0..UDP_THREADS {
+        let (socket, node, config) = (socket.clone(), node.clone(), config.clone());
+        let forwarder = forwarder.clone();
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || serve_udp(socket, node, config, forwarder))?;
+    }
+    Ok(())
+}
+
+/// Answers DNS over UDP on `socket` (blocking) forever, on a thread of its
+/// own. Through the tokio runtime every datagram cost a task wake-up and a
+/// park (perf: ~40% of the time in the scheduler's context switches); a
+/// blocking loop answers a queue of datagrams back to back.
+pub fn serve_udp(
+    socket: Arc<UdpSocket>,
+    node: Arc<Node>,
+    config: Arc<DnsConfig>,
+    forwarder: Forwarder,
+) {
     let mut buffer = vec![0u8; UDP_REQUEST_BYTES_MAX];
+    // Responses are written here, so a steady stream allocates nothing.
+    let mut response = Vec::with_capacity(UDP_REQUEST_BYTES_MAX);
+    let mut worker = Worker::new(&node);
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
@@ -52,9 +140,15 @@ pub fn serve_udp(socket: std::net::UdpSocket, node: Arc<Node>, config: Arc<DnsCo
         };
         let packet = &buffer[..len];
         let udp_cap = Some(UDP_RESPONSE_BYTES_MAX);
-        let Some(response) = guarded(&node, &config, packet, udp_cap) else {
-            continue;
-        };
+        match guarded(&node, &config, packet, udp_cap, &mut worker, &mut response) {
+            Reply::Send => {}
+            Reply::Drop => continue,
+            Reply::Forward => {
+                let upstream_id = worker.rng.below(1 << 16) as u16;
+                forwarder.spawn(&socket, &config, packet, peer, upstream_id);
+                continue;
+            }
+        }
         if let Err(e) = socket.send_to(&response, peer) {
             crate::log::debug(&format!("dns: udp send to {peer} failed: {e}"));
         }
@@ -91,6 +185,8 @@ pub async fn serve_tcp(listener: TcpListener, node: Arc<Node>, config: Arc<DnsCo
 
 async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig) {
     let mut request = Vec::new();
+    let mut response = Vec::new();
+    let mut worker = Worker::new(node);
     loop {
         match tokio::time::timeout(TCP_READ_TIMEOUT, read_message(&mut stream, &mut request)).await
         {
@@ -98,9 +194,17 @@ async fn serve_connection(mut stream: TcpStream, node: &Node, config: &DnsConfig
             // EOF, a reset, bad framing or a stall: the connection is done.
             Ok(Err(_)) | Err(_) => return,
         }
-        let Some(response) = guarded(node, config, &request, None) else {
-            continue;
-        };
+        match guarded(node, config, &request, None, &mut worker, &mut response) {
+            Reply::Send => {}
+            Reply::Drop => continue,
+            Reply::Forward => {
+                let upstream_id = worker.rng.below(1 << 16) as u16;
+                match recursor::forward(&request, config, true, upstream_id).await {
+                    Some(relayed) => response = relayed,
+                    None => continue,
+                }
+            }
+        }
         let Ok(len) = u16::try_from(response.len()) else {
             continue;
         };
@@ -126,19 +230,21 @@ async fn read_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::
     Ok(())
 }
 
-/// [`handle_packet`], with a panic (a bug in decoding untrusted bytes)
+/// [`answer_packet`], with a panic (a bug in decoding untrusted bytes)
 /// costing one packet instead of the whole server loop.
 fn guarded(
     node: &Node,
     config: &DnsConfig,
     packet: &[u8],
     max_udp_size: Option<usize>,
-) -> Option<Vec<u8>> {
+    worker: &mut Worker,
+    out: &mut Vec<u8>,
+) -> Reply {
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        handle_packet(node, config, packet, max_udp_size)
+        answer_packet(node, config, packet, max_udp_size, worker, out)
     }))
     .unwrap_or_else(|_| {
         crate::log::warn("dns: a packet made the handler panic; dropped it");
-        None
+        Reply::Drop
     })
 }

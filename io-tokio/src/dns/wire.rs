@@ -1,5 +1,5 @@
-//! Translation between core's DNS model and hickory-proto's wire types, and
-//! the size trimming that only the encoder can decide.
+//! Translation between core's DNS model and the wire ([`super::encode`]),
+//! and the size trimming that only the encoder can decide.
 //!
 //! Trimming follows Consul's `trimUDPResponse`/`trimTCPResponse`
 //! (agent/dns/router_response.go): a plain 512-byte UDP answer keeps at most
@@ -10,20 +10,18 @@
 //! single answer that does not fit is dropped too: nothing over the limit is
 //! ever sent.
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{Name, RData as WireData, Record as WireRecord, RecordType};
+use super::encode::{Encoder, Header, WireData, WireName, WireRecord};
+use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::ProtoError;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
-use tribune_core::dns::{QType, RData, Rcode, Record};
+use tribune_core::dns::{QType, Rcode, Record};
 
 /// Consul's default `udp_answer_limit`: answers kept in a 512-byte UDP
 /// response (Consul caps it further at 8, `maxUDPAnswerLimit`).
 pub const UDP_ANSWER_LIMIT: usize = 3;
 /// RFC 1035's UDP payload without EDNS.
 pub const UDP_RESPONSE_BYTES_DEFAULT: usize = 512;
-/// A TXT character-string holds at most this many bytes (RFC 1035 §3.3).
-const TXT_STRING_BYTES_MAX: usize = 255;
 
 pub fn qtype(record_type: RecordType) -> QType {
     match record_type {
@@ -39,14 +37,15 @@ pub fn qtype(record_type: RecordType) -> QType {
     }
 }
 
-pub fn response_code(rcode: Rcode) -> ResponseCode {
+/// The header's 4-bit RCODE (RFC 1035 §4.1.1).
+pub fn rcode(rcode: Rcode) -> u8 {
     match rcode {
-        Rcode::NoError => ResponseCode::NoError,
-        Rcode::FormErr => ResponseCode::FormErr,
-        Rcode::ServFail => ResponseCode::ServFail,
-        Rcode::NxDomain => ResponseCode::NXDomain,
-        Rcode::NotImp => ResponseCode::NotImp,
-        Rcode::Refused => ResponseCode::Refused,
+        Rcode::NoError => 0,
+        Rcode::FormErr => 1,
+        Rcode::ServFail => 2,
+        Rcode::NxDomain => 3,
+        Rcode::NotImp => 4,
+        Rcode::Refused => 5,
     }
 }
 
@@ -61,154 +60,133 @@ pub fn name(text: &str) -> Result<Name, ProtoError> {
     }
 }
 
-pub fn record(record: &Record) -> Result<WireRecord, ProtoError> {
-    Ok(WireRecord::from_rdata(
-        name(&record.name)?,
-        record.ttl,
-        rdata(&record.data)?,
-    ))
+/// A response ready to encode: header fields, the echoed question, and
+/// core's records with their names checked.
+pub struct Response<'a> {
+    pub header: Header,
+    /// Name, type and class of the question, as received.
+    pub question: Option<(WireName<'a>, u16, u16)>,
+    pub answers: Vec<WireRecord<'a>>,
+    pub authority: Vec<WireRecord<'a>>,
+    pub additional: Vec<WireRecord<'a>>,
+    /// Whether to add an OPT record (the request had one).
+    pub edns: bool,
 }
 
-pub fn records(list: &[Record]) -> Result<Vec<WireRecord>, ProtoError> {
-    list.iter().map(record).collect()
+/// Checks every name in `records`; one that can't go on the wire (a label
+/// over 63 bytes, say) is an `Err` for the whole answer.
+pub fn records(list: &[Record]) -> Result<Vec<WireRecord<'_>>, ProtoError> {
+    list.iter().map(WireRecord::new).collect()
 }
 
-fn rdata(data: &RData) -> Result<WireData, ProtoError> {
-    Ok(match data {
-        RData::A(ip) => WireData::A(A(*ip)),
-        RData::Aaaa(ip) => WireData::AAAA(AAAA(*ip)),
-        RData::Srv {
-            priority,
-            weight,
-            port,
-            target,
-        } => WireData::SRV(SRV::new(*priority, *weight, *port, name(target)?)),
-        RData::Txt(strings) => WireData::TXT(txt(strings)),
-        RData::Ptr(target) => WireData::PTR(PTR(name(target)?)),
-        RData::Cname(target) => WireData::CNAME(CNAME(name(target)?)),
-        RData::Ns(target) => WireData::NS(NS(name(target)?)),
-        RData::Soa {
-            mname,
-            rname,
-            serial,
-            refresh,
-            retry,
-            expire,
-            minimum,
-        } => WireData::SOA(SOA::new(
-            name(mname)?,
-            name(rname)?,
-            *serial,
-            seconds(*refresh),
-            seconds(*retry),
-            seconds(*expire),
-            *minimum,
-        )),
-    })
-}
-
-/// SOA intervals are signed on hickory's side; anything past i32 means
-/// "forever" for a resolver anyway.
-fn seconds(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
-}
-
-/// Long strings (node meta values can be) are split into 255-byte
-/// character-strings, which clients concatenate, instead of failing encode.
-fn txt(strings: &[String]) -> TXT {
-    let chunks: Vec<&[u8]> = strings
-        .iter()
-        .flat_map(|s| {
-            let bytes = s.as_bytes();
-            // An empty string is still one (empty) character-string.
-            let chunks: Vec<&[u8]> = if bytes.is_empty() {
-                vec![bytes]
-            } else {
-                bytes.chunks(TXT_STRING_BYTES_MAX).collect()
-            };
-            chunks
-        })
-        .collect();
-    TXT::from_bytes(chunks)
-}
-
-/// Encodes `response` in at most `limit_bytes`, trimming as Consul does.
-/// `udp_plain` marks a 512-byte UDP exchange, where Consul also caps the
-/// answer count. `None` when not even the header and question fit (a limit
-/// under 512 bytes, which callers never pass).
+/// Encodes `response` into `out` in at most `limit_bytes`, trimming as
+/// Consul does. `udp_plain` marks a 512-byte UDP exchange, where Consul also
+/// caps the answer count. `false` when not even the header and question fit
+/// (a limit under 512 bytes, which callers never pass).
 pub fn encode_within(
-    mut response: Message,
+    response: &Response<'_>,
     limit_bytes: usize,
     udp_plain: bool,
-) -> Option<Vec<u8>> {
-    let additionals = Additionals::new(response.additionals.clone());
-    if udp_plain && response.answers.len() > UDP_ANSWER_LIMIT {
-        response.answers.truncate(UDP_ANSWER_LIMIT);
-        additionals.sync(&mut response);
+    out: &mut Vec<u8>,
+) -> bool {
+    let all = &response.additional;
+    let mut answers = response.answers.as_slice();
+    let mut additional: Vec<&WireRecord<'_>> = all.iter().collect();
+    let additionals = Additionals::new(all);
+    if udp_plain && answers.len() > UDP_ANSWER_LIMIT {
+        answers = &answers[..UDP_ANSWER_LIMIT];
+        additional = additionals.sync(answers);
     }
-    let encoded = response.to_vec().ok()?;
-    if encoded.len() <= limit_bytes {
-        return Some(encoded);
+    write(response, answers, &response.authority, &additional, out);
+    if out.len() <= limit_bytes {
+        return true;
     }
-    response.authorities.clear();
-    let all_answers = std::mem::take(&mut response.answers);
-    let fits = |count: usize, response: &mut Message| -> Option<Vec<u8>> {
-        response.answers = all_answers[..count].to_vec();
-        additionals.sync(response);
-        response.to_vec().ok().filter(|e| e.len() <= limit_bytes)
-    };
     // Invariant: `best` answers fit (or `best == 0`); more than `too_many` don't.
-    let (mut best, mut too_many) = (0, all_answers.len() + 1);
-    let mut best_encoded = None;
+    let (mut best, mut too_many) = (0, answers.len() + 1);
     while too_many - best > 1 {
         let middle = best + (too_many - best) / 2;
-        match fits(middle, &mut response) {
-            Some(encoded) => (best, best_encoded) = (middle, Some(encoded)),
-            None => too_many = middle,
+        let kept = additionals.sync(&answers[..middle]);
+        write(response, &answers[..middle], &[], &kept, out);
+        if out.len() <= limit_bytes {
+            best = middle;
+        } else {
+            too_many = middle;
         }
     }
-    if best_encoded.is_some() {
-        return best_encoded;
+    // No answer fits: the bare header and question (and OPT).
+    let kept = if best == 0 {
+        Vec::new()
+    } else {
+        additionals.sync(&answers[..best])
+    };
+    write(response, &answers[..best], &[], &kept, out);
+    out.len() <= limit_bytes
+}
+
+fn write(
+    response: &Response<'_>,
+    answers: &[WireRecord<'_>],
+    authority: &[WireRecord<'_>],
+    additional: &[&WireRecord<'_>],
+    out: &mut Vec<u8>,
+) {
+    let mut encoder = Encoder::new(out, response.header);
+    if let Some((name, qtype, qclass)) = &response.question {
+        encoder.question(name, *qtype, *qclass);
     }
-    // No answer fits: send the bare header and question (and OPT).
-    response.answers.clear();
-    response.additionals.clear();
-    response.to_vec().ok().filter(|e| e.len() <= limit_bytes)
+    for record in answers {
+        encoder.record(1, record);
+    }
+    for record in authority {
+        encoder.record(2, record);
+    }
+    for record in additional {
+        encoder.record(3, record);
+    }
+    if response.edns {
+        encoder.opt(super::EDNS_PAYLOAD_BYTES);
+    }
 }
 
-/// The additional records by lowercased name, built once per response so
-/// that each trimming step is linear in the answers.
-struct Additionals {
-    all: Vec<WireRecord>,
-    by_name: BTreeMap<String, Vec<usize>>,
+/// The additional records by lowercased name, built on the first trim
+/// (most answers are never trimmed) and then reused, so that each trimming
+/// step is linear in the answers.
+struct Additionals<'r, 'a> {
+    all: &'r [WireRecord<'a>],
+    by_name: OnceCell<BTreeMap<String, Vec<usize>>>,
 }
 
-impl Additionals {
-    fn new(all: Vec<WireRecord>) -> Additionals {
-        let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, record) in all.iter().enumerate() {
-            by_name.entry(key(&record.name)).or_default().push(i);
+impl<'r, 'a> Additionals<'r, 'a> {
+    fn new(all: &'r [WireRecord<'a>]) -> Additionals<'r, 'a> {
+        Additionals {
+            all,
+            by_name: OnceCell::new(),
         }
-        Additionals { all, by_name }
     }
 
-    /// Keeps the additional records that a remaining SRV answer points at,
-    /// following CNAMEs, as Consul's `syncExtra`. With no SRV answers left
-    /// the additional section is emptied.
-    fn sync(&self, response: &mut Message) {
+    /// The additional records that the SRV answers in `answers` point at,
+    /// following CNAMEs, as Consul's `syncExtra`. With no SRV answer
+    /// there are none.
+    fn sync(&self, answers: &[WireRecord<'a>]) -> Vec<&'r WireRecord<'a>> {
         if self.all.is_empty() {
-            return;
+            return Vec::new();
         }
-        let mut wanted: Vec<String> = response
-            .answers
+        let by_name = self.by_name.get_or_init(|| {
+            let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for (i, record) in self.all.iter().enumerate() {
+                by_name.entry(key(&record.name)).or_default().push(i);
+            }
+            by_name
+        });
+        let mut wanted: Vec<String> = answers
             .iter()
             .filter_map(|r| match &r.data {
-                WireData::SRV(srv) => Some(key(&srv.target)),
+                WireData::Srv { target, .. } => Some(key(target)),
                 _ => None,
             })
             .collect();
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut kept: Vec<usize> = Vec::new();
+        let mut kept: Vec<&'r WireRecord<'a>> = Vec::new();
         // `wanted` grows while it is walked (CNAME chains); `seen` keeps it
         // finite even for a CNAME loop.
         let mut next = 0;
@@ -217,21 +195,37 @@ impl Additionals {
             if !seen.insert(target.clone()) {
                 continue;
             }
-            for &i in self.by_name.get(&target).into_iter().flatten() {
-                if let WireData::CNAME(cname) = &self.all[i].data {
-                    wanted.push(key(&cname.0));
+            for &i in by_name.get(&target).into_iter().flatten() {
+                if let WireData::Cname(cname) = &self.all[i].data {
+                    wanted.push(key(cname));
                 }
-                kept.push(i);
+                kept.push(&self.all[i]);
             }
         }
-        response.additionals = kept.into_iter().map(|i| self.all[i].clone()).collect();
+        kept
     }
 }
 
-fn key(name: &Name) -> String {
-    let mut text = name.to_lowercase().to_ascii();
-    if text.ends_with('.') {
-        text.pop();
+/// A name as lowercase dotted text without the final dot.
+fn key(name: &WireName<'_>) -> String {
+    match name {
+        WireName::Text(text) => text.to_ascii_lowercase(),
+        WireName::Parsed(wire) => {
+            let mut text = String::new();
+            let mut at = 0;
+            while let Some(&len) = wire.get(at) {
+                let end = at + 1 + usize::from(len);
+                if at > 0 {
+                    text.push('.');
+                }
+                text.extend(
+                    wire[at + 1..end]
+                        .iter()
+                        .map(|b| b.to_ascii_lowercase() as char),
+                );
+                at = end;
+            }
+            text
+        }
     }
-    text
 }
