@@ -235,35 +235,42 @@ impl Ctx<'_> {
         tag: Option<&str>,
         limit: usize,
         rng: &mut Rng,
-    ) -> Vec<&'c Instance> {
+    ) -> (Vec<&'c Instance>, bool) {
         let mut candidates: Vec<&Instance> = all.iter().collect();
         // A/AAAA answers carry each address once, so a limit counts
         // distinct addresses (nothing to count without a limit).
         let distinct = self.qtype != QType::Srv && limit != usize::MAX;
         let mut addresses = BTreeSet::new();
         let mut out = Vec::new();
+        let eligible = |instance: &Instance| {
+            let tagged =
+                tag.is_none_or(|tag| instance.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)));
+            let worst = instance.worst;
+            let excluded =
+                worst.is_critical() || (self.config.only_passing && worst == CheckStatus::Warning);
+            tagged && !excluded
+        };
         for i in 0..candidates.len() {
             let enough = if distinct { addresses.len() } else { out.len() };
             if enough >= limit {
-                break;
+                // Stopped early: was anything left out? (Only asked when
+                // the limit bit, so an uncapped answer costs nothing more.)
+                let more = candidates[i..]
+                    .iter()
+                    .any(|c| eligible(c) && (!distinct || !addresses.contains(c.address.as_str())));
+                return (out, more);
             }
             let j = i + rng.below((candidates.len() - i) as u64) as usize;
             candidates.swap(i, j);
             let instance = candidates[i];
-            if tag.is_some_and(|tag| !instance.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))) {
-                continue;
-            }
-            let worst = instance.worst;
-            let excluded =
-                worst.is_critical() || (self.config.only_passing && worst == CheckStatus::Warning);
-            if !excluded {
+            if eligible(instance) {
                 if distinct {
                     addresses.insert(instance.address.as_str());
                 }
                 out.push(instance);
             }
         }
-        out
+        (out, false)
     }
 
     fn service(
@@ -279,21 +286,22 @@ impl Ctx<'_> {
         let all = draw
             .cache
             .instances(self.fsm, &self.config.datacenter, service);
-        let instances = self.healthy(all, tag, draw.limit, draw.rng);
+        let (instances, more) = self.healthy(all, tag, draw.limit, draw.rng);
         if instances.is_empty() {
             return self.nxdomain();
         }
         let mut out = Answer::rcode(Rcode::NoError);
+        out.truncated = more;
+        let ttl = self.config.service_ttl(service);
         if self.qtype == QType::Srv {
-            self.srv_records(&instances, &mut out);
+            self.srv_records(&instances, ttl, &mut out);
         } else {
-            self.service_addresses(&instances, &mut out);
+            self.service_addresses(&instances, ttl, &mut out);
         }
         self.finish(out)
     }
 
-    fn service_addresses(&self, instances: &[&Instance], out: &mut Answer) {
-        let ttl = self.config.service_ttl_secs;
+    fn service_addresses(&self, instances: &[&Instance], ttl: u32, out: &mut Answer) {
         let mut seen = BTreeSet::new();
         for instance in instances {
             if !seen.insert(instance.address.as_str()) {
@@ -311,8 +319,7 @@ impl Ctx<'_> {
     /// `1 <weight> <port> <target>`, with the target's address in the
     /// additional section: `<node>.node.<dc>.<domain>` for instances on the
     /// node's address, `<hex>.addr.<dc>.<domain>` for an own IP address.
-    fn srv_records(&self, instances: &[&Instance], out: &mut Answer) {
-        let ttl = self.config.service_ttl_secs;
+    fn srv_records(&self, instances: &[&Instance], ttl: u32, out: &mut Answer) {
         let mut additional_names = BTreeSet::new();
         for instance in instances {
             let weight = match instance.worst {

@@ -26,6 +26,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 /// Consul's default `dns_config.recursor_timeout`.
 pub const RECURSOR_TIMEOUT_DEFAULT: Duration = Duration::from_millis(2_000);
 
+/// Consul's default `dns_config.udp_answer_limit`.
+pub const UDP_ANSWER_LIMIT_DEFAULT: usize = 3;
+
 /// What the agent's DNS server is configured with (Consul's `dns_config`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -36,7 +39,16 @@ pub struct DnsConfig {
     /// The agent's datacenter.
     pub datacenter: String,
     pub node_ttl_secs: u32,
+    /// `dns_config.service_ttl["*"]`: the TTL of services without their own.
     pub service_ttl_secs: u32,
+    /// `dns_config.service_ttl` entries other than `*`: exact names, or
+    /// prefixes ending in `*` (`db*`); the longest match wins, as Consul.
+    pub service_ttls: std::collections::BTreeMap<String, u32>,
+    /// Answers kept in a plain (non-EDNS) UDP response
+    /// (`dns_config.udp_answer_limit`, Consul's default 3).
+    pub udp_answer_limit: usize,
+    /// Set the TC bit when a UDP answer was cut (`dns_config.enable_truncate`).
+    pub enable_truncate: bool,
     /// Leave out instances with a warning check too.
     pub only_passing: bool,
     /// Cap on A/AAAA answers after the shuffle (`a_record_limit`); 0 = none.
@@ -49,6 +61,22 @@ pub struct DnsConfig {
 }
 
 impl DnsConfig {
+    /// The TTL of `service`'s records: its own entry, else the longest
+    /// matching `prefix*` entry, else `*` (Consul's `GetTTLForService`).
+    pub fn service_ttl(&self, service: &str) -> u32 {
+        if let Some(ttl) = self.service_ttls.get(service) {
+            return *ttl;
+        }
+        self.service_ttls
+            .iter()
+            .filter_map(|(pattern, ttl)| {
+                let prefix = pattern.strip_suffix('*')?;
+                service.starts_with(prefix).then_some((prefix.len(), *ttl))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map_or(self.service_ttl_secs, |(_, ttl)| ttl)
+    }
+
     pub fn new(datacenter: &str) -> DnsConfig {
         DnsConfig {
             domain: "consul".into(),
@@ -56,6 +84,9 @@ impl DnsConfig {
             datacenter: datacenter.into(),
             node_ttl_secs: 0,
             service_ttl_secs: 0,
+            service_ttls: std::collections::BTreeMap::new(),
+            udp_answer_limit: UDP_ANSWER_LIMIT_DEFAULT,
+            enable_truncate: false,
             only_passing: false,
             a_record_limit: 0,
             recursors: Vec::new(),
@@ -146,6 +177,9 @@ pub struct Answer {
     /// Not answered here: the shell relays the question to the recursors
     /// (the other fields are then unused).
     pub forward: bool,
+    /// More healthy instances existed than `answer_limit` let through
+    /// (the TC bit, with `enable_truncate`).
+    pub truncated: bool,
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
     pub additional: Vec<Record>,
@@ -158,6 +192,7 @@ impl Answer {
             authoritative: false,
             recursion_available: false,
             forward: false,
+            truncated: false,
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),

@@ -475,3 +475,47 @@ fn addresses_of_targets(answer: &Answer) -> BTreeSet<String> {
         })
         .collect()
 }
+
+#[test]
+fn truncated_says_whether_healthy_instances_were_left_out() {
+    let store = web_store();
+    let config = DnsConfig::new("dc1");
+    let mut rng = Rng::from_seed(11);
+    // Three healthy web instances (n1, n2 warning, n4), one critical.
+    for (limit, truncated) in [(Some(2), true), (Some(3), false), (None, false)] {
+        for qtype in [QType::A, QType::Srv] {
+            let q = Question {
+                name: "web.service.consul.".into(),
+                qtype,
+                answer_limit: limit,
+            };
+            for _ in 0..20 {
+                let a = answer(&store.fsm, &config, &q, 7, &mut rng);
+                assert_eq!(a.truncated, truncated, "{limit:?} {qtype:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn service_ttl_picks_exact_then_longest_prefix_then_star() {
+    let mut config = DnsConfig::new("dc1");
+    config.service_ttl_secs = 5;
+    for (pattern, ttl) in [("web", 30), ("ap*", 7), ("api-*", 9)] {
+        config.service_ttls.insert(pattern.to_string(), ttl);
+    }
+    assert_eq!(config.service_ttl("web"), 30);
+    assert_eq!(config.service_ttl("webby"), 5);
+    assert_eq!(config.service_ttl("app"), 7);
+    assert_eq!(config.service_ttl("api-gw"), 9);
+    assert_eq!(config.service_ttl("db"), 5);
+    let store = web_store();
+    let mut rng = Rng::from_seed(3);
+    let q = Question {
+        name: "web.service.consul.".into(),
+        qtype: QType::Srv,
+        answer_limit: None,
+    };
+    let a = answer(&store.fsm, &config, &q, 7, &mut rng);
+    assert!(!a.answers.is_empty() && a.answers.iter().all(|r| r.ttl == 30));
+}

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub recursors: Vec<SocketAddr>,
     /// `dns_config.recursor_timeout` (Consul's default 2s).
     pub recursor_timeout: Duration,
+    /// The rest of `dns_config`.
+    pub dns: DnsOptions,
 }
 
 const VALUE_FLAGS: [&str; 17] = [
@@ -245,6 +247,61 @@ fn load_definitions(
 #[serde(default)]
 struct FileDnsConfig {
     recursor_timeout: Option<String>,
+    node_ttl: Option<String>,
+    service_ttl: Option<std::collections::BTreeMap<String, String>>,
+    only_passing: Option<bool>,
+    enable_truncate: Option<bool>,
+    udp_answer_limit: Option<u32>,
+    a_record_limit: Option<u32>,
+    /// Accepted for compatibility: DNS reads are always served from the
+    /// local state (stale allowed), Consul's default.
+    allow_stale: Option<bool>,
+    max_stale: Option<String>,
+}
+
+/// `dns_config` settings the DNS server uses (Consul's defaults when unset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsOptions {
+    pub node_ttl_secs: u32,
+    /// `service_ttl`, `*` included.
+    pub service_ttls: std::collections::BTreeMap<String, u32>,
+    pub only_passing: bool,
+    pub enable_truncate: bool,
+    pub udp_answer_limit: usize,
+    pub a_record_limit: usize,
+}
+
+/// A `dns_config` TTL: a Go duration, whole seconds on the wire.
+fn ttl_secs(key: &str, text: &str) -> Result<u32, String> {
+    let d = parse_duration(text)
+        .map_err(|_| format!("dns_config.{key}: {text:?} is not a duration"))?;
+    u32::try_from(d.as_secs()).map_err(|_| format!("dns_config.{key}: {text:?} is too long"))
+}
+
+fn dns_options(file: &FileDnsConfig) -> Result<DnsOptions, String> {
+    let mut service_ttls = std::collections::BTreeMap::new();
+    for (service, ttl) in file.service_ttl.iter().flatten() {
+        service_ttls.insert(
+            service.clone(),
+            ttl_secs(&format!("service_ttl.{service}"), ttl)?,
+        );
+    }
+    let udp_answer_limit = match file.udp_answer_limit {
+        Some(0) => return Err("dns_config.udp_answer_limit: must be at least 1".into()),
+        Some(n) => n as usize,
+        None => tribune_core::dns::UDP_ANSWER_LIMIT_DEFAULT,
+    };
+    Ok(DnsOptions {
+        node_ttl_secs: match &file.node_ttl {
+            Some(text) => ttl_secs("node_ttl", text)?,
+            None => 0,
+        },
+        service_ttls,
+        only_passing: file.only_passing.unwrap_or(false),
+        enable_truncate: file.enable_truncate.unwrap_or(false),
+        udp_answer_limit,
+        a_record_limit: file.a_record_limit.unwrap_or(0) as usize,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,9 +432,20 @@ fn load_text(
             .get_or_insert_with(Vec::new)
             .extend(recursors);
     }
-    if file.dns_config.recursor_timeout.is_some() {
-        into.dns_config.recursor_timeout = file.dns_config.recursor_timeout;
+    macro_rules! take_dns {
+        ($($field:ident),*) => { $( if file.dns_config.$field.is_some() { into.dns_config.$field = file.dns_config.$field; } )* };
     }
+    take_dns!(
+        recursor_timeout,
+        node_ttl,
+        service_ttl,
+        only_passing,
+        enable_truncate,
+        udp_answer_limit,
+        a_record_limit,
+        allow_stale,
+        max_stale
+    );
     macro_rules! take_port {
         ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
     }
@@ -495,6 +563,7 @@ impl AgentConfig {
                     })?,
                 None => RECURSOR_TIMEOUT_DEFAULT,
             },
+            dns: dns_options(&file.dns_config)?,
         };
         config.validate()?;
         Ok(config)

@@ -211,6 +211,14 @@ fn dns_config(config: &AgentConfig) -> DnsConfig {
     dns.alt_domain = config.alt_domain.clone();
     dns.recursors = config.recursors.clone();
     dns.recursor_timeout = config.recursor_timeout;
+    let options = &config.dns;
+    dns.node_ttl_secs = options.node_ttl_secs;
+    dns.service_ttls = options.service_ttls.clone();
+    dns.service_ttl_secs = dns.service_ttls.remove("*").unwrap_or(0);
+    dns.only_passing = options.only_passing;
+    dns.enable_truncate = options.enable_truncate;
+    dns.udp_answer_limit = options.udp_answer_limit;
+    dns.a_record_limit = options.a_record_limit;
     dns
 }
 

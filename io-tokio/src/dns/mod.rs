@@ -118,7 +118,7 @@ pub fn answer_packet(
     let question = Question {
         name: query.name().to_ascii(),
         qtype: wire::qtype(query.query_type()),
-        answer_limit: udp_plain.then_some(wire::UDP_ANSWER_LIMIT),
+        answer_limit: udp_plain.then_some(udp_answer_limit(config)),
     };
     // Core stops at `answer_limit`, so only what can be sent is converted.
     let answer = node.dns_answer(
@@ -132,10 +132,29 @@ pub fn answer_packet(
         return Reply::Forward;
     }
     let response = response(&request, query, &answer);
-    match wire::encode_within(&response, limit_bytes, udp_plain, out) {
-        true => Reply::Send,
-        false => Reply::Drop,
+    let cap = udp_plain.then_some(udp_answer_limit(config));
+    match wire::encode_within(&response, limit_bytes, cap, out) {
+        wire::Encoded::TooSmall => Reply::Drop,
+        encoded => {
+            // Consul's enable_truncate: tell the client there was more, so
+            // it can retry over TCP. Only UDP answers are ever cut.
+            let cut = encoded == wire::Encoded::Trimmed || answer.truncated;
+            if config.enable_truncate && max_udp_size.is_some() && cut {
+                if let Some(flags) = out.get_mut(2) {
+                    *flags |= TC_BIT;
+                }
+            }
+            Reply::Send
+        }
     }
+}
+
+/// The TC flag in the header's third byte (RFC 1035 §4.1.1).
+const TC_BIT: u8 = 0x02;
+
+/// `dns_config.udp_answer_limit`, capped as Consul caps it.
+fn udp_answer_limit(config: &DnsConfig) -> usize {
+    config.udp_answer_limit.clamp(1, wire::UDP_ANSWER_LIMIT_MAX)
 }
 
 /// SERVFAIL for a request whose recursors all failed, with RA set (and
@@ -147,7 +166,8 @@ pub fn recursion_failed(packet: &[u8]) -> Option<Vec<u8>> {
     answer.recursion_available = true;
     let response = response(&request, query, &answer);
     let mut out = Vec::new();
-    wire::encode_within(&response, TCP_MESSAGE_BYTES_MAX, false, &mut out).then_some(out)
+    let encoded = wire::encode_within(&response, TCP_MESSAGE_BYTES_MAX, None, &mut out);
+    (encoded != wire::Encoded::TooSmall).then_some(out)
 }
 
 /// The response to `query` carrying `answer`: same ID, RD copied, QR set,

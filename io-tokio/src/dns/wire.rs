@@ -6,7 +6,8 @@
 //! [`UDP_ANSWER_LIMIT`] answers; then the authority section goes, then
 //! answers are cut from the end (binary search on the count) while the
 //! additional section keeps only what the remaining SRV targets need. The TC
-//! bit is never set (Consul's `enable_truncate=false`). Unlike Consul, a
+//! bit is set on a cut UDP answer only with `dns_config.enable_truncate`
+//! (Consul's default is off). Unlike Consul, a
 //! single answer that does not fit is dropped too: nothing over the limit is
 //! ever sent.
 
@@ -18,8 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use tribune_core::dns::{QType, Rcode, Record};
 
 /// Consul's default `udp_answer_limit`: answers kept in a 512-byte UDP
-/// response (Consul caps it further at 8, `maxUDPAnswerLimit`).
-pub const UDP_ANSWER_LIMIT: usize = 3;
+/// response.
+pub const UDP_ANSWER_LIMIT: usize = tribune_core::dns::UDP_ANSWER_LIMIT_DEFAULT;
+/// Consul caps `udp_answer_limit` at this (`maxUDPAnswerLimit`).
+pub const UDP_ANSWER_LIMIT_MAX: usize = 8;
 /// RFC 1035's UDP payload without EDNS.
 pub const UDP_RESPONSE_BYTES_DEFAULT: usize = 512;
 
@@ -79,27 +82,44 @@ pub fn records(list: &[Record]) -> Result<Vec<WireRecord<'_>>, ProtoError> {
     list.iter().map(WireRecord::new).collect()
 }
 
+/// How an encoding went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoded {
+    /// Everything fit.
+    Whole,
+    /// Answers were cut to fit (Consul's "trimmed").
+    Trimmed,
+    /// Not even the header and question fit (a limit under 512 bytes,
+    /// which callers never pass).
+    TooSmall,
+}
+
 /// Encodes `response` into `out` in at most `limit_bytes`, trimming as
-/// Consul does. `udp_plain` marks a 512-byte UDP exchange, where Consul also
-/// caps the answer count. `false` when not even the header and question fit
-/// (a limit under 512 bytes, which callers never pass).
+/// Consul does. `udp_answer_limit` is set for a 512-byte UDP exchange,
+/// where Consul also caps the answer count.
 pub fn encode_within(
     response: &Response<'_>,
     limit_bytes: usize,
-    udp_plain: bool,
+    udp_answer_limit: Option<usize>,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Encoded {
     let all = &response.additional;
     let mut answers = response.answers.as_slice();
     let mut additional: Vec<&WireRecord<'_>> = all.iter().collect();
     let additionals = Additionals::new(all);
-    if udp_plain && answers.len() > UDP_ANSWER_LIMIT {
-        answers = &answers[..UDP_ANSWER_LIMIT];
+    let mut trimmed = false;
+    if let Some(cap) = udp_answer_limit.filter(|cap| answers.len() > *cap) {
+        answers = &answers[..cap];
         additional = additionals.sync(answers);
+        trimmed = true;
     }
     write(response, answers, &response.authority, &additional, out);
     if out.len() <= limit_bytes {
-        return true;
+        return if trimmed {
+            Encoded::Trimmed
+        } else {
+            Encoded::Whole
+        };
     }
     // Invariant: `best` answers fit (or `best == 0`); more than `too_many` don't.
     let (mut best, mut too_many) = (0, answers.len() + 1);
@@ -120,7 +140,11 @@ pub fn encode_within(
         additionals.sync(&answers[..best])
     };
     write(response, &answers[..best], &[], &kept, out);
-    out.len() <= limit_bytes
+    if out.len() <= limit_bytes {
+        Encoded::Trimmed
+    } else {
+        Encoded::TooSmall
+    }
 }
 
 fn write(
