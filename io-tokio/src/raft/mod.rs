@@ -27,6 +27,7 @@ pub mod rpc;
 pub mod rpc_server;
 pub mod state_machine;
 pub mod types;
+pub mod wal_log;
 
 pub use log_store::{LogBackend, LogStore, MemLog};
 pub use network::{forward, Network};
