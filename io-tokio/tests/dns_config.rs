@@ -6,56 +6,14 @@ mod support;
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::dig::{dig_available, Dig};
 use support::Agent;
 
-fn dig_available() -> bool {
-    Command::new("dig")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-struct Dig {
-    flags: Vec<String>,
-    /// (name, ttl, type, data)
-    answers: Vec<(String, u32, String, String)>,
-}
-
+/// UDP without EDNS, reporting TC instead of retrying over TCP.
 fn dig(agent: &Agent, args: &[&str]) -> Dig {
-    let output = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &agent.dns_port.to_string()])
-        // +ignore: report TC instead of retrying over TCP.
-        .args(["+time=5", "+tries=1", "+notcp", "+noedns", "+ignore"])
-        .args(args)
-        .output()
-        .expect("run dig");
-    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
-    let flags = raw
-        .lines()
-        .find_map(|l| l.strip_prefix(";; flags: "))
-        .and_then(|l| l.split(';').next())
-        .map(|f| f.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    let answers = raw
-        .split(";; ANSWER SECTION:\n")
-        .nth(1)
-        .map(|section| {
-            section
-                .lines()
-                .take_while(|l| !l.is_empty())
-                .map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    (
-                        f[0].to_string(),
-                        f[1].parse().expect("ttl"),
-                        f[3].to_string(),
-                        f[4..].join(" "),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Dig { flags, answers }
+    let mut all = vec!["+notcp", "+noedns", "+ignore"];
+    all.extend_from_slice(args);
+    support::dig::dig(agent.dns_port, &all)
 }
 
 fn register(agent: &Agent, node: &str, address: &str, service: &str, status: &str) {
@@ -122,18 +80,14 @@ fn ttls_limits_truncation_and_only_passing_follow_dns_config() {
         "udp_answer_limit 2: {:?}",
         web.answers
     );
-    assert!(
-        web.flags.contains(&"tc".to_string()),
-        "TC set: {:?}",
-        web.flags
-    );
-    assert!(web.answers.iter().all(|a| a.1 == 30), "web's own TTL");
+    assert!(web.flag("tc"), "TC set: {:?}", web.flags);
+    assert!(web.records.iter().all(|a| a.ttl == 30), "web's own TTL");
 
     // Over repeated queries only passing instances appear (n6 warns).
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..40 {
-        for answer in dig(&agent, &["web.service.consul", "A"]).answers {
-            seen.insert(answer.3);
+        for answer in dig(&agent, &["web.service.consul", "A"]).records {
+            seen.insert(answer.data);
         }
     }
     assert!(
@@ -144,19 +98,15 @@ fn ttls_limits_truncation_and_only_passing_follow_dns_config() {
 
     let db = dig(&agent, &["db.service.consul", "A"]);
     assert_eq!(db.answers.len(), 1);
-    assert_eq!(db.answers[0].1, 5, "the * TTL");
-    assert!(
-        !db.flags.contains(&"tc".to_string()),
-        "nothing cut: {:?}",
-        db.flags
-    );
+    assert_eq!(db.records[0].ttl, 5, "the * TTL");
+    assert!(!db.flag("tc"), "nothing cut: {:?}", db.flags);
     assert_eq!(
-        dig(&agent, &["api.service.consul", "A"]).answers[0].1,
+        dig(&agent, &["api.service.consul", "A"]).records[0].ttl,
         7,
         "prefix TTL"
     );
     let node = dig(&agent, &["n1.node.consul", "A"]);
-    assert_eq!(node.answers[0].1, 10, "node_ttl");
+    assert_eq!(node.records[0].ttl, 10, "node_ttl");
 }
 
 #[test]

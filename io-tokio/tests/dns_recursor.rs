@@ -12,12 +12,13 @@
 
 mod support;
 
+use support::dig::{dig_available, Dig};
+
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,13 +124,6 @@ fn dead_port() -> u16 {
     socket.local_addr().expect("addr").port()
 }
 
-fn dig_available() -> bool {
-    Command::new("dig")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// An agent started with `extra` flags whose DNS answers, or `None` (after
 /// saying SKIPPED) without dig outside CI.
 fn start(extra: &[String]) -> Option<Agent> {
@@ -152,62 +146,8 @@ fn start(extra: &[String]) -> Option<Agent> {
     Some(agent)
 }
 
-/// What these tests read of dig's output.
-#[derive(Debug)]
-struct Dig {
-    status: String,
-    flags: Vec<String>,
-    /// Answer records as `name type rdata`.
-    answers: Vec<String>,
-    raw: String,
-}
-
 fn dig(agent: &Agent, args: &[&str]) -> Dig {
-    let output = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &agent.dns_port.to_string()])
-        .args(["+time=5", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("run dig");
-    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = raw
-        .split("status: ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or("NO ANSWER")
-        .to_string();
-    let flags = raw
-        .lines()
-        .find_map(|l| l.strip_prefix(";; flags: "))
-        .and_then(|l| l.split(';').next())
-        .map(|f| f.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    let answers = raw
-        .split(";; ANSWER SECTION:\n")
-        .nth(1)
-        .map(|section| {
-            section
-                .lines()
-                .take_while(|l| !l.is_empty())
-                .map(|l| {
-                    let fields: Vec<&str> = l.split_whitespace().collect();
-                    format!("{} {} {}", fields[0], fields[3], fields[4..].join(" "))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Dig {
-        status,
-        flags,
-        answers,
-        raw,
-    }
-}
-
-impl Dig {
-    fn flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
-    }
+    support::dig::dig(agent.dns_port, args)
 }
 
 fn recursor_flag(address: &str) -> String {

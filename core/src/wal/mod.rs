@@ -14,7 +14,6 @@
 //!
 //! See `book/src/storage.md` for the format and the rules in prose.
 
-pub mod crc32c;
 pub mod layout;
 pub mod record;
 pub mod vote;

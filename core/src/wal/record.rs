@@ -25,7 +25,7 @@
 //! damage inside the last batch after it was synced; like etcd's WAL, it is
 //! then treated as a torn tail.
 
-use super::crc32c;
+use crate::checksum;
 use crate::limits::{WAL_BATCH_RECORDS_MAX, WAL_RECORD_PAYLOAD_BYTES_MAX};
 
 /// First bytes of every record.
@@ -104,7 +104,7 @@ pub fn encode_record(out: &mut Vec<u8>, index: u64, batch_first_index: u64, payl
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&(batch_offset as u32).to_le_bytes());
     out.extend_from_slice(&index.to_le_bytes());
-    let crc = crc32c::update(crc32c::checksum(&out[start..]), payload);
+    let crc = checksum::update(checksum::checksum(&out[start..]), payload);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(payload);
 }
@@ -156,7 +156,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
     }
     let payload = &bytes[RECORD_HEADER_BYTES..needed];
     let stored = u32_at(bytes, CHECKSUM_OFFSET);
-    let computed = crc32c::update(crc32c::checksum(&bytes[..CHECKSUM_OFFSET]), payload);
+    let computed = checksum::update(checksum::checksum(&bytes[..CHECKSUM_OFFSET]), payload);
     if stored != computed {
         return Err(RecordError::ChecksumMismatch { stored, computed });
     }

@@ -15,7 +15,7 @@
 //! 24     4    CRC-32C over bytes 0..24
 //! ```
 
-use super::crc32c;
+use crate::checksum;
 
 const VOTE_MAGIC: [u8; 4] = *b"TRVT";
 const VOTE_VERSION: u8 = 1;
@@ -57,7 +57,7 @@ pub fn encode_vote(vote: &Vote) -> [u8; VOTE_FILE_BYTES] {
     bytes[5] = flags;
     bytes[8..16].copy_from_slice(&vote.term.to_le_bytes());
     bytes[16..24].copy_from_slice(&vote.voted_for.unwrap_or(0).to_le_bytes());
-    let crc = crc32c::checksum(&bytes[..24]);
+    let crc = checksum::checksum(&bytes[..24]);
     bytes[24..].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
@@ -73,7 +73,7 @@ pub fn decode_vote(bytes: &[u8]) -> Result<Vote, VoteError> {
         return Err(VoteError::UnsupportedVersion(bytes[4]));
     }
     let stored = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
-    let computed = crc32c::checksum(&bytes[..24]);
+    let computed = checksum::checksum(&bytes[..24]);
     if stored != computed {
         return Err(VoteError::ChecksumMismatch { stored, computed });
     }

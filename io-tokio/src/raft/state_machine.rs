@@ -9,7 +9,7 @@
 //! ```
 //!
 //! A snapshot is the `Fsm` snapshot plus the last applied log id and the
-//! membership, behind a version byte and followed by a CRC-32 (see
+//! membership, behind a version byte and followed by a CRC-32C (see
 //! [`encode_snapshot`]). Installing one decodes and validates all of it
 //! (`Fsm::restore` refuses an inconsistent store) before anything is
 //! replaced: a bad snapshot is an error, and the old state stays.
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tribune_core::checksum::crc32;
+use tribune_core::checksum::checksum as crc32c;
 use tribune_core::command::{Command, CommandResult};
 use tribune_core::fsm::{Effects, Fsm};
 use tribune_core::limits::RAFT_SNAPSHOT_BYTES_MAX;
@@ -328,7 +328,7 @@ pub fn encode_snapshot<C: RaftTypeConfig>(
     let mut out = vec![RAFT_SNAPSHOT_VERSION];
     // Owned in-memory data always serializes into a Vec.
     out.extend(postcard::to_allocvec(&envelope).expect("snapshot envelope serializes"));
-    let checksum = crc32(&out);
+    let checksum = crc32c(&out);
     out.extend_from_slice(&checksum.to_be_bytes());
     out
 }
@@ -344,7 +344,7 @@ pub fn decode_snapshot<C: RaftTypeConfig>(
         return Err(SnapshotDecodeError::TooShort);
     }
     let (covered, checksum) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
-    if crc32(covered).to_be_bytes() != checksum {
+    if crc32c(covered).to_be_bytes() != checksum {
         return Err(SnapshotDecodeError::ChecksumMismatch);
     }
     let (&version, body) = covered.split_first().ok_or(SnapshotDecodeError::TooShort)?;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use tribune_core::checksum::crc32;
+use tribune_core::checksum::checksum as crc32c;
 
 const META_FILE: &str = "raft-meta";
 const META_TEMP_FILE: &str = "raft-meta.tmp";
@@ -135,7 +135,7 @@ where
         let body = postcard::to_allocvec(&meta)
             .map_err(|e| io::Error::other(format!("raft meta does not encode: {e}")))?;
         let mut bytes = vec![META_VERSION];
-        bytes.extend_from_slice(&crc32(&body).to_le_bytes());
+        bytes.extend_from_slice(&crc32c(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
         let temp = self.dir.join(META_TEMP_FILE);
         let mut file = File::create(&temp)?;
@@ -168,7 +168,7 @@ fn read_meta<V: DeserializeOwned, L: DeserializeOwned>(
     let (sum, body) = rest
         .split_first_chunk::<4>()
         .ok_or_else(|| corrupt("truncated"))?;
-    if u32::from_le_bytes(*sum) != crc32(body) {
+    if u32::from_le_bytes(*sum) != crc32c(body) {
         return Err(corrupt("checksum mismatch"));
     }
     postcard::from_bytes(body)

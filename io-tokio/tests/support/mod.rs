@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod dig;
+
 use base64::Engine;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
