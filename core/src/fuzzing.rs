@@ -721,6 +721,31 @@ pub fn wal_recovery(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------- snapshot archive
+
+/// `PUT /v1/snapshot` bodies and `tribune snapshot restore|inspect` files:
+/// whatever decodes restores to a valid store or is refused, and a store
+/// that restores archives back to bytes that restore to the same store.
+pub fn snapshot_archive(data: &[u8]) {
+    use crate::snapshot_archive::{decode, encode, restore};
+    let decoded = decode(data);
+    match restore(data) {
+        Ok((meta, fsm)) => {
+            assert!(decoded.is_ok());
+            fsm.check_invariants();
+            let again = encode(&meta, &fsm.snapshot());
+            let (meta2, fsm2) = restore(&again).expect("a re-archived store restores");
+            assert_eq!(meta2, meta);
+            assert_eq!(fsm2.snapshot(), fsm.snapshot());
+        }
+        Err(_) => {
+            if let Ok((_, state)) = decoded {
+                assert!(crate::fsm::Fsm::restore(state).is_err());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ pub mod rng;
 pub mod rpc_frame;
 pub mod server;
 pub mod session;
+pub mod snapshot_archive;
 pub mod time;
 pub mod txn;
 pub mod wal;

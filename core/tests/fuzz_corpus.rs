@@ -135,6 +135,55 @@ fn binary_seeds_still_decode() {
 }
 
 #[test]
+fn snapshot_archive_corpus() {
+    replay("snapshot_archive", fuzzing::snapshot_archive);
+    check_seed_names("snapshot_archive", |_, data| {
+        tribune_core::snapshot_archive::restore(data).is_ok()
+    });
+}
+
+/// Seeds of `snapshot_archive`: the fixture's store archived, and the ways
+/// an archive is refused.
+fn write_archive_seeds(write: fn(&str, String, &[u8])) {
+    use tribune_core::snapshot_archive::{encode, ArchiveMeta};
+    let (fsm, _) = fuzzing::fixture();
+    let meta = ArchiveMeta {
+        index: fsm.last_applied,
+        term: 1,
+        created_unix_ms: 1_700_000_000_000,
+        datacenter: FIXTURE_DATACENTER.into(),
+        node: FIXTURE_NODE.into(),
+        tool_version: "0.1.0".into(),
+    };
+    let good = encode(&meta, &fsm.snapshot());
+    write("snapshot_archive", "valid-fixture.bin".into(), &good);
+    write(
+        "snapshot_archive",
+        "valid-empty-store.bin".into(),
+        &encode(&meta, &Fsm::default().snapshot()),
+    );
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 1;
+    write("snapshot_archive", "bad-flipped-byte.bin".into(), &flipped);
+    write(
+        "snapshot_archive",
+        "bad-truncated.bin".into(),
+        &good[..good.len() - 5],
+    );
+    write(
+        "snapshot_archive",
+        "bad-magic.bin".into(),
+        b"GZIP\x1f\x8b not ours",
+    );
+    write(
+        "snapshot_archive",
+        "bad-garbage-state.bin".into(),
+        &encode(&meta, b"\x01garbage"),
+    );
+}
+
+#[test]
 fn wal_recovery_corpus() {
     replay("wal_recovery", fuzzing::wal_recovery);
 }
@@ -411,6 +460,7 @@ fn write_binary_seeds() {
     for (name, data) in wal_seeds() {
         write("wal_recovery", name.into(), &data);
     }
+    write_archive_seeds(write);
     for (name, snapshot) in seed_snapshots() {
         write("snapshot_restore", format!("valid-{name}.bin"), &snapshot);
     }

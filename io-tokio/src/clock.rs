@@ -43,3 +43,12 @@ pub fn unix_seconds() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// Wall-clock milliseconds since the Unix epoch (0 if before it), for IDs
+/// that carry a creation time (snapshot IDs).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

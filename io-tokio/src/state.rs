@@ -70,6 +70,10 @@ pub struct Node {
     pub identity: Identity,
     /// User events this agent has seen (not replicated state).
     pub events: crate::events::Events,
+    /// Bumped when the whole store is replaced (a snapshot restore), so
+    /// readers that cache by table index (the DNS threads) start afresh:
+    /// a restored store may repeat indexes with other contents.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A write that could not be carried out (beyond a command's own result).
@@ -175,6 +179,7 @@ impl Node {
             timers_changed: Notify::new(),
             identity,
             events: crate::events::Events::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         });
         let server_port = node.identity.server_port;
         node.with_agent(|agent| agent.register_node(Some(server_port)));
@@ -286,9 +291,54 @@ impl Node {
         serial: u32,
         rng: &mut Rng,
         cache: &mut ServiceCache,
+        cache_generation: &mut u64,
     ) -> Answer {
         let inner = self.lock_shared();
+        // Checked under the lock a restore holds while it bumps the
+        // generation, so a cache never answers for another store.
+        let generation = self.generation();
+        if *cache_generation != generation {
+            *cache = ServiceCache::default();
+            *cache_generation = generation;
+        }
         tribune_core::dns::answer::answer_cached(&inner.fsm, config, question, serial, rng, cache)
+    }
+
+    /// Which store the state is: changes only when a snapshot is restored.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Replaces the whole store with a restored snapshot (`PUT
+    /// /v1/snapshot`). Session timers are re-armed from the restored
+    /// sessions, every blocking query wakes and answers from the new store,
+    /// cached DNS answers are dropped, and the agent's own node is repaired
+    /// at once (anti-entropy), as a restored catalog may not know it.
+    /// Later writes continue above both logs' last index.
+    pub fn restore(&self, fsm: Fsm) {
+        let now = clock::now();
+        let mut inner = self.lock();
+        let seed = inner.rng.next_u64();
+        inner.leader = Leader::new(now, seed, &fsm);
+        inner.last_log_index = inner.last_log_index.max(fsm.last_applied);
+        inner.fsm = fsm;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let waiting: Vec<WaiterId> = inner.waiters.keys().copied().collect();
+        for id in waiting {
+            inner.watches.cancel(id);
+            if let Some(waiter) = inner.waiters.remove(&id) {
+                let _ = waiter.send(());
+            }
+        }
+        let repairs = tribune_core::anti_entropy::diff(&inner.agent, &inner.fsm.catalog);
+        for command in repairs {
+            if let CommandResult::Failed(e) = inner.write(now, command) {
+                crate::log::warn(&format!("snapshot: re-registering this node failed: {e}"));
+            }
+        }
+        drop(inner);
+        self.timers_changed.notify_one();
     }
 
     /// Registers a waiter; `None` when the waiter bound is reached (the

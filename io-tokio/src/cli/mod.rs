@@ -32,6 +32,7 @@ mod lock;
 mod maint;
 mod members;
 mod services;
+mod snapshot;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -106,6 +107,7 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "lock" => lock::run(rest, ui),
         "catalog" => catalog::run(rest, ui),
         "services" => services::run(rest, ui),
+        "snapshot" => snapshot::run(rest, ui),
         "members" => members::run(rest, ui),
         "watch" => watch::run(rest, ui),
         "maint" => maint::maint(rest, ui),
@@ -131,6 +133,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("members", "Lists the members of a tribune cluster"),
     ("reload", "Triggers the agent to reload configuration files"),
     ("services", "Interact with services"),
+    (
+        "snapshot",
+        "Saves, restores and inspects snapshots of tribune server state",
+    ),
     ("version", "Prints the tribune version"),
     ("watch", "Watch for changes in tribune"),
 ];

@@ -75,6 +75,8 @@ pub fn handle_packet(
 pub struct Worker {
     pub rng: Rng,
     pub cache: ServiceCache,
+    /// The store generation the cache was filled from.
+    pub generation: u64,
 }
 
 impl Worker {
@@ -82,6 +84,7 @@ impl Worker {
         Worker {
             rng: node.fork_rng(),
             cache: ServiceCache::default(),
+            generation: node.generation(),
         }
     }
 }
@@ -127,6 +130,7 @@ pub fn answer_packet(
         unix_seconds(),
         &mut worker.rng,
         &mut worker.cache,
+        &mut worker.generation,
     );
     if answer.forward {
         return Reply::Forward;

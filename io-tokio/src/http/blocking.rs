@@ -78,6 +78,9 @@ pub async fn query(
         return Ok(reply.with_index(index, options.consistency));
     };
     let deadline = deadline(ctx, &options);
+    // A snapshot restore replaces the store, whose indexes may then be lower
+    // than the client's: that is a change too, answered at once.
+    let generation = node.generation();
     loop {
         // Register before querying so no apply can slip between the two.
         let watch = node.watch(targets.clone());
@@ -94,7 +97,7 @@ pub async fn query(
             // Waiter bound reached: answer now; clients must cope anyway.
             return Ok(reply.with_index(index, options.consistency));
         };
-        if index.max(1) > min_index {
+        if index.max(1) > min_index || node.generation() != generation {
             node.unwatch(id);
             return Ok(reply.with_index(index, options.consistency));
         }

@@ -15,6 +15,7 @@ mod health;
 mod kv;
 pub(crate) mod reply;
 mod session;
+mod snapshot;
 mod status;
 mod txn;
 
@@ -190,6 +191,7 @@ async fn route(ctx: Ctx, path: &str) -> Result<Reply, HttpError> {
         "agent" => agent::handle(ctx, tail).await,
         "session" => session::handle(ctx, tail).await,
         "event" => event::handle(ctx, tail).await,
+        "snapshot" => snapshot::handle(ctx, tail).await,
         "status" => status::handle(ctx, tail),
         _ => Err(HttpError::NotFound),
     }

@@ -1,0 +1,9 @@
+//! Snapshot archives (`PUT /v1/snapshot`, `tribune snapshot restore`) of
+//! arbitrary bytes. The logic lives in `tribune_core::fuzzing`, so
+//! `cargo test` replays this target's corpus on stable Rust
+//! (core/tests/fuzz_corpus.rs).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tribune_core::fuzzing::snapshot_archive(data));
