@@ -28,6 +28,8 @@ pub const RECURSOR_TIMEOUT_DEFAULT: Duration = Duration::from_millis(2_000);
 
 /// Consul's default `dns_config.udp_answer_limit`.
 pub const UDP_ANSWER_LIMIT_DEFAULT: usize = 3;
+/// Consul caps `udp_answer_limit` at this (`maxUDPAnswerLimit`).
+pub const UDP_ANSWER_LIMIT_MAX: usize = 8;
 
 /// What the agent's DNS server is configured with (Consul's `dns_config`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +77,12 @@ impl DnsConfig {
             })
             .max_by_key(|(len, _)| *len)
             .map_or(self.service_ttl_secs, |(_, ttl)| ttl)
+    }
+
+    /// Answers kept in a plain UDP response: `udp_answer_limit`, within
+    /// Consul's bounds.
+    pub fn udp_answers(&self) -> usize {
+        self.udp_answer_limit.clamp(1, UDP_ANSWER_LIMIT_MAX)
     }
 
     pub fn new(datacenter: &str) -> DnsConfig {

@@ -84,26 +84,15 @@ fn save(args: &[String], ui: &mut Ui) -> i32 {
 fn restore(args: &[String], ui: &mut Ui) -> i32 {
     let parsed = or_exit!(parse_command(args, &[], HELP, ui));
     let file = or_exit!(file_arg(&parsed.positional, ui));
-    let bytes = match std::fs::read(&file) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            ui.error(&format!("Error opening snapshot file: {e}"));
-            return 1;
-        }
-    };
+    let bytes = or_exit!(read_snapshot_file(&file, ui));
     let http = or_exit!(connect(&parsed, ui));
-    match http.write("PUT", "/v1/snapshot", &[], Some(&bytes)) {
-        Ok(response) if response.is_success() => {
+    match http
+        .write("PUT", "/v1/snapshot", &[], Some(&bytes))
+        .and_then(|r| r.into_result())
+    {
+        Ok(_) => {
             ui.info("Restored snapshot");
             0
-        }
-        Ok(response) => {
-            let e = response.into_result().err().map(|e| e.to_string());
-            ui.error(&format!(
-                "Error restoring snapshot: {}",
-                e.unwrap_or_default()
-            ));
-            1
         }
         Err(e) => {
             ui.error(&format!("Error restoring snapshot: {e}"));
@@ -112,16 +101,17 @@ fn restore(args: &[String], ui: &mut Ui) -> i32 {
     }
 }
 
+fn read_snapshot_file(file: &str, ui: &mut Ui) -> Result<Vec<u8>, i32> {
+    std::fs::read(file).map_err(|e| {
+        ui.error(&format!("Error opening snapshot file: {e}"));
+        1
+    })
+}
+
 fn inspect(args: &[String], ui: &mut Ui) -> i32 {
     let parsed = or_exit!(parse_command(args, &[], HELP, ui));
     let file = or_exit!(file_arg(&parsed.positional, ui));
-    let bytes = match std::fs::read(&file) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            ui.error(&format!("Error opening snapshot file: {e}"));
-            return 1;
-        }
-    };
+    let bytes = or_exit!(read_snapshot_file(&file, ui));
     let (meta, fsm) = match snapshot_archive::restore(&bytes) {
         Ok(decoded) => decoded,
         Err(e) => {

@@ -25,8 +25,6 @@ use tribune_core::coord::{
 const WAIT: Duration = Duration::from_secs(15);
 /// Pause after an acquire refused by lock-delay (`DefaultLockRetryTime`).
 const LOCK_RETRY: Duration = Duration::from_secs(5);
-/// Granularity at which sleeping loops notice cancellation.
-const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -196,7 +194,7 @@ impl Contender {
                         Some(p) if !p.session.is_empty() => index = last,
                         // Refused while free: a lock-delay is in effect.
                         _ => {
-                            if !sleep_cancellable(LOCK_RETRY, cancel, deadline) {
+                            if !super::sleep_unless_stopped(LOCK_RETRY, cancel, deadline) {
                                 return Ok(None);
                             }
                             index = 0;
@@ -256,22 +254,27 @@ impl Contender {
                     document,
                     cas_index,
                 } => {
-                    self.api
-                        .kv_put(
-                            &key,
-                            &document,
-                            vec![
-                                ("cas", Some(cas_index.to_string())),
-                                ("flags", Some(SEMAPHORE_FLAG_VALUE.to_string())),
-                            ],
-                        )
-                        .map_err(api_err("failed to update lock"))?;
+                    self.put_holders(&key, &document, cas_index)?;
                     // Won or lost the CAS, read again at once: a win shows
                     // as Held with the new index as the fencing token.
                     index = 0;
                 }
             }
         }
+    }
+
+    /// Writes the semaphore's holders document by check-and-set.
+    fn put_holders(&self, key: &str, document: &[u8], cas: u64) -> Result<bool, LockError> {
+        self.api
+            .kv_put(
+                key,
+                document,
+                vec![
+                    ("cas", Some(cas.to_string())),
+                    ("flags", Some(SEMAPHORE_FLAG_VALUE.to_string())),
+                ],
+            )
+            .map_err(api_err("failed to update lock"))
     }
 
     fn held(&self, session: &str, key: &str, fence: u64) -> Held {
@@ -327,17 +330,7 @@ impl Contender {
             let Some((document, cas)) = semaphore_release(pair.as_ref(), session)? else {
                 break;
             };
-            let done = self
-                .api
-                .kv_put(
-                    &key,
-                    &document,
-                    vec![
-                        ("cas", Some(cas.to_string())),
-                        ("flags", Some(SEMAPHORE_FLAG_VALUE.to_string())),
-                    ],
-                )
-                .map_err(api_err("failed to update lock"))?;
+            let done = self.put_holders(&key, &document, cas)?;
             if done {
                 break;
             }
@@ -426,39 +419,23 @@ fn next_wait(cancel: &AtomicBool, deadline: Option<Instant>) -> Option<Duration>
     }
 }
 
-/// Sleeps `total`; `false` when cancelled or the deadline passed meanwhile.
-fn sleep_cancellable(total: Duration, cancel: &AtomicBool, deadline: Option<Instant>) -> bool {
-    let until = Instant::now() + total;
-    while Instant::now() < until {
-        if cancel.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
-        thread::sleep(TICK);
-    }
-    true
-}
-
 /// Renews `session` every TTL/2 until `stop`; on errors retries each second
 /// until a TTL has passed since the last success, then gives up (the lock
 /// monitor notices the loss).
 fn spawn_renewer(api: Api, session: String, ttl: Duration, stop: Arc<AtomicBool>) {
     thread::spawn(move || {
         let mut last_ok = Instant::now();
-        let mut next = Instant::now() + ttl / 2;
-        while !stop.load(Ordering::SeqCst) {
-            if Instant::now() < next {
-                thread::sleep(TICK);
-                continue;
-            }
-            match api.session_renew(&session) {
+        let mut pause = ttl / 2;
+        while super::sleep_unless_stopped(pause, &stop, None) {
+            pause = match api.session_renew(&session) {
                 Ok(true) => {
                     last_ok = Instant::now();
-                    next = last_ok + ttl / 2;
+                    ttl / 2
                 }
                 Ok(false) => return,
-                Err(_) if last_ok.elapsed() < ttl => next = Instant::now() + Duration::from_secs(1),
+                Err(_) if last_ok.elapsed() < ttl => Duration::from_secs(1),
                 Err(_) => return,
-            }
+            };
         }
     });
 }

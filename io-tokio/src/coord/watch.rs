@@ -222,7 +222,7 @@ impl Plan {
                     let backoff = backoff(self.failures);
                     on_error(&e, backoff);
                     self.index = 0;
-                    sleep_unless(stop, backoff);
+                    super::sleep_unless_stopped(backoff, stop, None);
                 }
             }
         }
@@ -254,15 +254,6 @@ fn events_after(body: &[u8], seen: u64) -> Result<Vec<u8>, ApiError> {
 pub fn backoff(failures: u32) -> Duration {
     let squared = failures.saturating_mul(failures);
     RETRY_BASE.saturating_mul(squared).min(RETRY_MAX)
-}
-
-fn sleep_unless(stop: &AtomicBool, total: Duration) {
-    let step = Duration::from_millis(50);
-    let mut slept = Duration::ZERO;
-    while slept < total && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(step);
-        slept += step;
-    }
 }
 
 #[cfg(test)]

@@ -118,10 +118,11 @@ pub fn answer_packet(
         return put(response.to_vec().ok(), out);
     };
     let (limit_bytes, udp_plain) = size_limit(&request, max_udp_size);
+    let cap = udp_plain.then_some(config.udp_answers());
     let question = Question {
         name: query.name().to_ascii(),
         qtype: wire::qtype(query.query_type()),
-        answer_limit: udp_plain.then_some(udp_answer_limit(config)),
+        answer_limit: cap,
     };
     // Core stops at `answer_limit`, so only what can be sent is converted.
     let answer = node.dns_answer(
@@ -136,7 +137,6 @@ pub fn answer_packet(
         return Reply::Forward;
     }
     let response = response(&request, query, &answer);
-    let cap = udp_plain.then_some(udp_answer_limit(config));
     match wire::encode_within(&response, limit_bytes, cap, out) {
         wire::Encoded::TooSmall => Reply::Drop,
         encoded => {
@@ -155,11 +155,6 @@ pub fn answer_packet(
 
 /// The TC flag in the header's third byte (RFC 1035 §4.1.1).
 const TC_BIT: u8 = 0x02;
-
-/// `dns_config.udp_answer_limit`, capped as Consul caps it.
-fn udp_answer_limit(config: &DnsConfig) -> usize {
-    config.udp_answer_limit.clamp(1, wire::UDP_ANSWER_LIMIT_MAX)
-}
 
 /// SERVFAIL for a request whose recursors all failed, with RA set (and
 /// the question and OPT echoed), as Consul's `handleRecurse`.

@@ -21,8 +21,6 @@ use tribune_core::dns::{QType, Rcode, Record};
 /// Consul's default `udp_answer_limit`: answers kept in a 512-byte UDP
 /// response.
 pub const UDP_ANSWER_LIMIT: usize = tribune_core::dns::UDP_ANSWER_LIMIT_DEFAULT;
-/// Consul caps `udp_answer_limit` at this (`maxUDPAnswerLimit`).
-pub const UDP_ANSWER_LIMIT_MAX: usize = 8;
 /// RFC 1035's UDP payload without EDNS.
 pub const UDP_RESPONSE_BYTES_DEFAULT: usize = 512;
 
