@@ -76,14 +76,7 @@ fn self_signed() -> SelfSigned {
 // ---------------------------------------------------------------- gRPC server
 
 fn grpcio_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_health.v1.health"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    support::python_can("import grpc, grpc_health.v1.health")
 }
 
 /// `true` when the gRPC tests can run; panics under CI when they cannot.

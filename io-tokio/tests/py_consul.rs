@@ -28,14 +28,7 @@ use std::time::{Duration, Instant};
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn py_consul_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import consul"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    support::python_can("import consul")
 }
 
 /// Runs the script with a watchdog; returns (exit status or None on

@@ -487,3 +487,15 @@ pub fn kv_entry(client: &Client, key: &str) -> Value {
     assert_eq!(rows.len(), 1, "one entry for {key}: {json}");
     rows[0].clone()
 }
+
+/// Whether `python3 -c <statement>` succeeds (a third-party Python package
+/// that a compatibility test drives is installed).
+pub fn python_can(statement: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", statement])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
