@@ -30,6 +30,7 @@ pub mod dns;
 pub mod event;
 pub mod fsm;
 pub mod fuzzing;
+pub mod gossip;
 pub mod hcl;
 pub mod ids;
 pub mod kv;
