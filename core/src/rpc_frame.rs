@@ -40,6 +40,10 @@ pub enum FrameKind {
     /// A client write a follower forwards to the leader; the body is
     /// [`crate::command::Command::encode`].
     Forward = 5,
+    /// A server-to-server request beyond Raft's own (join exchange,
+    /// session renewal, read index, membership changes); the body is a
+    /// postcard `ServerRequest` (io-tokio's `raft::rpc`).
+    Request = 6,
     /// The answer to the request with the same id.
     Reply = 0x80,
     /// The server could not answer the request (unknown kind, a body that
@@ -48,12 +52,13 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
-    pub const ALL: [FrameKind; 7] = [
+    pub const ALL: [FrameKind; 8] = [
         FrameKind::AppendEntries,
         FrameKind::Vote,
         FrameKind::PreVote,
         FrameKind::SnapshotChunk,
         FrameKind::Forward,
+        FrameKind::Request,
         FrameKind::Reply,
         FrameKind::Error,
     ];

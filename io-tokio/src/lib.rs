@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod coord;
 pub mod dns;
 pub mod events;

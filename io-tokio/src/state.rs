@@ -2,18 +2,26 @@
 //!
 //! `-dev` is one server with an in-memory log: a write is prepared by the
 //! leader, appended (given the next index), committed at once, and applied.
-//! The steps are kept apart (`propose` → `commit` → `apply`) so that Raft can
-//! take the middle without the HTTP layer changing: handlers only call
-//! [`Node::write`] and [`Node::read`].
+//! A server in a cluster hands the middle to Raft (`crate::cluster`): the
+//! leader prepares and proposes, followers forward, and Raft's state
+//! machine applies committed entries here through [`Store`]. Handlers only
+//! call [`Node::write`], [`Node::read_barrier`] and [`Node::read`], the
+//! same in both modes.
 //!
 //! Blocking queries register a waiter in core's `Watches`; an apply that
 //! touches a watched key fires a oneshot here.
 
 use crate::clock;
+use crate::cluster::{Cluster, ClusterError, LeaderIs, RPC_HOLD_TIMEOUT};
+use crate::raft::rpc::{ServerReply, ServerRequest};
+use crate::raft::rpc_server::BoxFuture;
+use crate::raft::{ForwardError, ForwardReply, Store, WriteHandler};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tribune_core::agent::{AgentOutput, LocalAgent};
+use tribune_core::api::query::Consistency;
 use tribune_core::catalog::CheckStatus;
 use tribune_core::checks::RunRequest;
 use tribune_core::command::{Command, CommandResult};
@@ -58,6 +66,19 @@ pub struct Inner {
     /// and runs requested before are queued here.
     runs: Option<mpsc::UnboundedSender<RunRequest>>,
     queued_runs: Vec<RunRequest>,
+    /// This node leads: its `leader` timers may propose (always in `-dev`).
+    leading: bool,
+    /// In a cluster, what the agent and the leader's timers want written
+    /// goes here (to [`Node::run_proposals`]) instead of being applied.
+    proposals: Option<mpsc::UnboundedSender<Proposal>>,
+}
+
+/// A write the node itself wants (catalog sync, session expiry).
+pub struct Proposal {
+    command: Command,
+    /// Retried until there is a leader (the agent's own registrations);
+    /// a leader's timer output is not: the next leader re-arms its timers.
+    retry: bool,
 }
 
 pub struct Node {
@@ -74,13 +95,27 @@ pub struct Node {
     /// readers that cache by table index (the DNS threads) start afresh:
     /// a restored store may repeat indexes with other contents.
     generation: std::sync::atomic::AtomicU64,
+    /// Set when the node is a server in a Raft cluster.
+    cluster: OnceLock<Arc<Cluster>>,
+    replicated: bool,
 }
 
 /// A write that could not be carried out (beyond a command's own result).
 #[derive(Debug)]
 pub enum WriteError {
-    /// The log refused the entry (reserved for Raft: no leader, disk).
+    /// The log refused the entry, or the outcome is unknown.
     NotCommitted(String),
+    /// No leader within the hold timeout (Consul's "No cluster leader").
+    NoLeader,
+}
+
+impl From<ClusterError> for WriteError {
+    fn from(e: ClusterError) -> WriteError {
+        match e {
+            ClusterError::NoLeader => WriteError::NoLeader,
+            ClusterError::Failed(why) => WriteError::NotCommitted(why),
+        }
+    }
 }
 
 impl Inner {
@@ -112,19 +147,34 @@ impl Inner {
         result
     }
 
+    /// Writes `command` at once (`-dev`) or queues it for Raft.
+    fn propose(&mut self, now: Instant, command: Command, retry: bool) {
+        match &self.proposals {
+            Some(proposals) => {
+                // The proposer is gone only while the process ends.
+                let _ = proposals.send(Proposal { command, retry });
+            }
+            None => {
+                if let CommandResult::Failed(e) = self.write(now, command) {
+                    crate::log::warn(&format!("agent: catalog sync failed: {e}"));
+                }
+            }
+        }
+    }
+
     /// Proposes what the leader and the local agent queued.
     fn drain_outputs(&mut self, now: Instant) {
         loop {
             if let Some(Output::Propose(command)) = self.leader.poll() {
-                self.write(now, command);
+                // A follower's leader state only tracks; it never proposes.
+                if self.leading {
+                    self.propose(now, command, false);
+                }
                 continue;
             }
             match self.agent.poll() {
                 Some(AgentOutput::Propose(command)) => {
-                    let result = self.write(now, command);
-                    if let CommandResult::Failed(e) = result {
-                        crate::log::warn(&format!("agent: catalog sync failed: {e}"));
-                    }
+                    self.propose(now, command, true);
                     continue;
                 }
                 Some(AgentOutput::Run(request)) => {
@@ -159,7 +209,30 @@ impl Inner {
 }
 
 impl Node {
+    /// A `-dev` node: one server, the in-memory log.
     pub fn new(identity: Identity, agent: LocalAgent, seed: u64) -> Arc<Node> {
+        Node::build(identity, agent, seed, None)
+    }
+
+    /// A server whose writes go through Raft once [`Node::attach`]ed; what
+    /// the node itself proposes arrives on the receiver, for
+    /// [`Node::run_proposals`].
+    pub fn new_replicated(
+        identity: Identity,
+        agent: LocalAgent,
+        seed: u64,
+    ) -> (Arc<Node>, mpsc::UnboundedReceiver<Proposal>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Node::build(identity, agent, seed, Some(tx)), rx)
+    }
+
+    fn build(
+        identity: Identity,
+        agent: LocalAgent,
+        seed: u64,
+        proposals: Option<mpsc::UnboundedSender<Proposal>>,
+    ) -> Arc<Node> {
+        let replicated = proposals.is_some();
         let fsm = Fsm::default();
         let mut rng = Rng::from_seed(seed);
         let leader = Leader::new(clock::now(), rng.next_u64(), &fsm);
@@ -175,11 +248,15 @@ impl Node {
                 rng,
                 runs: None,
                 queued_runs: Vec::new(),
+                leading: !replicated,
+                proposals,
             }),
             timers_changed: Notify::new(),
             identity,
             events: crate::events::Events::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
+            cluster: OnceLock::new(),
+            replicated,
         });
         let server_port = node.identity.server_port;
         node.with_agent(|agent| agent.register_node(Some(server_port)));
@@ -200,17 +277,242 @@ impl Node {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Connects the node to its Raft cluster (once).
+    pub fn attach(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
     /// Replicates and applies a command.
     pub async fn write(&self, command: Command) -> Result<CommandResult, WriteError> {
-        let arms_timers = matches!(
-            command,
-            Command::SessionCreate(_) | Command::SessionDestroy { .. }
-        );
-        let result = self.lock().write(clock::now(), command);
-        if arms_timers {
-            self.timers_changed.notify_one();
+        if !self.replicated {
+            let arms_timers = matches!(
+                command,
+                Command::SessionCreate(_) | Command::SessionDestroy { .. }
+            );
+            let result = self.lock().write(clock::now(), command);
+            if arms_timers {
+                self.timers_changed.notify_one();
+            }
+            return Ok(result);
         }
-        Ok(result)
+        let hold_until = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+        loop {
+            let attempt = match self.cluster.get() {
+                None => Ok(None),
+                Some(cluster) => match cluster.leader() {
+                    LeaderIs::Me => match self.write_as_leader(cluster, command.clone()).await {
+                        Ok(reply) => Ok(Some(reply)),
+                        Err(ForwardError::NotLeader { .. }) => Ok(None),
+                        Err(ForwardError::Failed(why)) => Err(ClusterError::Failed(why)),
+                    },
+                    LeaderIs::Other { addr, .. } => cluster.forward_write(addr, &command).await,
+                    LeaderIs::Unknown => Ok(None),
+                },
+            };
+            match attempt? {
+                Some(reply) => return Ok(reply.result),
+                None if tokio::time::Instant::now() >= hold_until => {
+                    return Err(WriteError::NoLeader)
+                }
+                None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// The leader's half of a write: `prepare` (lock-delay, session IDs),
+    /// then Raft.
+    async fn write_as_leader(
+        &self,
+        cluster: &Cluster,
+        mut command: Command,
+    ) -> Result<ForwardReply, ForwardError> {
+        {
+            let now = clock::now();
+            let mut inner = self.lock();
+            if !inner.leading {
+                return Err(ForwardError::NotLeader {
+                    leader_id: None,
+                    leader_addr: None,
+                });
+            }
+            let Inner { leader, fsm, .. } = &mut *inner;
+            if let Err(result) = leader.prepare(now, fsm, &mut command) {
+                return Ok(ForwardReply {
+                    index: fsm.last_applied,
+                    result,
+                });
+            }
+        }
+        crate::raft::rpc_server::client_write(&cluster.raft, command).await
+    }
+
+    /// Waits until a read in `consistency` mode may be served from this
+    /// node's store: `stale` at once; `default` once this node applied
+    /// what the leader had applied under its lease; `consistent` once it
+    /// applied a read index the leader confirmed with a quorum.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), WriteError> {
+        let Some(cluster) = self.cluster.get() else {
+            return match self.replicated {
+                true if consistency != Consistency::Stale => Err(WriteError::NoLeader),
+                _ => Ok(()),
+            };
+        };
+        let linearizable = match consistency {
+            Consistency::Stale => return Ok(()),
+            Consistency::Default => false,
+            Consistency::Consistent => true,
+        };
+        let reply = cluster
+            .to_leader(ServerRequest::ReadIndex { linearizable }, |request| {
+                self.serve_request(request)
+            })
+            .await?;
+        let ServerReply::ReadIndex(index) = reply else {
+            return Err(WriteError::NotCommitted(format!(
+                "unexpected answer to a read index: {reply:?}"
+            )));
+        };
+        cluster
+            .raft
+            .wait(Some(RPC_HOLD_TIMEOUT))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| WriteError::NotCommitted(format!("waiting to apply {index}: {e}")))
+    }
+
+    /// The leader's read index.
+    async fn read_index(&self, linearizable: bool) -> Result<ServerReply, ForwardError> {
+        use openraft::error::{LinearizableReadError, RaftError};
+        use openraft::raft::ReadPolicy;
+        let Some(cluster) = self.cluster.get() else {
+            return Err(ForwardError::Failed("not in a cluster".into()));
+        };
+        let policies: &[ReadPolicy] = if linearizable {
+            &[ReadPolicy::ReadIndex]
+        } else {
+            // The lease may have lapsed (no quorum ack recently): confirm
+            // with a quorum instead of failing the read.
+            &[ReadPolicy::LeaseRead, ReadPolicy::ReadIndex]
+        };
+        let mut last_error = String::new();
+        for policy in policies {
+            let attempt = tokio::time::timeout(
+                RPC_HOLD_TIMEOUT,
+                cluster.raft.get_read_linearizer(policy.clone()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(linearizer)) => {
+                    return Ok(ServerReply::ReadIndex(linearizer.read_log_id().index()))
+                }
+                Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(to)))) => {
+                    return Err(ForwardError::NotLeader {
+                        leader_id: to.leader_id,
+                        leader_addr: to.leader_node.map(|n| n.rpc_addr),
+                    })
+                }
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "timed out confirming leadership".into(),
+            }
+        }
+        Err(ForwardError::Failed(last_error))
+    }
+
+    /// Answers a server request as this node (the leader's side of
+    /// forwarding, and the join exchange).
+    fn serve_request(
+        &self,
+        request: ServerRequest,
+    ) -> BoxFuture<'_, Result<ServerReply, ForwardError>> {
+        Box::pin(async move {
+            let Some(cluster) = self.cluster.get() else {
+                return Err(ForwardError::Failed("server starting".into()));
+            };
+            match request {
+                ServerRequest::Hello(info) => cluster.hello(info),
+                ServerRequest::RenewSession(id) => self.renew_as_leader(id),
+                ServerRequest::ReadIndex { linearizable } => self.read_index(linearizable).await,
+                ServerRequest::AddServer(info) => match cluster.leader() {
+                    LeaderIs::Me => cluster.add_server(info).await,
+                    _ => Err(not_leader()),
+                },
+                ServerRequest::RemoveServer { id } => match cluster.leader() {
+                    LeaderIs::Me => cluster.remove_server(id).await,
+                    _ => Err(not_leader()),
+                },
+            }
+        })
+    }
+
+    /// Sends `request` to the leader (or serves it here when leading).
+    pub async fn to_leader(&self, request: ServerRequest) -> Result<ServerReply, WriteError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Err(WriteError::NoLeader);
+        };
+        Ok(cluster
+            .to_leader(request, |request| self.serve_request(request))
+            .await?)
+    }
+
+    fn renew_as_leader(
+        &self,
+        id: tribune_core::ids::SessionId,
+    ) -> Result<ServerReply, ForwardError> {
+        let now = clock::now();
+        let mut inner = self.lock();
+        if !inner.leading {
+            return Err(not_leader());
+        }
+        let Inner { leader, fsm, .. } = &mut *inner;
+        let session = leader.renew(now, fsm, id);
+        drop(inner);
+        self.timers_changed.notify_one();
+        Ok(ServerReply::Session(session))
+    }
+
+    /// Leadership changed: a new leader takes over the session timers with
+    /// fresh TTLs (as Consul does); a former leader stops proposing.
+    pub fn set_leading(&self, leading: bool) {
+        let now = clock::now();
+        let mut inner = self.lock();
+        if leading && !inner.leading {
+            let seed = inner.rng.next_u64();
+            inner.leader = Leader::new(now, seed, &inner.fsm);
+        }
+        inner.leading = leading;
+        drop(inner);
+        self.timers_changed.notify_one();
+    }
+
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` for a read.
+    pub fn leader_contact(&self) -> (bool, u64) {
+        match self.cluster.get() {
+            Some(cluster) => cluster.contact(),
+            None => (!self.replicated, 0),
+        }
+    }
+
+    /// Writes what the node itself proposes, in order (a server's catalog
+    /// sync and the leader's session expiries).
+    pub async fn run_proposals(self: Arc<Node>, mut proposals: mpsc::UnboundedReceiver<Proposal>) {
+        while let Some(proposal) = proposals.recv().await {
+            loop {
+                match self.write(proposal.command.clone()).await {
+                    Ok(CommandResult::Failed(e)) => {
+                        crate::log::warn(&format!("agent: write failed: {e}"));
+                    }
+                    Ok(_) => {}
+                    Err(WriteError::NoLeader) if proposal.retry => continue,
+                    Err(e) => crate::log::warn(&format!("agent: write failed: {e:?}")),
+                }
+                break;
+            }
+        }
     }
 
     /// Runs `f` against the applied state.
@@ -247,17 +549,22 @@ impl Node {
     }
 
     /// Renews a session's TTL on the leader.
-    pub fn renew_session(
+    pub async fn renew_session(
         &self,
         id: tribune_core::ids::SessionId,
-    ) -> Option<tribune_core::session::Session> {
-        let now = clock::now();
-        let mut inner = self.lock();
-        let Inner { leader, fsm, .. } = &mut *inner;
-        let session = leader.renew(now, fsm, id);
-        drop(inner);
-        self.timers_changed.notify_one();
-        session
+    ) -> Result<Option<tribune_core::session::Session>, WriteError> {
+        if !self.replicated {
+            return match self.renew_as_leader(id) {
+                Ok(ServerReply::Session(session)) => Ok(session),
+                other => Err(WriteError::NotCommitted(format!("{other:?}"))),
+            };
+        }
+        match self.to_leader(ServerRequest::RenewSession(id)).await? {
+            ServerReply::Session(session) => Ok(session),
+            other => Err(WriteError::NotCommitted(format!(
+                "unexpected answer to a renewal: {other:?}"
+            ))),
+        }
     }
 
     /// A fresh random UUID from the node's seeded RNG.
@@ -333,9 +640,7 @@ impl Node {
         }
         let repairs = tribune_core::anti_entropy::diff(&inner.agent, &inner.fsm.catalog);
         for command in repairs {
-            if let CommandResult::Failed(e) = inner.write(now, command) {
-                crate::log::warn(&format!("snapshot: re-registering this node failed: {e}"));
-            }
+            inner.propose(now, command, true);
         }
         drop(inner);
         self.timers_changed.notify_one();
@@ -379,6 +684,64 @@ impl Node {
             inner.leader.handle_timeout(now);
             inner.agent.handle_timeout(now);
             inner.drain_outputs(now);
+        }
+    }
+}
+
+fn not_leader() -> ForwardError {
+    ForwardError::NotLeader {
+        leader_id: None,
+        leader_addr: None,
+    }
+}
+
+/// Raft's state machine applies committed entries to the node's store.
+impl Store for Node {
+    fn apply(&self, index: u64, command: &Command) -> CommandResult {
+        let now = clock::now();
+        let mut inner = self.lock();
+        let result = inner.apply(now, index, command);
+        inner.last_log_index = index;
+        let arms_timers = !inner.effects.sessions_created.is_empty()
+            || !inner.effects.sessions_removed.is_empty();
+        drop(inner);
+        if arms_timers {
+            self.timers_changed.notify_one();
+        }
+        result
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.lock_shared().fsm.last_applied
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.lock_shared().fsm.snapshot()
+    }
+
+    fn restore(&self, fsm: Fsm) {
+        Node::restore(self, fsm);
+    }
+}
+
+/// The leader's side of what other servers ask.
+impl WriteHandler for Node {
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<ForwardReply, ForwardError>> {
+        Box::pin(async move {
+            match self.cluster.get() {
+                Some(cluster) => self.write_as_leader(cluster, command).await,
+                None => Err(not_leader()),
+            }
+        })
+    }
+
+    fn request(&self, request: ServerRequest) -> BoxFuture<'_, Result<ServerReply, ForwardError>> {
+        self.serve_request(request)
+    }
+
+    fn leader_contact(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.record_contact();
         }
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tribune::raft::network::ForwardCallError;
 use tribune::raft::{
-    forward, ForwardError, LogStore, Network, Raft, RaftWriter, RpcClient, RpcServer, ServerNode,
-    StateMachine, TypeConfig,
+    forward, ForwardError, LogStore, MemStore, Network, Raft, RaftWriter, RpcClient, RpcServer,
+    ServerNode, StateMachine, TypeConfig,
 };
 use tribune_core::command::{Command, CommandResult, KvOp, KvVerb};
 use tribune_core::fsm::Fsm;
@@ -25,7 +25,7 @@ struct TestNode {
     id: u64,
     addr: SocketAddr,
     raft: Raft,
-    sm: StateMachine<TypeConfig>,
+    store: Arc<MemStore>,
     log: LogStore<TypeConfig>,
     server: RpcServer,
 }
@@ -54,7 +54,8 @@ async fn start(
     config: Arc<Config>,
 ) -> TestNode {
     let addr = listener.local_addr().expect("bound");
-    let sm = StateMachine::<TypeConfig>::new(None);
+    let store = Arc::new(MemStore::default());
+    let sm = StateMachine::<TypeConfig>::in_memory(store.clone());
     let network = Network::new(Arc::new(RpcClient::new()));
     let raft = Raft::new(id, config, network, log.clone(), sm.clone())
         .await
@@ -64,7 +65,7 @@ async fn start(
         id,
         addr,
         raft,
-        sm,
+        store,
         log,
         server,
     }
@@ -82,11 +83,11 @@ impl TestNode {
     }
 
     fn fsm(&self) -> Fsm {
-        self.sm.read(Fsm::clone)
+        self.store.read(Fsm::clone)
     }
 
     fn node(&self) -> ServerNode {
-        ServerNode::new(self.addr)
+        ServerNode::new(format!("s{}", self.id), self.addr)
     }
 }
 

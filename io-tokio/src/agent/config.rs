@@ -36,6 +36,21 @@ pub struct AgentConfig {
     pub server_port: u16,
     pub grpc_port: u16,
     pub data_dir: Option<String>,
+    /// `-bootstrap-expect`: form a cluster once this many servers know
+    /// each other (`-bootstrap` is 1). `None`: join an existing cluster.
+    pub bootstrap_expect: Option<u32>,
+    /// `-retry-join` and `-join` addresses (another agent's LAN address).
+    pub join: Vec<String>,
+    /// Take a Raft snapshot after this many entries (Consul's
+    /// `raft_snapshot_threshold`, 16384).
+    pub raft_snapshot_threshold: u64,
+    /// Entries kept behind a snapshot for slow followers (Consul's
+    /// `raft_trailing_logs`, 10240).
+    pub raft_trailing_logs: u64,
+    /// `performance.raft_multiplier` (1–10): scales Raft's heartbeat and
+    /// election timeouts, as in Consul. Default 2: heartbeats every
+    /// 100 ms, elections after 0.8–1.6 s of silence.
+    pub raft_multiplier: u32,
     pub log_level: String,
     /// DNS domain, lowercase, without the final dot (`-domain`, `consul`).
     pub domain: String,
@@ -59,7 +74,7 @@ pub struct AgentConfig {
     pub dns: DnsOptions,
 }
 
-const VALUE_FLAGS: [&str; 17] = [
+const VALUE_FLAGS: [&str; 20] = [
     "node",
     "datacenter",
     "bind",
@@ -77,6 +92,9 @@ const VALUE_FLAGS: [&str; 17] = [
     "domain",
     "alt-domain",
     "recursor",
+    "bootstrap-expect",
+    "retry-join",
+    "join",
 ];
 
 fn specs() -> Vec<FlagSpec> {
@@ -93,6 +111,7 @@ fn specs() -> Vec<FlagSpec> {
     });
     for name in [
         "server",
+        "bootstrap",
         "enable-script-checks",
         "enable-local-script-checks",
     ] {
@@ -120,6 +139,13 @@ struct FileConfig {
     data_dir: Option<String>,
     log_level: Option<String>,
     server: Option<bool>,
+    bootstrap: Option<bool>,
+    bootstrap_expect: Option<u32>,
+    retry_join: Option<Vec<String>>,
+    start_join: Option<Vec<String>>,
+    raft_snapshot_threshold: Option<u64>,
+    raft_trailing_logs: Option<u64>,
+    performance: FilePerformance,
     domain: Option<String>,
     alt_domain: Option<String>,
     recursors: Option<Vec<String>>,
@@ -241,6 +267,12 @@ fn load_definitions(
         into.watches.push(spec);
     }
     Ok(())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FilePerformance {
+    raft_multiplier: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,12 +453,24 @@ fn load_text(
         data_dir,
         log_level,
         server,
+        bootstrap,
+        bootstrap_expect,
+        raft_snapshot_threshold,
+        raft_trailing_logs,
         domain,
         alt_domain,
         enable_script_checks,
         enable_local_script_checks,
         ae_interval
     );
+    for (from, to) in [
+        (file.retry_join, &mut into.retry_join),
+        (file.start_join, &mut into.start_join),
+    ] {
+        if let Some(addrs) = from {
+            to.get_or_insert_with(Vec::new).extend(addrs);
+        }
+    }
     if let Some(recursors) = file.recursors {
         into.recursors
             .get_or_insert_with(Vec::new)
@@ -450,6 +494,9 @@ fn load_text(
         ($($field:ident),*) => { $( if file.ports.$field.is_some() { into.ports.$field = file.ports.$field; } )* };
     }
     take_port!(http, dns, serf_lan, serf_wan, server, grpc);
+    if file.performance.raft_multiplier.is_some() {
+        into.performance.raft_multiplier = file.performance.raft_multiplier;
+    }
     Ok(())
 }
 
@@ -533,6 +580,36 @@ impl AgentConfig {
                 .value("data-dir")
                 .map(str::to_string)
                 .or(file.data_dir),
+            bootstrap_expect: match (parsed.value("bootstrap-expect"), file.bootstrap_expect) {
+                (Some(v), _) => {
+                    Some(v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("-bootstrap-expect: {v:?} is not a positive number")
+                    })?)
+                }
+                (None, Some(0)) => return Err("bootstrap_expect must be positive".into()),
+                (None, Some(n)) => Some(n),
+                (None, None) if parsed.flag("bootstrap") || file.bootstrap.unwrap_or(false) => {
+                    Some(1)
+                }
+                (None, None) => None,
+            },
+            join: (file.retry_join.iter().flatten())
+                .chain(file.start_join.iter().flatten())
+                .chain(parsed.all("retry-join"))
+                .chain(parsed.all("join"))
+                .cloned()
+                .collect(),
+            raft_snapshot_threshold: file.raft_snapshot_threshold.unwrap_or(16384).max(1),
+            raft_trailing_logs: file.raft_trailing_logs.unwrap_or(10240),
+            raft_multiplier: match file.performance.raft_multiplier {
+                None => 2,
+                Some(m @ 1..=10) => m,
+                Some(m) => {
+                    return Err(format!(
+                        "performance.raft_multiplier cannot be {m}. Must be between 1 and 10"
+                    ))
+                }
+            },
             log_level: text("log-level", &file.log_level, "info"),
             domain: dns_domain(&text("domain", &file.domain, "consul"), "domain")?,
             alt_domain: match parsed.value("alt-domain").or(file.alt_domain.as_deref()) {

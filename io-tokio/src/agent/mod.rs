@@ -1,6 +1,7 @@
 //! `tribune agent`: starts the node, its timers, the HTTP API and DNS.
 
 pub mod config;
+mod server;
 pub mod watches;
 
 use crate::state::{Identity, Node};
@@ -26,11 +27,15 @@ pub fn run(args: &[String]) -> i32 {
         eprintln!("==> {e}");
         return 1;
     }
-    if !config.dev {
+    if !config.dev && !config.server {
         eprintln!(
-            "==> tribune agent needs -dev for now: multi-server Raft and client agents \
-             (-server, -data-dir, -join) are not implemented yet"
+            "==> tribune runs as -dev or as a -server for now: client agents need the \
+             gossip pool, which is not implemented yet"
         );
+        return 1;
+    }
+    if !config.dev && config.data_dir.is_none() {
+        eprintln!("==> data_dir cannot be empty");
         return 1;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -77,7 +82,16 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
     let started = std::time::Instant::now();
     let seed = crate::clock::os_seed();
     let mut rng = Rng::from_seed(seed);
-    let node_id = rng.uuid().to_string();
+    let node_id = match &config.data_dir {
+        Some(dir) if !config.dev => match server::node_id(dir, &mut rng) {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("==> {e}");
+                return 1;
+            }
+        },
+        _ => rng.uuid().to_string(),
+    };
     let http_addr: SocketAddr = match format!("{}:{}", config.client_addr, config.http_port).parse()
     {
         Ok(a) => a,
@@ -143,7 +157,17 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         rng.next_u64(),
     );
     local.set_script_policy(config.script_policy);
-    let node = Node::new(identity, local, rng.next_u64());
+    let node = if config.dev {
+        Node::new(identity, local, rng.next_u64())
+    } else {
+        let (node, proposals) = Node::new_replicated(identity, local, rng.next_u64());
+        if let Err(e) = server::start(&config, &node, &node_id).await {
+            eprintln!("==> Error starting agent: {e}");
+            return 1;
+        }
+        tokio::spawn(node.clone().run_proposals(proposals));
+        node
+    };
     let (runs, run_requests) = tokio::sync::mpsc::unbounded_channel();
     node.set_check_runner(runs);
     tokio::spawn(crate::checks::dispatch(node.clone(), run_requests));
@@ -231,7 +255,10 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) 
         "           Datacenter: '{}' (Segment: '<all>')",
         config.datacenter
     );
-    println!("               Server: true (Bootstrap: false)");
+    println!(
+        "               Server: true (Bootstrap: {})",
+        config.bootstrap_expect.is_some()
+    );
     println!(
         "          Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {dns_port})",
         config.client_addr,
@@ -244,7 +271,20 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) 
     println!("       Gossip Encrypt: false");
     println!();
     println!("==> tribune agent running! HTTP API at http://{http}");
-    println!("    In-memory dev mode: nothing is persisted. Gossip and gRPC are not served yet.");
+    if config.dev {
+        println!(
+            "    In-memory dev mode: nothing is persisted. Gossip and gRPC are not served yet."
+        );
+    } else {
+        println!(
+            "    Raft server: RPC on {}:{}, join exchange on {}:{}, data in {}.",
+            config.bind_addr,
+            config.server_port,
+            config.bind_addr,
+            config.serf_lan_port,
+            config.data_dir.as_deref().unwrap_or("")
+        );
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
 }

@@ -73,6 +73,7 @@ pub async fn query(
 ) -> Result<Reply, HttpError> {
     let options: ReadOptions = ctx.read_options()?;
     let node = &ctx.node;
+    node.read_barrier(options.consistency).await?;
     let Some(min_index) = options.min_index else {
         let (index, reply) = node.read(&run)?;
         return Ok(reply.with_index(index, options.consistency));

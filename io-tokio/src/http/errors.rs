@@ -35,6 +35,7 @@ impl From<crate::state::WriteError> for HttpError {
     fn from(e: crate::state::WriteError) -> Self {
         match e {
             crate::state::WriteError::NotCommitted(why) => HttpError::Internal(why),
+            crate::state::WriteError::NoLeader => HttpError::Internal("No cluster leader".into()),
         }
     }
 }

@@ -160,6 +160,7 @@ async fn handle(
         .and_then(|v| v.parse().ok());
     let token = extract_token(&req, &query);
     let method = req.method().clone();
+    let contact_of = node.clone();
     let ctx = Ctx {
         node,
         method,
@@ -170,7 +171,12 @@ async fn handle(
         peer,
     };
     match route(ctx, &path).await {
-        Ok(reply) => reply.into_response(pretty),
+        Ok(mut reply) => {
+            if reply.index.is_some() {
+                reply.contact = contact_of.leader_contact();
+            }
+            reply.into_response(pretty)
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -193,6 +199,7 @@ async fn route(ctx: Ctx, path: &str) -> Result<Reply, HttpError> {
         "event" => event::handle(ctx, tail).await,
         "snapshot" => snapshot::handle(ctx, tail).await,
         "status" => status::handle(ctx, tail),
+        "operator" => status::operator(ctx, tail).await,
         _ => Err(HttpError::NotFound),
     }
 }

@@ -18,6 +18,8 @@ pub struct Reply {
     /// JSON bodies can be re-indented for `?pretty`.
     json: bool,
     raw_value: bool,
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms) of a read.
+    pub contact: (bool, u64),
 }
 
 impl Reply {
@@ -33,6 +35,7 @@ impl Reply {
             content_hash: None,
             json: true,
             raw_value: false,
+            contact: (true, 0),
         }
     }
 
@@ -46,6 +49,7 @@ impl Reply {
             content_hash: None,
             json: false,
             raw_value: false,
+            contact: (true, 0),
         }
     }
 
@@ -61,6 +65,7 @@ impl Reply {
     pub fn raw(value: &[u8]) -> Reply {
         Reply {
             raw_value: true,
+            contact: (true, 0),
             body: Bytes::copy_from_slice(value),
             ..Reply::text("")
         }
@@ -105,8 +110,8 @@ impl Reply {
         if let Some(index) = self.index {
             builder = builder
                 .header("X-Consul-Index", index.to_string())
-                .header("X-Consul-Knownleader", "true")
-                .header("X-Consul-Lastcontact", "0");
+                .header("X-Consul-Knownleader", self.contact.0.to_string())
+                .header("X-Consul-Lastcontact", self.contact.1.to_string());
         }
         if let Some(consistency) = self.consistency {
             builder = builder.header("X-Consul-Effective-Consistency", consistency.as_str());

@@ -17,7 +17,7 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
     match (what, arg.is_empty()) {
         ("create", true) => create(&mut ctx).await,
         ("destroy", false) => destroy(&ctx, arg).await,
-        ("renew", false) => renew(&ctx, arg),
+        ("renew", false) => renew(&ctx, arg).await,
         ("info", false) => list(&ctx, Filter::Id(arg.parse().ok())).await,
         ("node", false) => list(&ctx, Filter::Node(arg.to_string())).await,
         ("list", true) => list(&ctx, Filter::All).await,
@@ -47,10 +47,10 @@ async fn destroy(ctx: &Ctx, id: &str) -> Result<Reply, HttpError> {
     crate::http::catalog::done(ctx, Command::SessionDestroy { id }).await
 }
 
-fn renew(ctx: &Ctx, id: &str) -> Result<Reply, HttpError> {
+async fn renew(ctx: &Ctx, id: &str) -> Result<Reply, HttpError> {
     ctx.require(&[Method::PUT])?;
     let parsed = parse_id(id)?;
-    match ctx.node.renew_session(parsed) {
+    match ctx.node.renew_session(parsed).await? {
         Some(session) => {
             let index = session.modify_index;
             Ok(Reply::json(&[render::session(&session)]).with_index(index, Default::default()))

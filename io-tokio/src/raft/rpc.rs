@@ -43,6 +43,53 @@ pub struct SnapshotChunk<C: RaftTypeConfig> {
     pub data: Vec<u8>,
 }
 
+/// A server as the join exchange describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Raft's id (derived from the node ID).
+    pub id: u64,
+    pub name: String,
+    pub datacenter: String,
+    /// Server RPC (Raft and forwarding).
+    pub rpc_addr: SocketAddr,
+    /// Where the join exchange is served (the serf LAN port).
+    pub lan_addr: SocketAddr,
+}
+
+/// Server-to-server requests beyond Raft's own (`FrameKind::Request`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ServerRequest {
+    /// The join exchange: the sender introduces itself and asks whom the
+    /// receiver knows (served on the LAN port until gossip replaces it).
+    Hello(ServerInfo),
+    /// Renews a session's TTL (leader only).
+    RenewSession(tribune_core::ids::SessionId),
+    /// The log index a read must wait for before it is served locally:
+    /// a read index confirmed by a quorum (`linearizable`) or under the
+    /// leader's lease (Consul's default mode).
+    ReadIndex { linearizable: bool },
+    /// Adds a server to the configuration as a voter (leader only).
+    AddServer(ServerInfo),
+    /// Removes a server from the configuration (leader only).
+    RemoveServer { id: u64 },
+}
+
+/// Answers to [`ServerRequest`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ServerReply {
+    Hello {
+        /// Every server the receiver knows of, itself included.
+        known: Vec<ServerInfo>,
+        /// The receiver is part of a formed cluster.
+        initialized: bool,
+    },
+    Session(Option<tribune_core::session::Session>),
+    ReadIndex(u64),
+    Done,
+}
+
 /// The answer to a forwarded write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardReply {
@@ -220,14 +267,25 @@ impl RpcClient {
     /// An idle connection to `addr`, or a new one (connecting within
     /// `deadline`).
     pub async fn checkout(&self, addr: SocketAddr, deadline: Duration) -> Result<Conn, RpcError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get_mut(&addr)
-            .and_then(Vec::pop);
-        if let Some(stream) = idle {
-            return Ok(Conn { addr, stream });
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get_mut(&addr)
+                .and_then(Vec::pop);
+            let Some(stream) = idle else { break };
+            // An idle connection has nothing to read; if it has, the peer
+            // closed it (or restarted) and a call on it would fail after
+            // sending, with an unknown outcome. Such connections are dropped
+            // here, before anything is sent.
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Conn { addr, stream })
+                }
+                _ => continue,
+            }
         }
         let stream = tokio::time::timeout(deadline, TcpStream::connect(addr))
             .await

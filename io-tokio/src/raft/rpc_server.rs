@@ -20,7 +20,7 @@
 
 use super::rpc::{
     decode_body, encode_body, read_frame, write_frame, ForwardError, ForwardReply, Reply, RpcError,
-    SnapshotChunk,
+    ServerReply, ServerRequest, SnapshotChunk,
 };
 use super::state_machine::validate_snapshot;
 use super::types::{Raft, TypeConfig};
@@ -38,31 +38,50 @@ use tribune_core::command::Command;
 use tribune_core::limits::RAFT_SNAPSHOT_BYTES_MAX;
 use tribune_core::rpc_frame::FrameKind;
 
-/// Carries out a write forwarded by another server. The agent's handler
-/// runs the leader's `prepare` (lock-delay, session IDs) first;
-/// [`RaftWriter`] proposes as is.
+/// A boxed future, as the handler's methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Carries out what other servers ask beyond Raft's own messages. The
+/// agent's handler runs the leader's `prepare` (lock-delay, session IDs)
+/// before proposing; [`RaftWriter`] proposes as is and answers nothing
+/// else.
 pub trait WriteHandler: Send + Sync + 'static {
-    fn write(
-        &self,
-        command: Command,
-    ) -> Pin<Box<dyn Future<Output = Result<ForwardReply, ForwardError>> + Send + '_>>;
+    /// A write forwarded to this server.
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<ForwardReply, ForwardError>>;
+
+    /// A [`ServerRequest`].
+    fn request(&self, request: ServerRequest) -> BoxFuture<'_, Result<ServerReply, ForwardError>> {
+        let _ = request;
+        Box::pin(async { Err(ForwardError::Failed("request not served here".into())) })
+    }
+
+    /// A leader's AppendEntries was accepted (last contact with a leader).
+    fn leader_contact(&self) {}
 }
 
 /// Proposes forwarded commands straight to Raft.
 pub struct RaftWriter(pub Raft);
 
 impl WriteHandler for RaftWriter {
-    fn write(
-        &self,
-        command: Command,
-    ) -> Pin<Box<dyn Future<Output = Result<ForwardReply, ForwardError>> + Send + '_>> {
+    fn write(&self, command: Command) -> BoxFuture<'_, Result<ForwardReply, ForwardError>> {
         Box::pin(client_write(&self.0, command))
     }
 }
 
 /// `client_write` with its errors turned into [`ForwardError`].
 pub async fn client_write(raft: &Raft, command: Command) -> Result<ForwardReply, ForwardError> {
-    match raft.client_write(command).await {
+    client_result(raft.client_write(command).await)
+}
+
+/// The answer to a Raft write (a command or a membership change), with
+/// its errors turned into [`ForwardError`].
+pub fn client_result(
+    result: Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    >,
+) -> Result<ForwardReply, ForwardError> {
+    match result {
         Ok(response) => Ok(ForwardReply {
             index: response.log_id.index,
             result: response.data,
@@ -168,7 +187,14 @@ async fn dispatch(
         encode_body::<Reply<T>>(&result.map_err(|e| e.to_string()))
     }
     Ok(match kind {
-        FrameKind::AppendEntries => reply(raft.append_entries(decode_body(body)?).await),
+        FrameKind::AppendEntries => {
+            let answer = raft.append_entries(decode_body(body)?).await;
+            if matches!(&answer, Ok(response) if !matches!(response, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+            {
+                writer.leader_contact();
+            }
+            reply(answer)
+        }
         FrameKind::Vote => reply(raft.vote(decode_body(body)?).await),
         FrameKind::PreVote => reply(raft.pre_vote(decode_body(body)?).await),
         FrameKind::SnapshotChunk => {
@@ -178,6 +204,10 @@ async fn dispatch(
         FrameKind::Forward => {
             let command = Command::decode(body).map_err(|e| RpcError::Body(e.to_string()))?;
             encode_body(&writer.write(command).await)
+        }
+        FrameKind::Request => {
+            let request: ServerRequest = decode_body(body)?;
+            encode_body(&writer.request(request).await)
         }
         FrameKind::Reply | FrameKind::Error => {
             return Err(RpcError::Body(format!("{kind:?} is not a request")))

@@ -1,18 +1,26 @@
 //! openraft's `RaftStateMachine` over core's [`Fsm`].
 //!
 //! ```text
-//! committed entries --apply--> Normal(Command) --Fsm::apply(index)--> CommandResult --> responder
-//!                                   |                                      |
-//!                          Blank / Membership:                    ApplyHook(Applied{effects})
-//!                   last applied (+ membership) only                (node fires watches, arms
-//!                                                                    leader timers)
+//! committed entries --apply--> Normal(Command) --Store::apply(index)--> CommandResult --> responder
+//!                                   |
+//!                          Blank / Membership:
+//!                   last applied (+ membership) only
 //! ```
+//!
+//! The store itself sits behind the [`Store`] trait: the agent's node keeps
+//! the `Fsm` next to its readers (HTTP, DNS), blocking-query waiters and
+//! session timers, and applies under its own lock; [`MemStore`] is a bare
+//! `Fsm` for tests.
 //!
 //! A snapshot is the `Fsm` snapshot plus the last applied log id and the
 //! membership, behind a version byte and followed by a CRC-32C (see
 //! [`encode_snapshot`]). Installing one decodes and validates all of it
 //! (`Fsm::restore` refuses an inconsistent store) before anything is
-//! replaced: a bad snapshot is an error, and the old state stays.
+//! replaced: a bad snapshot is an error, and the old state stays. With a
+//! snapshot directory, every snapshot built or installed is written there
+//! atomically (temp file, fsync, rename, fsync of the directory) before
+//! openraft may purge the log behind it; openraft installs it again at
+//! start-up, then replays the log after it.
 //!
 //! Generic over the type config, so a simulator binds the same code to its
 //! own runtime. The state sits behind a `std` mutex that is never held
@@ -26,6 +34,7 @@ use openraft::{RaftSnapshotBuilder, RaftTypeConfig};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tribune_core::checksum::checksum as crc32c;
 use tribune_core::command::{Command, CommandResult};
@@ -34,126 +43,211 @@ use tribune_core::limits::RAFT_SNAPSHOT_BYTES_MAX;
 
 use super::types::CommandEntry;
 
-/// What the state machine tells its owner, with the state lock held (so
-/// the owner sees applies in log order and never one half done).
-#[derive(Debug)]
-pub enum ApplyEvent<'a> {
-    /// A command was applied at `index`.
-    Applied {
-        index: u64,
-        command: &'a Command,
-        result: &'a CommandResult,
-        effects: &'a Effects,
-    },
-    /// A snapshot replaced the whole store: anything may have changed.
-    Restored { fsm: &'a Fsm },
+/// The replicated store the state machine applies to.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a committed command at `index` (indexes only grow).
+    fn apply(&self, index: u64, command: &Command) -> CommandResult;
+    /// The index of the last command applied.
+    fn applied_index(&self) -> u64;
+    /// [`Fsm::snapshot`] of the store, consistent with `applied_index`.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the whole store (a snapshot was installed).
+    fn restore(&self, fsm: Fsm);
 }
 
-/// Called for every [`ApplyEvent`]; must not block (it runs under the
-/// state lock, inside openraft's apply loop).
-pub type ApplyHook = Box<dyn FnMut(ApplyEvent<'_>) + Send>;
+/// A bare in-memory store.
+#[derive(Default)]
+pub struct MemStore {
+    fsm: Mutex<(Fsm, Effects)>,
+}
+
+impl MemStore {
+    fn lock(&self) -> MutexGuard<'_, (Fsm, Effects)> {
+        // Applies change the store only as a whole.
+        self.fsm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&Fsm) -> T) -> T {
+        f(&self.lock().0)
+    }
+}
+
+impl Store for MemStore {
+    fn apply(&self, index: u64, command: &Command) -> CommandResult {
+        let mut guard = self.lock();
+        let (fsm, effects) = &mut *guard;
+        effects.clear();
+        fsm.apply(index, command, effects)
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.lock().0.last_applied
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.lock().0.snapshot()
+    }
+
+    fn restore(&self, fsm: Fsm) {
+        self.lock().0 = fsm;
+    }
+}
 
 struct State<C: RaftTypeConfig> {
-    fsm: Fsm,
     last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
     /// The last snapshot built or installed, served to followers.
     snapshot: Option<(SnapshotMetaOf<C>, Bytes)>,
-    effects: Effects,
-    hook: Option<ApplyHook>,
 }
 
-/// The state machine adapter. Clones share one state: the owner keeps a
-/// clone to read the store while openraft owns another.
+/// The state machine adapter. Clones share one state.
 pub struct StateMachine<C: RaftTypeConfig> {
     state: Arc<Mutex<State<C>>>,
+    store: Arc<dyn Store>,
+    /// Where snapshots are kept across restarts; `None`: memory only.
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl<C: RaftTypeConfig> Clone for StateMachine<C> {
     fn clone(&self) -> Self {
         StateMachine {
             state: Arc::clone(&self.state),
+            store: Arc::clone(&self.store),
+            snapshot_dir: self.snapshot_dir.clone(),
         }
     }
 }
 
 impl<C: RaftTypeConfig> Default for StateMachine<C> {
     fn default() -> Self {
-        StateMachine::new(None)
+        StateMachine::in_memory(Arc::new(MemStore::default()))
     }
 }
 
+const SNAPSHOT_FILE: &str = "snapshot";
+const SNAPSHOT_TEMP_FILE: &str = "snapshot.tmp";
+
 impl<C: RaftTypeConfig> StateMachine<C> {
-    /// An empty store; `hook` hears of every apply and restore.
-    pub fn new(hook: Option<ApplyHook>) -> StateMachine<C> {
+    /// A state machine over `store` whose snapshots live in memory only.
+    pub fn in_memory(store: Arc<dyn Store>) -> StateMachine<C> {
         StateMachine {
             state: Arc::new(Mutex::new(State {
-                fsm: Fsm::default(),
                 last_applied: None,
                 membership: StoredMembershipOf::<C>::default(),
                 snapshot: None,
-                effects: Effects::default(),
-                hook,
             })),
+            store,
+            snapshot_dir: None,
         }
     }
 
+    /// A state machine over `store` that keeps its snapshot in `dir` and
+    /// offers the one found there (validated) to openraft at start-up. A
+    /// damaged snapshot file is an error naming the file, not a silent
+    /// fresh start.
+    pub fn durable(store: Arc<dyn Store>, dir: impl Into<PathBuf>) -> io::Result<StateMachine<C>> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        let sm = StateMachine {
+            snapshot_dir: Some(dir.clone()),
+            ..StateMachine::in_memory(store)
+        };
+        let path = dir.join(SNAPSHOT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let contents = decode_snapshot::<C>(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                let meta = SnapshotMetaOf::<C> {
+                    last_log_id: contents.last_applied,
+                    last_membership: contents.membership,
+                };
+                sm.lock().snapshot = Some((meta, Bytes::from(bytes)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+        Ok(sm)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<C>> {
-        // Applies change the state only as a whole (the Fsm validates a
-        // restore before it is swapped in), so a poisoned lock still guards
-        // a consistent store.
+        // The state changes only as a whole, so a poisoned lock still
+        // guards a consistent value.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` against the applied store.
-    pub fn read<T>(&self, f: impl FnOnce(&Fsm) -> T) -> T {
-        f(&self.lock().fsm)
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub fn last_applied(&self) -> Option<LogIdOf<C>> {
         self.lock().last_applied.clone()
     }
+
+    /// Keeps `bytes` as the current snapshot, on disk first if durable.
+    fn keep_snapshot(
+        &self,
+        state: &mut State<C>,
+        meta: SnapshotMetaOf<C>,
+        bytes: Bytes,
+    ) -> io::Result<()> {
+        if let Some(dir) = &self.snapshot_dir {
+            write_atomically(dir, &bytes)?;
+        }
+        state.snapshot = Some((meta, bytes));
+        Ok(())
+    }
 }
 
-impl<C> State<C>
+/// temp file → fsync → rename → fsync of the directory: after a crash the
+/// file is the old snapshot or the new one, never a mix.
+fn write_atomically(dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let temp = dir.join(SNAPSHOT_TEMP_FILE);
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl<C> StateMachine<C>
 where
     C: RaftTypeConfig<R = CommandResult>,
     C::Entry: CommandEntry,
 {
-    fn apply_entry(&mut self, entry: &C::Entry) -> Result<CommandResult, io::Error> {
+    fn apply_entry(
+        &self,
+        state: &mut State<C>,
+        entry: &C::Entry,
+    ) -> Result<CommandResult, io::Error> {
         use openraft::entry::RaftEntry;
         let log_id = entry.log_id();
         let index = log_id.index;
         if let Some(membership) = entry.get_membership() {
-            self.membership = StoredMembershipOf::<C>::new(Some(log_id.clone()), membership);
+            state.membership = StoredMembershipOf::<C>::new(Some(log_id.clone()), membership);
         }
         let result = match entry.command() {
             Some(command) => {
                 // Fsm::apply asserts that indexes grow; a log that goes back
                 // is a storage bug, reported rather than panicking here.
-                if index <= self.fsm.last_applied {
+                let applied = self.store.applied_index();
+                if index <= applied {
                     return Err(io::Error::other(format!(
-                        "entry {index} applied after {}",
-                        self.fsm.last_applied
+                        "entry {index} applied after {applied}"
                     )));
                 }
-                self.effects.clear();
-                let result = self.fsm.apply(index, command, &mut self.effects);
-                if let Some(hook) = self.hook.as_mut() {
-                    hook(ApplyEvent::Applied {
-                        index,
-                        command,
-                        result: &result,
-                        effects: &self.effects,
-                    });
-                }
-                result
+                self.store.apply(index, command)
             }
             None => CommandResult::Done,
         };
-        self.last_applied = Some(log_id);
+        state.last_applied = Some(log_id);
         Ok(result)
     }
 }
@@ -179,7 +273,10 @@ where
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let result = self.lock().apply_entry(&entry)?;
+            let result = {
+                let mut state = self.lock();
+                self.apply_entry(&mut state, &entry)?
+            };
             if let Some(responder) = responder {
                 responder.send(result);
             }
@@ -198,14 +295,16 @@ where
     ) -> Result<(), io::Error> {
         let contents = validate_snapshot::<C>(meta, &snapshot).map_err(invalid_data)?;
         let mut state = self.lock();
-        state.fsm = contents.fsm;
+        let already_kept = state
+            .snapshot
+            .as_ref()
+            .is_some_and(|(kept, _)| kept == meta);
+        if !already_kept {
+            self.keep_snapshot(&mut state, meta.clone(), snapshot)?;
+        }
         state.last_applied = contents.last_applied;
         state.membership = contents.membership;
-        state.snapshot = Some((meta.clone(), snapshot));
-        let State { fsm, hook, .. } = &mut *state;
-        if let Some(hook) = hook.as_mut() {
-            hook(ApplyEvent::Restored { fsm });
-        }
+        self.store.restore(contents.fsm);
         Ok(())
     }
 
@@ -226,11 +325,12 @@ where
     type SnapshotData = Bytes;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Bytes>, io::Error> {
-        // Built under the lock: the store is in memory and applies are
-        // short. A large store would clone the Fsm and encode outside.
+        // Built under the lock, so the store and the last applied log id
+        // agree: applies wait meanwhile. A large store would need a
+        // copy-on-write store to encode outside the lock.
         let mut state = self.lock();
-        let bytes = Bytes::from(encode_snapshot::<C>(
-            &state.fsm,
+        let bytes = Bytes::from(encode_snapshot_bytes::<C>(
+            self.store.snapshot(),
             &state.last_applied,
             &state.membership,
         ));
@@ -238,7 +338,7 @@ where
             last_log_id: state.last_applied.clone(),
             last_membership: state.membership.clone(),
         };
-        state.snapshot = Some((meta.clone(), bytes.clone()));
+        self.keep_snapshot(&mut state, meta.clone(), bytes.clone())?;
         Ok(SnapshotOf::<C, Bytes> {
             meta,
             snapshot: bytes,
@@ -320,10 +420,19 @@ pub fn encode_snapshot<C: RaftTypeConfig>(
     last_applied: &Option<LogIdOf<C>>,
     membership: &StoredMembershipOf<C>,
 ) -> Vec<u8> {
+    encode_snapshot_bytes::<C>(fsm.snapshot(), last_applied, membership)
+}
+
+/// [`encode_snapshot`] from a store already encoded with [`Fsm::snapshot`].
+pub fn encode_snapshot_bytes<C: RaftTypeConfig>(
+    fsm: Vec<u8>,
+    last_applied: &Option<LogIdOf<C>>,
+    membership: &StoredMembershipOf<C>,
+) -> Vec<u8> {
     let envelope = Envelope::<C> {
         last_applied: last_applied.clone(),
         membership: membership.clone(),
-        fsm: fsm.snapshot(),
+        fsm,
     };
     let mut out = vec![RAFT_SNAPSHOT_VERSION];
     // Owned in-memory data always serializes into a Vec.

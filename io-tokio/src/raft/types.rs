@@ -11,16 +11,20 @@ use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 use tribune_core::command::{Command, CommandResult};
 
-/// A server as Raft knows it: where its server RPC listens (port 8300 by
-/// default).
+/// A server as Raft knows it: its node name and where its server RPC
+/// listens (port 8300 by default).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerNode {
+    pub name: String,
     pub rpc_addr: SocketAddr,
 }
 
 impl ServerNode {
-    pub fn new(rpc_addr: SocketAddr) -> ServerNode {
-        ServerNode { rpc_addr }
+    pub fn new(name: impl Into<String>, rpc_addr: SocketAddr) -> ServerNode {
+        ServerNode {
+            name: name.into(),
+            rpc_addr,
+        }
     }
 }
 
@@ -28,7 +32,7 @@ impl ServerNode {
 /// always has its address.
 impl Default for ServerNode {
     fn default() -> ServerNode {
-        ServerNode::new(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+        ServerNode::new("", SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
     }
 }
 

@@ -1,0 +1,153 @@
+//! Starting a server: its node ID, durable Raft log and snapshots under
+//! `-data-dir`, the server RPC and join listeners, and cluster formation.
+
+use crate::cluster::{raft_id, Cluster};
+use crate::raft::rpc::ServerInfo;
+use crate::raft::wal_log::WalLog;
+use crate::raft::{LogStore, Network, Raft, RpcClient, RpcServer, StateMachine, TypeConfig};
+use crate::state::Node;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Config, ServerState, SnapshotPolicy};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tribune_core::limits::RAFT_APPEND_ENTRIES_MAX;
+use tribune_core::rng::Rng;
+
+use super::config::AgentConfig;
+
+const NODE_ID_FILE: &str = "node-id";
+
+/// The node ID kept in `data_dir/node-id` (made on first start), as
+/// Consul keeps it: a server's Raft identity survives restarts.
+pub fn node_id(data_dir: &str, rng: &mut Rng) -> Result<String, String> {
+    let dir = Path::new(data_dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("Error creating data_dir {data_dir}: {e}"))?;
+    let path = dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            if raft_id(&id).is_none() {
+                return Err(format!("{}: {id:?} is not a node ID", path.display()));
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = rng.uuid().to_string();
+            write_synced(&path, id.as_bytes())
+                .map_err(|e| format!("Error writing {}: {e}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(format!("Error reading {}: {e}", path.display())),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn raft_config(config: &AgentConfig) -> Result<Arc<Config>, String> {
+    let m = u64::from(config.raft_multiplier);
+    let raft = Config {
+        cluster_name: format!("tribune-{}", config.datacenter),
+        heartbeat_interval: 50 * m,
+        election_timeout_min: 400 * m,
+        election_timeout_max: 800 * m,
+        max_payload_entries: RAFT_APPEND_ENTRIES_MAX as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft_snapshot_threshold),
+        max_in_snapshot_log_to_keep: config.raft_trailing_logs,
+        ..Config::default()
+    };
+    raft.validate()
+        .map(Arc::new)
+        .map_err(|e| format!("raft configuration: {e}"))
+}
+
+async fn listen(ip: &str, port: u16, what: &str) -> Result<TcpListener, String> {
+    let addr = format!("{ip}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("failed to listen on {addr} ({what}): {e}"))
+}
+
+/// Opens the server's storage, starts Raft and its listeners, and joins
+/// or forms the cluster in the background.
+pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Result<(), String> {
+    let data_dir = Path::new(config.data_dir.as_deref().unwrap_or("."));
+    let id = raft_id(node_id).ok_or_else(|| format!("{node_id:?} is not a node ID"))?;
+    let rpc_listener = listen(&config.bind_addr, config.server_port, "server RPC").await?;
+    let lan_listener = listen(&config.bind_addr, config.serf_lan_port, "serf LAN").await?;
+    let local = |l: &TcpListener| -> Result<SocketAddr, String> {
+        l.local_addr().map_err(|e| format!("listener address: {e}"))
+    };
+    let me = ServerInfo {
+        id,
+        name: config.node_name.clone(),
+        datacenter: config.datacenter.clone(),
+        rpc_addr: local(&rpc_listener)?,
+        lan_addr: local(&lan_listener)?,
+    };
+    let raft_dir = data_dir.join("raft");
+    let wal_dir = raft_dir.join("wal");
+    let log = WalLog::<TypeConfig>::open(&wal_dir)
+        .map_err(|e| format!("opening the raft log in {}: {e}", wal_dir.display()))?;
+    let sm = StateMachine::<TypeConfig>::durable(node.clone(), raft_dir.join("snapshots"))
+        .map_err(|e| format!("opening raft snapshots: {e}"))?;
+    let client = Arc::new(RpcClient::new());
+    let raft = Raft::new(
+        id,
+        raft_config(config)?,
+        Network::new(client.clone()),
+        LogStore::new(log),
+        sm,
+    )
+    .await
+    .map_err(|e| format!("starting raft: {e}"))?;
+    let cluster = Arc::new(Cluster::new(
+        me,
+        raft.clone(),
+        client,
+        config.bootstrap_expect,
+    ));
+    node.attach(cluster.clone());
+    // Both listeners serve for the life of the process.
+    let _ = RpcServer::start(rpc_listener, raft.clone(), node.clone());
+    let _ = RpcServer::start(lan_listener, raft.clone(), node.clone());
+    tokio::spawn(follow_leadership(node.clone(), raft));
+    tokio::spawn(cluster.form(config.join.clone()));
+    Ok(())
+}
+
+/// Tells the node when it gains or loses leadership.
+async fn follow_leadership(node: Arc<Node>, raft: Raft) {
+    let mut metrics = raft.server_metrics();
+    let mut last = (false, None);
+    loop {
+        let (leading, leader) = {
+            let m = metrics.borrow_watched();
+            (m.state == ServerState::Leader, m.current_leader)
+        };
+        node.set_leading(leading);
+        if (leading, leader) != last {
+            match (leading, leader) {
+                (true, _) => crate::log::info("raft: this server is the leader"),
+                (false, Some(id)) => crate::log::info(&format!("raft: leader is {id:016x}")),
+                (false, None) => crate::log::info("raft: no leader"),
+            }
+            last = (leading, leader);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! A server in a Raft cluster: formation, leader tracking, forwarding of
+//! writes and reads, and membership changes.
+//!
+//! ```text
+//!  HTTP write ──Node::write──> leader?  yes: Leader::prepare → raft.client_write
+//!                                       no:  Forward frame ──> leader's WriteHandler (same path)
+//!                                       none: hold and retry up to RPC_HOLD_TIMEOUT, then "No cluster leader"
+//!  HTTP read ───read_barrier──> stale: none · default: leader lease · consistent: read index (quorum)
+//!                               a follower asks the leader for the index, waits until it applied it,
+//!                               then answers from its own store
+//! ```
+//!
+//! Formation (until gossip carries server discovery): every server serves
+//! a join exchange ([`ServerRequest::Hello`]) on its serf LAN port and
+//! greets its `-retry-join` addresses each second, learning every server
+//! the other knows. A server started with `-bootstrap-expect=N` that knows
+//! exactly N servers of its datacenter, none of them part of a cluster
+//! yet, initializes Raft with those N; all N do the same with the same
+//! set, which Raft accepts. A server that meets a formed cluster asks it to
+//! add it as a voter.
+
+use crate::raft::network::ForwardCallError;
+use crate::raft::rpc::{ServerInfo, ServerReply, ServerRequest};
+use crate::raft::{forward, ForwardError, ForwardReply, Raft, RpcClient, RpcError, ServerNode};
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, ServerState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+use tribune_core::command::Command;
+use tribune_core::limits::RPC_CALL_TIMEOUT;
+use tribune_core::rpc_frame::FrameKind;
+
+/// How long a request waits for a leader before it fails (Consul's
+/// `rpc_hold_timeout`).
+pub const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Between two attempts while there is no leader.
+const HOLD_RETRY: Duration = Duration::from_millis(50);
+
+/// Between two rounds of the join exchange.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
+/// Who leads, as this server last heard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaderIs {
+    Me,
+    Other { id: u64, addr: SocketAddr },
+    Unknown,
+}
+
+/// One server of the configuration, for `list-peers` and
+/// `/v1/operator/raft/configuration`.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub id: u64,
+    pub name: String,
+    pub addr: SocketAddr,
+    pub leader: bool,
+    pub voter: bool,
+}
+
+/// Why a request to the cluster failed.
+#[derive(Debug)]
+pub enum ClusterError {
+    /// No leader within the hold timeout.
+    NoLeader,
+    /// The leader refused or the call failed in a way that is not safe to
+    /// retry (the write may have been applied).
+    Failed(String),
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterError::NoLeader => f.write_str("No cluster leader"),
+            ClusterError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+pub struct Cluster {
+    pub me: ServerInfo,
+    pub raft: Raft,
+    pub client: std::sync::Arc<RpcClient>,
+    /// Servers met through the join exchange, by Raft id.
+    known: Mutex<BTreeMap<u64, ServerInfo>>,
+    /// When a leader's AppendEntries was last accepted.
+    last_contact: Mutex<Option<std::time::Instant>>,
+    bootstrap_expect: Option<u32>,
+}
+
+/// Raft's id for a node ID (a UUID): its first 64 bits.
+pub fn raft_id(node_id: &str) -> Option<u64> {
+    let hex: String = node_id.chars().filter(|c| *c != '-').take(16).collect();
+    u64::from_str_radix(&hex, 16)
+        .ok()
+        .filter(|_| hex.len() == 16)
+}
+
+impl Cluster {
+    pub fn new(
+        me: ServerInfo,
+        raft: Raft,
+        client: std::sync::Arc<RpcClient>,
+        bootstrap_expect: Option<u32>,
+    ) -> Cluster {
+        let known = BTreeMap::from([(me.id, me.clone())]);
+        Cluster {
+            me,
+            raft,
+            client,
+            known: Mutex::new(known),
+            last_contact: Mutex::new(None),
+            bootstrap_expect,
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ServerInfo>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn leader(&self) -> LeaderIs {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        match m.current_leader {
+            Some(id) if id == self.me.id && m.state == ServerState::Leader => LeaderIs::Me,
+            Some(id) if id != self.me.id => match m.membership_config.get_node(&id) {
+                Some(node) => LeaderIs::Other {
+                    id,
+                    addr: node.rpc_addr,
+                },
+                None => LeaderIs::Unknown,
+            },
+            _ => LeaderIs::Unknown,
+        }
+    }
+
+    /// The leader's server RPC address, if one is known.
+    pub fn leader_addr(&self) -> Option<SocketAddr> {
+        match self.leader() {
+            LeaderIs::Me => Some(self.me.rpc_addr),
+            LeaderIs::Other { addr, .. } => Some(addr),
+            LeaderIs::Unknown => None,
+        }
+    }
+
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (milliseconds
+    /// since the leader was last heard from; 0 on the leader).
+    pub fn contact(&self) -> (bool, u64) {
+        match self.leader() {
+            LeaderIs::Me => (true, 0),
+            other => {
+                let since = self
+                    .last_contact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+                (other != LeaderIs::Unknown, since.unwrap_or(0))
+            }
+        }
+    }
+
+    pub fn record_contact(&self) {
+        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
+    }
+
+    /// The configuration as this server knows it (committed or not), and
+    /// the index of the entry that set it.
+    pub fn configuration(&self) -> (Vec<Peer>, u64) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let stored = &m.membership_config;
+        let voters: BTreeSet<u64> = stored.voter_ids().collect();
+        let peers = stored
+            .nodes()
+            .map(|(id, node)| Peer {
+                id: *id,
+                name: node.name.clone(),
+                addr: node.rpc_addr,
+                leader: m.current_leader == Some(*id),
+                voter: voters.contains(id),
+            })
+            .collect();
+        (peers, stored.log_id().as_ref().map_or(0, |id| id.index))
+    }
+
+    /// The index of this server's last log entry.
+    pub fn last_log_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0)
+    }
+
+    /// Calls `request` on the server at `addr`.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        request: &ServerRequest,
+    ) -> Result<Result<ServerReply, ForwardError>, RpcError> {
+        let reply = self
+            .client
+            .call(
+                addr,
+                FrameKind::Request,
+                &crate::raft::rpc::encode_body(request),
+                Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos()),
+            )
+            .await?;
+        crate::raft::rpc::decode_body(&reply)
+    }
+
+    /// Sends `request` to the leader, holding while there is none. `local`
+    /// answers it when this server leads.
+    pub async fn to_leader<F, Fut>(
+        &self,
+        request: ServerRequest,
+        local: F,
+    ) -> Result<ServerReply, ClusterError>
+    where
+        F: Fn(ServerRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<ServerReply, ForwardError>>,
+    {
+        let hold_until = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+        loop {
+            let answer = match self.leader() {
+                LeaderIs::Me => Some(local(request.clone()).await),
+                LeaderIs::Other { addr, .. } => match self.call(addr, &request).await {
+                    Ok(answer) => Some(answer),
+                    Err(e) => {
+                        crate::log::debug(&format!("cluster: leader at {addr}: {e}"));
+                        None
+                    }
+                },
+                LeaderIs::Unknown => None,
+            };
+            match answer {
+                Some(Ok(reply)) => return Ok(reply),
+                Some(Err(ForwardError::NotLeader { .. })) | None => {}
+                Some(Err(ForwardError::Failed(why))) => return Err(ClusterError::Failed(why)),
+            }
+            if tokio::time::Instant::now() >= hold_until {
+                return Err(ClusterError::NoLeader);
+            }
+            tokio::time::sleep(HOLD_RETRY).await;
+        }
+    }
+
+    /// Forwards a write to the leader at `addr`. `Ok(None)`: try again
+    /// (not the leader, or it could not be reached, so nothing was sent).
+    pub async fn forward_write(
+        &self,
+        addr: SocketAddr,
+        command: &Command,
+    ) -> Result<Option<ForwardReply>, ClusterError> {
+        match forward(&self.client, addr, command).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(ForwardCallError::Refused(ForwardError::NotLeader { .. })) => Ok(None),
+            Err(ForwardCallError::Refused(ForwardError::Failed(why))) => {
+                Err(ClusterError::Failed(why))
+            }
+            // Nothing reached the leader: connecting failed.
+            Err(ForwardCallError::Rpc(RpcError::Io(e)))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                Ok(None)
+            }
+            Err(ForwardCallError::Rpc(e)) => Err(ClusterError::Failed(format!(
+                "rpc error forwarding to the leader: {e}"
+            ))),
+        }
+    }
+
+    /// The join exchange, receiving side.
+    pub fn hello(&self, from: ServerInfo) -> Result<ServerReply, ForwardError> {
+        if from.datacenter != self.me.datacenter {
+            return Err(ForwardError::Failed(format!(
+                "server {} is in datacenter {:?}, this one is in {:?}",
+                from.name, from.datacenter, self.me.datacenter
+            )));
+        }
+        let mut known = self.known();
+        known.insert(from.id, from);
+        Ok(ServerReply::Hello {
+            known: known.values().cloned().collect(),
+            initialized: self.is_member(),
+        })
+    }
+
+    /// This server is in a formed cluster's configuration.
+    pub fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config.get_node(&self.me.id).is_some()
+    }
+
+    /// Adds a server as a voter (on the leader).
+    pub async fn add_server(&self, info: ServerInfo) -> Result<ServerReply, ForwardError> {
+        if info.datacenter != self.me.datacenter {
+            return Err(ForwardError::Failed(format!(
+                "server {} is in datacenter {:?}, the cluster is in {:?}",
+                info.name, info.datacenter, self.me.datacenter
+            )));
+        }
+        let (peers, _) = self.configuration();
+        if peers.iter().any(|p| p.id == info.id && p.voter) {
+            return Ok(ServerReply::Done);
+        }
+        let node = ServerNode::new(info.name.clone(), info.rpc_addr);
+        crate::raft::rpc_server::client_result(self.raft.add_learner(info.id, node, true).await)?;
+        let voters = ChangeMembers::AddVoterIds(BTreeSet::from([info.id]));
+        crate::raft::rpc_server::client_result(self.raft.change_membership(voters, false).await)?;
+        crate::log::info(&format!(
+            "cluster: added server {} ({})",
+            info.name, info.rpc_addr
+        ));
+        Ok(ServerReply::Done)
+    }
+
+    /// Removes a server from the configuration (on the leader).
+    pub async fn remove_server(&self, id: u64) -> Result<ServerReply, ForwardError> {
+        let (peers, _) = self.configuration();
+        if !peers.iter().any(|p| p.id == id) {
+            return Err(ForwardError::Failed(format!(
+                "id {id:016x} was not found in the Raft configuration"
+            )));
+        }
+        let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+        crate::raft::rpc_server::client_result(self.raft.change_membership(change, false).await)?;
+        crate::log::info(&format!("cluster: removed server {id:016x}"));
+        Ok(ServerReply::Done)
+    }
+
+    /// Greets `addrs` until this server is part of a cluster: bootstraps
+    /// one with `-bootstrap-expect`, or asks a formed one to add it.
+    pub async fn form(self: std::sync::Arc<Self>, addrs: Vec<String>) {
+        let mut told_mismatch = false;
+        loop {
+            if self.is_member() {
+                return;
+            }
+            let mut cluster_seen = false;
+            for addr in &addrs {
+                let Some(target) = resolve(addr, self.me.lan_addr.port()).await else {
+                    crate::log::warn(&format!("cluster: cannot resolve join address {addr:?}"));
+                    continue;
+                };
+                match self
+                    .call(target, &ServerRequest::Hello(self.me.clone()))
+                    .await
+                {
+                    Ok(Ok(ServerReply::Hello { known, initialized })) => {
+                        let mut mine = self.known();
+                        for info in known {
+                            if info.datacenter == self.me.datacenter {
+                                mine.insert(info.id, info);
+                            }
+                        }
+                        cluster_seen |= initialized;
+                    }
+                    Ok(Ok(other)) => {
+                        crate::log::warn(&format!("cluster: {addr}: unexpected answer {other:?}"))
+                    }
+                    Ok(Err(e)) => crate::log::warn(&format!("cluster: join {addr} refused: {e}")),
+                    Err(e) => crate::log::debug(&format!("cluster: join {addr}: {e}")),
+                }
+            }
+            let known: Vec<ServerInfo> = self.known().values().cloned().collect();
+            if cluster_seen {
+                let request = ServerRequest::AddServer(self.me.clone());
+                let me = self.clone();
+                let result = self
+                    .to_leader(request, move |r| {
+                        let me = me.clone();
+                        async move {
+                            match r {
+                                ServerRequest::AddServer(info) => me.add_server(info).await,
+                                _ => Err(ForwardError::Failed("unexpected".into())),
+                            }
+                        }
+                    })
+                    .await;
+                if let Err(e) = result {
+                    crate::log::warn(&format!("cluster: asking to be added: {e}"));
+                }
+            } else if let Some(expect) = self.bootstrap_expect {
+                let expect = expect as usize;
+                if known.len() == expect {
+                    self.bootstrap(&known).await;
+                } else if known.len() > expect && !told_mismatch {
+                    told_mismatch = true;
+                    crate::log::warn(&format!(
+                        "cluster: {} servers know each other but bootstrap_expect is {expect}; \
+                         not bootstrapping",
+                        known.len()
+                    ));
+                }
+            }
+            tokio::time::sleep(JOIN_RETRY).await;
+        }
+    }
+
+    async fn bootstrap(&self, servers: &[ServerInfo]) {
+        let members: BTreeMap<u64, ServerNode> = servers
+            .iter()
+            .map(|s| (s.id, ServerNode::new(s.name.clone(), s.rpc_addr)))
+            .collect();
+        let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => crate::log::info(&format!(
+                "cluster: bootstrapping with {} servers: {}",
+                servers.len(),
+                names.join(", ")
+            )),
+            Err(e) => crate::log::debug(&format!("cluster: not bootstrapping: {e}")),
+        }
+    }
+}
+
+/// `host[:port]` with the LAN port as the default, resolved.
+async fn resolve(addr: &str, default_port: u16) -> Option<SocketAddr> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, default_port));
+    }
+    let with_port = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{default_port}")
+    };
+    tokio::net::lookup_host(with_port).await.ok()?.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_come_from_node_ids() {
+        assert_eq!(
+            raft_id("0123abcd-4567-89ef-0000-000000000000"),
+            Some(0x0123_abcd_4567_89ef)
+        );
+        assert_eq!(raft_id("not-a-uuid"), None);
+        assert_eq!(raft_id("0123"), None);
+    }
+}
