@@ -89,6 +89,8 @@ pub struct Cluster {
     /// When a leader's AppendEntries was last accepted.
     last_contact: Mutex<Option<std::time::Instant>>,
     bootstrap_expect: Option<u32>,
+    /// The Raft log's counters (fsyncs and records), set by the agent.
+    pub wal_stats: std::sync::OnceLock<crate::storage::WalStatsHandle>,
 }
 
 /// Raft's id for a node ID (a UUID): its first 64 bits.
@@ -114,6 +116,7 @@ impl Cluster {
             known: Mutex::new(known),
             last_contact: Mutex::new(None),
             bootstrap_expect,
+            wal_stats: std::sync::OnceLock::new(),
         }
     }
 
@@ -185,6 +188,41 @@ impl Cluster {
             })
             .collect();
         (peers, stored.log_id().as_ref().map_or(0, |id| id.index))
+    }
+
+    /// `Stats.raft` of `/v1/agent/self`, as strings like Consul's.
+    pub fn stats(&self) -> BTreeMap<&'static str, String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let index = |id: &Option<openraft::LogId<_>>| id.as_ref().map_or(0, |i| i.index);
+        let mut stats = BTreeMap::from([
+            ("state", format!("{:?}", m.state)),
+            ("term", m.current_term.to_string()),
+            ("last_log_index", m.last_log_index.unwrap_or(0).to_string()),
+            ("commit_index", index(&m.local_committed).to_string()),
+            ("applied_index", index(&m.last_applied).to_string()),
+            ("last_snapshot_index", index(&m.snapshot).to_string()),
+            (
+                "num_peers",
+                m.membership_config
+                    .voter_ids()
+                    .count()
+                    .saturating_sub(1)
+                    .to_string(),
+            ),
+        ]);
+        if let Some(wal) = self.wal_stats.get() {
+            let s = wal.stats();
+            stats.insert("wal_fsyncs", s.batches.to_string());
+            stats.insert("wal_records", s.records.to_string());
+            let per = if s.batches == 0 {
+                0.0
+            } else {
+                s.records as f64 / s.batches as f64
+            };
+            stats.insert("wal_records_per_fsync", format!("{per:.2}"));
+        }
+        stats
     }
 
     /// The index of this server's last log entry.

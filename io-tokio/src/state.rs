@@ -399,6 +399,15 @@ impl Node {
             // with a quorum instead of failing the read.
             &[ReadPolicy::LeaseRead, ReadPolicy::ReadIndex]
         };
+        // Every write acknowledged before this read began is committed, so
+        // it is in the leader's log by now (leader completeness): waiting
+        // for the last log index, taken before leadership is confirmed,
+        // covers it. openraft's read log id alone does not after a restart:
+        // a leader that resumes its term from the persisted vote reuses its
+        // old no-op entry and starts without knowing the commit index, so
+        // it would answer from a store missing acknowledged writes (found
+        // by tests/cluster.rs, SIGKILL of every server).
+        let last_log_index = cluster.last_log_index();
         let mut last_error = String::new();
         for policy in policies {
             let attempt = tokio::time::timeout(
@@ -408,7 +417,8 @@ impl Node {
             .await;
             match attempt {
                 Ok(Ok(linearizer)) => {
-                    return Ok(ServerReply::ReadIndex(linearizer.read_log_id().index()))
+                    let index = linearizer.read_log_id().index().max(last_log_index);
+                    return Ok(ServerReply::ReadIndex(index));
                 }
                 Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(to)))) => {
                     return Err(ForwardError::NotLeader {

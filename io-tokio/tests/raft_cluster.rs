@@ -39,6 +39,9 @@ fn config(snapshot_policy: SnapshotPolicy) -> Arc<Config> {
         max_payload_entries: RAFT_APPEND_ENTRIES_MAX as u64,
         snapshot_policy,
         max_in_snapshot_log_to_keep: 0,
+        // The last chunk's answer waits for the install; a loaded machine
+        // must not turn that into an endless resend.
+        install_snapshot_timeout: 10_000,
         purge_batch_size: 1,
         ..Config::default()
     };
@@ -148,7 +151,13 @@ async fn converged(nodes: &[&TestNode], index: u64) -> Fsm {
             .wait(Some(WAIT))
             .applied_index_at_least(Some(index), "applied")
             .await
-            .unwrap_or_else(|e| panic!("node {} did not apply {index}: {e}", node.id));
+            .unwrap_or_else(|e| {
+                let all: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("{:?}", n.raft.metrics().borrow_watched()))
+                    .collect();
+                panic!("node {} did not apply {index}: {e}\nall: {all:#?}", node.id)
+            });
     }
     let first = nodes[0].fsm();
     for node in &nodes[1..] {

@@ -66,6 +66,11 @@ fn raft_config(config: &AgentConfig) -> Result<Arc<Config>, String> {
         max_payload_entries: RAFT_APPEND_ENTRIES_MAX as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft_snapshot_threshold),
         max_in_snapshot_log_to_keep: config.raft_trailing_logs,
+        // Per snapshot chunk; the last one's answer waits for the follower
+        // to validate and install the whole store, which for a large store
+        // takes seconds. openraft's 200 ms default would time that out and
+        // resend the snapshot forever.
+        install_snapshot_timeout: 30_000,
         ..Config::default()
     };
     raft.validate()
@@ -103,6 +108,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         .map_err(|e| format!("opening the raft log in {}: {e}", wal_dir.display()))?;
     let sm = StateMachine::<TypeConfig>::durable(node.clone(), raft_dir.join("snapshots"))
         .map_err(|e| format!("opening raft snapshots: {e}"))?;
+    let wal_stats = log.stats_handle();
     let client = Arc::new(RpcClient::new());
     let raft = Raft::new(
         id,
@@ -119,6 +125,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         client,
         config.bootstrap_expect,
     ));
+    let _ = cluster.wal_stats.set(wal_stats);
     node.attach(cluster.clone());
     // Both listeners serve for the life of the process.
     let _ = RpcServer::start(rpc_listener, raft.clone(), node.clone());

@@ -31,6 +31,7 @@ mod kv;
 mod lock;
 mod maint;
 mod members;
+mod operator;
 mod services;
 mod snapshot;
 mod watch;
@@ -112,6 +113,7 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "watch" => watch::run(rest, ui),
         "maint" => maint::maint(rest, ui),
         "reload" => maint::reload(rest, ui),
+        "operator" => operator::run(rest, ui),
         _ => {
             ui.error(&usage());
             EXIT_UNKNOWN_COMMAND
@@ -131,6 +133,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("lock", "Execute a command holding a lock"),
     ("maint", "Controls node or service maintenance mode"),
     ("members", "Lists the members of a tribune cluster"),
+    (
+        "operator",
+        "Provides cluster-level tools for tribune operators",
+    ),
     ("reload", "Triggers the agent to reload configuration files"),
     ("services", "Interact with services"),
     (

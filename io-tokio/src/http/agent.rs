@@ -21,7 +21,23 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
                 let ttls = checks.values().filter(|c| c.ttl().is_some()).count();
                 (inner.agent.service_count(), checks.len(), ttls)
             });
-            agent_self(&ctx.node.identity, services, checks, ttls)
+            let mut reply = agent_self(&ctx.node.identity, services, checks, ttls);
+            if let Some(cluster) = ctx.node.cluster() {
+                // A server in a cluster: its Raft figures, and not dev mode.
+                let mut value: serde_json::Value =
+                    serde_json::from_slice(&reply.body).unwrap_or_default();
+                value["Config"]["DevMode"] = false.into();
+                value["Stats"]["raft"] = serde_json::to_value(cluster.stats()).unwrap_or_default();
+                let leading = matches!(cluster.leader(), crate::cluster::LeaderIs::Me);
+                value["Stats"]["consul"]["leader"] = leading.to_string().into();
+                value["Stats"]["consul"]["leader_addr"] = cluster
+                    .leader_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+                    .into();
+                reply = Reply::json(&value);
+            }
+            reply
         }),
         "members" => get_only(&ctx, || Reply::json(&[member(&ctx.node.identity)])),
         "services" => {

@@ -14,7 +14,19 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
     ctx.require(&[Method::GET, Method::PUT])?;
     ctx.check_datacenter(ctx.query.get("dc"))?;
     if ctx.method == Method::GET {
+        let options = ctx.read_options()?;
+        ctx.node.read_barrier(options.consistency).await?;
         return Ok(save(&ctx));
+    }
+    if ctx.node.cluster().is_some() {
+        // Replacing one server's store would make it diverge from the
+        // others; a restore must travel through the Raft log, which is not
+        // built yet. Refused before the body is read.
+        return Err(HttpError::Internal(
+            "snapshot restore into a Raft server is not supported yet (it must travel \
+             through the Raft log); a -dev agent restores snapshots"
+                .into(),
+        ));
     }
     let body = ctx
         .body(RAFT_SNAPSHOT_BYTES_MAX, |len| {

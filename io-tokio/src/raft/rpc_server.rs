@@ -262,8 +262,17 @@ async fn receive_chunk(
         meta,
         snapshot: Bytes::from(data),
     };
-    raft.install_full_snapshot(vote, snapshot)
+    let last = snapshot.meta.last_log_id.as_ref().map_or(0, |id| id.index);
+    let len = snapshot.snapshot.len();
+    let installed = raft
+        .install_full_snapshot(vote, snapshot)
         .await
         .map(Some)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if installed.is_ok() {
+        crate::log::info(&format!(
+            "raft: installed a snapshot from the leader through index {last} ({len} bytes)"
+        ));
+    }
+    installed
 }

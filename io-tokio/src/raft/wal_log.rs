@@ -110,6 +110,11 @@ where
         Ok(log)
     }
 
+    /// The WAL's counters (batches = fsyncs, records), for metrics.
+    pub fn stats_handle(&self) -> crate::storage::WalStatsHandle {
+        self.wal.stats_handle()
+    }
+
     fn read_last(&self) -> io::Result<Option<LogIdOf<C>>> {
         let Some(last) = self.wal.last_index() else {
             return Ok(None);

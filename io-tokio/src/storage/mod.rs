@@ -8,4 +8,4 @@
 pub mod wal;
 mod wal_writer;
 
-pub use wal::{CutTail, Entry, Pending, Wal, WalConfig, WalError, WalStats};
+pub use wal::{CutTail, Entry, Pending, Wal, WalConfig, WalError, WalStats, WalStatsHandle};

@@ -352,7 +352,22 @@ impl Wal {
     }
 
     pub fn stats(&self) -> WalStats {
-        let counters = &self.shared.counters;
+        self.stats_handle().stats()
+    }
+
+    /// Reads the counters after the WAL itself was handed to its owner.
+    pub fn stats_handle(&self) -> WalStatsHandle {
+        WalStatsHandle(self.shared.clone())
+    }
+}
+
+/// The WAL's counters, readable from anywhere.
+#[derive(Clone)]
+pub struct WalStatsHandle(Arc<Shared>);
+
+impl WalStatsHandle {
+    pub fn stats(&self) -> WalStats {
+        let counters = &self.0.counters;
         WalStats {
             batches: counters.batches.load(Ordering::Relaxed),
             records: counters.records.load(Ordering::Relaxed),
@@ -360,7 +375,9 @@ impl Wal {
             fdatasync_micros: counters.fdatasync_micros.load(Ordering::Relaxed),
         }
     }
+}
 
+impl Wal {
     /// The durable entries with indexes in `range` (stops at the first
     /// missing index). Checksums are verified again on every read.
     pub fn read(&self, range: Range<u64>) -> Result<Vec<Entry>, WalError> {

@@ -1,0 +1,223 @@
+//! Multi-process Raft clusters on loopback: each server is a real
+//! `tribune agent -server` process with its own `-data-dir`, killed with
+//! SIGKILL, paused with SIGSTOP and restarted from its disk.
+
+use super::{free_port, wait_for, Client, Resp};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How long a cluster gets to elect a leader that every server agrees on.
+pub const ELECTION_LIMIT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    pub name: String,
+    pub client: Client,
+    pub rpc_port: u16,
+    pub lan_port: u16,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Server {
+    fn spawn(&mut self) {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tribune"))
+            .arg("agent")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn tribune agent -server");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("server running").id() as i32
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same ports and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        self.spawn();
+    }
+
+    pub fn stop_signal(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub fn cont_signal(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    pub fn log_contents(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn rpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// What this server says `/v1/status/leader` is ("" when none).
+    pub fn leader(&self) -> Option<String> {
+        let resp = self
+            .client
+            .try_request("GET", "/v1/status/leader", None, &[])
+            .ok()?;
+        if resp.status != 200 {
+            return None;
+        }
+        resp.json().as_str().map(str::to_string)
+    }
+}
+
+fn signal(pid: i32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+pub struct Cluster {
+    pub servers: Vec<Server>,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Cluster {
+    /// Starts `n` servers with `-bootstrap-expect=n`, each retry-joining
+    /// the first, plus `extra` agent arguments for all.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "tribune-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("create cluster dir");
+        let mut servers: Vec<Server> = Vec::new();
+        let mut taken = Vec::new();
+        let mut port = || loop {
+            let p = free_port();
+            if !taken.contains(&p) {
+                taken.push(p);
+                return p;
+            }
+        };
+        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (port(), port(), port())).collect();
+        let first_lan = ports[0].2;
+        for (i, (http, rpc, lan)) in ports.into_iter().enumerate() {
+            let name = format!("s{}", i + 1);
+            let data_dir = dir.join(&name);
+            let mut args: Vec<String> = [
+                "-server",
+                &format!("-bootstrap-expect={n}"),
+                &format!("-node={name}"),
+                &format!("-data-dir={}", data_dir.display()),
+                &format!("-http-port={http}"),
+                "-dns-port=-1",
+                &format!("-server-port={rpc}"),
+                &format!("-serf-lan-port={lan}"),
+                &format!("-retry-join=127.0.0.1:{first_lan}"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut server = Server {
+                log: dir.join(format!("{name}.log")),
+                name,
+                client: Client { port: http },
+                rpc_port: rpc,
+                lan_port: lan,
+                data_dir,
+                child: None,
+                args,
+            };
+            server.spawn();
+            servers.push(server);
+        }
+        Cluster {
+            servers,
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// Waits until every running server names the same leader, and returns
+    /// the leader's index in `servers`.
+    #[track_caller]
+    pub fn leader(&self) -> usize {
+        wait_for(ELECTION_LIMIT, "an agreed leader", || {
+            let running: Vec<&Server> = self.servers.iter().filter(|s| s.running()).collect();
+            let first = running.first()?.leader().filter(|l| !l.is_empty())?;
+            if !running
+                .iter()
+                .all(|s| s.leader().as_deref() == Some(first.as_str()))
+            {
+                return None;
+            }
+            self.servers.iter().position(|s| s.rpc_addr() == first)
+        })
+    }
+
+    /// A running server other than `not`.
+    pub fn other_than(&self, not: usize) -> usize {
+        (0..self.servers.len())
+            .find(|&i| i != not && self.servers[i].running())
+            .expect("another running server")
+    }
+
+    pub fn dump_logs(&self) {
+        for server in &self.servers {
+            eprintln!("---- {} ----\n{}", server.name, server.log_contents());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for server in &mut self.servers {
+            if server.running() {
+                server.cont_signal();
+            }
+            server.kill();
+        }
+    }
+}
+
+/// PUT `value` at `key` through `client`; `true` when acknowledged.
+pub fn try_put(client: &Client, key: &str, value: &str) -> Option<Resp> {
+    client
+        .try_request("PUT", &format!("/v1/kv/{key}"), Some(value.as_bytes()), &[])
+        .ok()
+}
