@@ -26,3 +26,8 @@ pub use config::Config;
 pub use swim::{
     LocalNode, Member, MemberEvent, Memberlist, MemberlistError, Output, Stats, StreamId,
 };
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod swim_tests;
