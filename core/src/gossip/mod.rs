@@ -30,4 +30,6 @@ pub use swim::{
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod swim_tests;

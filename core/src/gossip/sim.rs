@@ -80,6 +80,8 @@ pub struct SimNode {
     pub user_messages: Vec<Vec<u8>>,
     pub leave_finished: Option<(Instant, bool)>,
     pub joins_ok: usize,
+    /// User messages this node has seen, for serf-style re-broadcast.
+    seen_user: BTreeSet<Vec<u8>>,
 }
 
 pub struct Sim {
@@ -96,6 +98,11 @@ pub struct Sim {
     pub trace: u64,
     pub tracing: bool,
     pub steps: u64,
+    /// Act like serf on top: a member re-broadcasts each user message the
+    /// first time it sees it (memberlist alone only relays its own).
+    pub rebroadcast_user_messages: bool,
+    /// Run `check_invariants` after every step (off only for benchmarks).
+    pub check_invariants: bool,
 }
 
 pub fn node_name(i: usize) -> String {
@@ -123,6 +130,8 @@ impl Sim {
             trace: 0xcbf2_9ce4_8422_2325,
             tracing: false,
             steps: 0,
+            rebroadcast_user_messages: false,
+            check_invariants: true,
         };
         for i in 0..n {
             sim.add_node(i, config);
@@ -142,6 +151,7 @@ impl Sim {
             user_messages: Vec::new(),
             leave_finished: None,
             joins_ok: 0,
+            seen_user: BTreeSet::new(),
         };
         self.by_addr.insert(node.addr, i);
         self.nodes.push(node);
@@ -266,7 +276,9 @@ impl Sim {
             }
             self.route(i, out);
         }
-        self.nodes[i].list.check_invariants();
+        if self.check_invariants {
+            self.nodes[i].list.check_invariants();
+        }
         let next = self.nodes[i].list.poll_timeout();
         if let Some(old) = self.deadlines[i] {
             self.timers.remove(&(old, i));
@@ -349,7 +361,15 @@ impl Sim {
                 _ => self.schedule(deadline, Delivery::StreamFailed { to: i, id }),
             },
             Output::Event(e) => self.nodes[i].events.push((now, e)),
-            Output::UserMessage(bytes) => self.nodes[i].user_messages.push(bytes),
+            Output::UserMessage(bytes) => {
+                let node = &mut self.nodes[i];
+                if self.rebroadcast_user_messages && node.seen_user.insert(bytes.clone()) {
+                    node.list
+                        .send_user_broadcast(bytes.clone())
+                        .expect("a received message fits a packet");
+                }
+                node.user_messages.push(bytes);
+            }
             Output::LeaveFinished { broadcast_sent } => {
                 self.nodes[i].leave_finished = Some((now, broadcast_sent));
             }
@@ -432,6 +452,11 @@ impl Sim {
                 self.drain(to);
             }
         }
+    }
+
+    /// Node `i` originated `payload`: it must not re-broadcast it.
+    pub fn mark_seen(&mut self, i: usize, payload: &[u8]) {
+        self.nodes[i].seen_user.insert(payload.to_vec());
     }
 
     /// Every node in `live` sees every node in `live` alive.
