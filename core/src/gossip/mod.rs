@@ -28,6 +28,8 @@ pub use swim::{
 };
 
 #[cfg(test)]
+mod round_model;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod sim_tests;
