@@ -21,6 +21,7 @@ pub mod suspicion;
 pub mod swim;
 mod swim_probe;
 mod swim_state;
+mod swim_types;
 
 pub use config::Config;
 pub use swim::{
