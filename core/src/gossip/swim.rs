@@ -84,8 +84,14 @@ pub(super) struct Forward {
 
 #[derive(Clone, Debug)]
 pub(super) enum PendingStream {
-    PushPull { to: SocketAddr, join: bool },
-    FallbackPing { seq_no: u32 },
+    PushPull {
+        to: SocketAddr,
+        join: bool,
+        opened: Instant,
+    },
+    FallbackPing {
+        seq_no: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -254,9 +260,8 @@ impl Memberlist {
     /// Asks the shell to push/pull with each address (memberlist's `Join`);
     /// each outcome comes back as `Output::JoinResult`.
     pub fn join(&mut self, now: Instant, addrs: &[SocketAddr]) {
-        let _ = now;
         for &to in addrs {
-            self.open_push_pull(to, true);
+            self.open_push_pull(now, to, true);
         }
     }
 
@@ -297,7 +302,7 @@ impl Memberlist {
     /// The answer to one of our `OpenPushPull` streams.
     pub fn handle_push_pull_reply(&mut self, now: Instant, id: StreamId, remote: PushPull) {
         match self.streams.remove(&id) {
-            Some(PendingStream::PushPull { to, join }) => {
+            Some(PendingStream::PushPull { to, join, .. }) => {
                 let ok = self.merge_remote_state(now, remote);
                 if !ok {
                     self.stats.incompatible_push_pulls += 1;
@@ -360,7 +365,7 @@ impl Memberlist {
     pub fn handle_stream_failed(&mut self, now: Instant, id: StreamId) {
         let _ = now;
         match self.streams.remove(&id) {
-            Some(PendingStream::PushPull { to, join }) => {
+            Some(PendingStream::PushPull { to, join, .. }) => {
                 self.stats.push_pull_failures += 1;
                 if join {
                     self.outputs.push_back(Output::JoinResult { to, ok: false });
@@ -438,6 +443,7 @@ impl Memberlist {
         self.expire_probe(now);
         self.expire_forwards(now);
         self.expire_suspicions(now);
+        self.expire_streams(now);
         if now >= self.next_probe_at {
             let interval = self.config.probe_interval.max(Duration(1));
             while self.next_probe_at <= now {
@@ -457,7 +463,7 @@ impl Memberlist {
         if self.next_push_pull_at.is_some_and(|at| now >= at) {
             let interval = push_pull_scale(self.config.push_pull_interval, self.members.len());
             self.next_push_pull_at = Some(now + interval);
-            self.periodic_push_pull();
+            self.periodic_push_pull(now);
         }
         if let Some(wait) = self.leave_wait {
             if wait.deadline.is_some_and(|d| now >= d) {
@@ -548,10 +554,11 @@ impl Memberlist {
         self.outputs.push_back(Output::Event(event));
     }
 
-    fn open_push_pull(&mut self, to: SocketAddr, join: bool) {
+    fn open_push_pull(&mut self, now: Instant, to: SocketAddr, join: bool) {
         let id = self.new_stream_id();
+        let opened = now;
         self.streams
-            .insert(id, PendingStream::PushPull { to, join });
+            .insert(id, PendingStream::PushPull { to, join, opened });
         let state = self.local_state(join);
         self.outputs
             .push_back(Output::OpenPushPull { id, to, state });
@@ -610,12 +617,38 @@ impl Memberlist {
         }
     }
 
+    /// Push/pull streams the shell never settled count as failed after
+    /// twice the stream timeout, so the table of open streams stays bounded
+    /// even with a careless shell.
+    fn expire_streams(&mut self, now: Instant) {
+        let limit = self.config.tcp_timeout.saturating_mul(2);
+        let stale: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| match s {
+                PendingStream::PushPull { opened, .. } => {
+                    now.saturating_duration_since(*opened) > limit
+                }
+                PendingStream::FallbackPing { .. } => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(PendingStream::PushPull { to, join, .. }) = self.streams.remove(&id) {
+                self.stats.push_pull_failures += 1;
+                if join {
+                    self.outputs.push_back(Output::JoinResult { to, ok: false });
+                }
+            }
+        }
+    }
+
     /// memberlist's `pushPull`: a full exchange with one random live member.
-    fn periodic_push_pull(&mut self) {
+    fn periodic_push_pull(&mut self, now: Instant) {
         let local = self.local.name.clone();
         let targets = self.k_random_members(1, |m| m.name == local || m.state != NodeState::Alive);
         if let Some(&to) = targets.first() {
-            self.open_push_pull(to, false);
+            self.open_push_pull(now, to, false);
         }
     }
 

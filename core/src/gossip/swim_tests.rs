@@ -491,6 +491,31 @@ fn packets_respect_the_udp_budget() {
     assert!(packets > 0);
 }
 
+#[test]
+fn unanswered_join_stream_fails_after_twice_the_stream_timeout() {
+    let config = Config::lan();
+    let mut list = Memberlist::new(Instant(0), config.clone(), local(0), 5).unwrap();
+    drain(&mut list);
+    list.join(Instant(0), &[node_addr(1)]);
+    let out = drain(&mut list);
+    let Some(Output::OpenPushPull { id, state, .. }) = out.first() else {
+        panic!("expected a push/pull: {out:?}");
+    };
+    assert!(state.join);
+    assert_eq!(state.nodes.len(), 1, "we know only ourselves");
+    let id = *id;
+    let limit = Instant(0) + config.tcp_timeout.saturating_mul(2);
+    let out = run(&mut list, limit + Duration::from_secs(1));
+    assert!(out.contains(&Output::JoinResult {
+        to: node_addr(1),
+        ok: false
+    }));
+    // A late reply is ignored and counted.
+    list.handle_push_pull_reply(limit + Duration::from_secs(2), id, Default::default());
+    assert_eq!(list.stats().unknown_streams, 1);
+    assert_eq!(list.stats().push_pull_failures, 1);
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     let name = (0usize..6).prop_map(node_name);
     let inc = 0u32..6;
