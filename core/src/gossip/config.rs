@@ -138,18 +138,24 @@ impl Config {
             .saturating_sub(COMPOUND_HEADER_BYTES + self.udp_reserved_bytes)
     }
 
-    /// The longest a failed member can stay alive in our table, from the
-    /// moment it stops answering: up to one awareness-scaled probe round to
-    /// be probed, the probe itself, then the longest suspicion. Tests use it
-    /// as the detection bound; it assumes awareness stays at `awareness`.
-    pub fn detection_bound(&self, cluster_size: usize, awareness: u32) -> Duration {
-        let scaled_interval = self.probe_interval.saturating_mul(u64::from(awareness) + 1);
-        // Round-robin: every other member is probed once per pass, so a
-        // full pass is the worst wait before someone probes the failure.
-        let pass = scaled_interval.saturating_mul(cluster_size.max(1) as u64);
+    /// How long until every member has declared a failed member dead, as
+    /// implied by these timings: the failure is probed within one pass of
+    /// the round-robin order, that probe lasts at most one probe interval
+    /// stretched by the awareness ceiling, the prober's suspicion lasts at
+    /// most its max timeout, and the dead message then spreads within its
+    /// retransmissions, one gossip interval each.
+    pub fn detection_bound(&self, cluster_size: usize) -> Duration {
+        let n = cluster_size.max(1) as u64;
+        let pass = self.probe_interval.saturating_mul(n);
+        let probe = self
+            .probe_interval
+            .saturating_mul(u64::from(self.awareness_max_multiplier.max(1)));
         let min = suspicion_timeout(self.suspicion_mult, cluster_size, self.probe_interval);
         let max = min.saturating_mul(self.suspicion_max_timeout_mult as u64);
-        Duration(pass.0 + scaled_interval.0 + max.0)
+        let spread = self
+            .gossip_interval
+            .saturating_mul(retransmit_limit(self.retransmit_mult, cluster_size) as u64);
+        Duration(pass.0 + probe.0 + max.0 + spread.0)
     }
 }
 

@@ -2,7 +2,7 @@
 //! detection within the configured bound, Lifeguard keeping a slow member
 //! alive, loss tolerance, graceful leave and restart, determinism.
 
-use super::config::{push_pull_scale, retransmit_limit, suspicion_timeout};
+use super::config::push_pull_scale;
 use super::message::NodeState;
 use super::sim::{NetConfig, Sim};
 use super::swim::MemberEvent;
@@ -90,25 +90,6 @@ fn gossip_cluster_of_200_converges_release() {
     converges(200, 5);
 }
 
-/// Failure detection bound implied by the config: the failed member is
-/// probed within one pass of the round-robin order, the probe takes one
-/// probe interval, the prober's suspicion lasts at most its max timeout,
-/// and the dead message then needs its retransmissions to spread. Health
-/// scores may stretch probe intervals; allow the awareness ceiling for the
-/// one probe that starts the suspicion.
-fn detection_bound(config: &Config, n: usize) -> Duration {
-    let pass = config.probe_interval.saturating_mul(n as u64);
-    let probe = config
-        .probe_interval
-        .saturating_mul(u64::from(config.awareness_max_multiplier));
-    let min = suspicion_timeout(config.suspicion_mult, n, config.probe_interval);
-    let max = min.saturating_mul(config.suspicion_max_timeout_mult as u64);
-    let spread = config
-        .gossip_interval
-        .saturating_mul(retransmit_limit(config.retransmit_mult, n) as u64);
-    Duration(pass.0 + probe.0 + max.0 + spread.0)
-}
-
 #[test]
 fn gossip_stopped_member_is_declared_dead_by_all_within_the_bound() {
     let config = Config::lan();
@@ -125,7 +106,7 @@ fn gossip_stopped_member_is_declared_dead_by_all_within_the_bound() {
     sim.nodes[victim].down = true;
     let stopped_at = sim.now;
     let rest: Vec<usize> = all(n).into_iter().filter(|&i| i != victim).collect();
-    let bound = detection_bound(&config, n);
+    let bound = config.detection_bound(n);
     let took = sim
         .run_until_true(Duration::from_millis(100), bound, |s| {
             rest.iter().all(|&i| {
