@@ -297,6 +297,33 @@ fn remove_peer_of_dead_servers_restores_a_healthy_quorum() {
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
+/// `tribune leave` on a server takes it out of the configuration and stops
+/// it; the other two carry on as a two-server cluster.
+#[test]
+fn leave_removes_a_server_from_the_configuration() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let leaving = cluster.other_than(leader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tribune"))
+        .args(["leave", "-http-addr"])
+        .arg(cluster.servers[leaving].client.addr().to_string())
+        .output()
+        .expect("run leave");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Graceful leave complete"), "{text}");
+    let peers = wait_for(WAIT, "two peers", || {
+        let peers = cluster.servers[leader].client.get("/v1/status/peers").json();
+        (peers.as_array().map(Vec::len) == Some(2)).then_some(peers)
+    });
+    assert!(!peers.to_string().contains(&cluster.servers[leaving].rpc_addr()));
+    wait_for(WAIT, "the server to exit", || {
+        cluster.servers[leaving].exited().then_some(())
+    });
+    let resp = cluster.servers[leader].client.put("/v1/kv/after-leave", "ok");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
 /// A leader cut off from both followers (SIGSTOP) must not answer
 /// consistent reads from its possibly stale store; stale reads still work.
 /// Once the followers run again, consistent reads succeed.

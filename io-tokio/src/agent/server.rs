@@ -61,8 +61,8 @@ fn raft_config(config: &AgentConfig) -> Result<Arc<Config>, String> {
     let raft = Config {
         cluster_name: format!("tribune-{}", config.datacenter),
         heartbeat_interval: 50 * m,
-        election_timeout_min: 400 * m,
-        election_timeout_max: 800 * m,
+        election_timeout_min: 300 * m,
+        election_timeout_max: 600 * m,
         max_payload_entries: RAFT_APPEND_ENTRIES_MAX as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft_snapshot_threshold),
         max_in_snapshot_log_to_keep: config.raft_trailing_logs,

@@ -28,6 +28,30 @@ pub(super) fn reload(args: &[String], ui: &mut Ui) -> i32 {
     }
 }
 
+const LEAVE_HELP: &str = r#"
+Usage: tribune leave [options]
+
+  Causes the agent to gracefully leave the cluster and shut down. A
+  server leaves the Raft configuration first, so the remaining servers'
+  quorum no longer counts it.
+"#;
+
+pub(super) fn leave(args: &[String], ui: &mut Ui) -> i32 {
+    let parsed = or_exit!(parse_command(args, &[], LEAVE_HELP, ui));
+    if !parsed.positional.is_empty() {
+        return usage_error(ui, "Too many arguments (expected 0)", LEAVE_HELP);
+    }
+    let http = or_exit!(connect(&parsed, ui));
+    match http.write("PUT", "/v1/agent/leave", &[], None) {
+        Ok(resp) if resp.is_success() => {
+            ui.info("Graceful leave complete");
+            0
+        }
+        Ok(resp) => fail(ui, &format!("Error leaving: {}", resp.text().trim())),
+        Err(e) => fail(ui, &format!("Error leaving: {e}")),
+    }
+}
+
 const MAINT_HELP: &str = r#"
 Usage: tribune maint [options]
 

@@ -113,6 +113,7 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "watch" => watch::run(rest, ui),
         "maint" => maint::maint(rest, ui),
         "reload" => maint::reload(rest, ui),
+        "leave" => maint::leave(rest, ui),
         "operator" => operator::run(rest, ui),
         _ => {
             ui.error(&usage());
@@ -130,6 +131,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("event", "Fire a new event"),
     ("info", "Provides debugging information for operators."),
     ("kv", "Interact with the key-value store"),
+    ("leave", "Gracefully leaves the cluster and shuts down"),
     ("lock", "Execute a command holding a lock"),
     ("maint", "Controls node or service maintenance mode"),
     ("members", "Lists the members of a tribune cluster"),

@@ -40,6 +40,10 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
             reply
         }),
         "members" => get_only(&ctx, || Reply::json(&[member(&ctx.node.identity)])),
+        "leave" => {
+            ctx.require(&[Method::PUT])?;
+            leave(&ctx).await
+        }
         "services" => {
             ctx.require(&[Method::GET])?;
             services(&ctx).await
@@ -266,6 +270,25 @@ fn node_maintenance(ctx: &Ctx) -> Result<Reply, HttpError> {
         } else {
             agent.disable_node_maintenance();
         }
+    });
+    Ok(Reply::empty())
+}
+
+/// `PUT /v1/agent/leave`: a server first leaves the Raft configuration
+/// (through the leader), then the agent shuts down, as Consul's does.
+async fn leave(ctx: &Ctx) -> Result<Reply, HttpError> {
+    if let Some(cluster) = ctx.node.cluster() {
+        let id = cluster.me.id;
+        ctx.node
+            .to_leader(crate::raft::rpc::ServerRequest::RemoveServer { id })
+            .await?;
+        crate::log::info("agent: left the raft configuration");
+    }
+    crate::log::info("agent: graceful leave complete, shutting down");
+    tokio::spawn(async {
+        // Lets the answer reach the client first.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        std::process::exit(0);
     });
     Ok(Reply::empty())
 }

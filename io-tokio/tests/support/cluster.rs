@@ -43,6 +43,18 @@ impl Server {
         self.child.as_ref().expect("server running").id() as i32
     }
 
+    /// The process ended on its own (reaped here).
+    pub fn exited(&mut self) -> bool {
+        let done = match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+            None => true,
+        };
+        if done {
+            self.child = None;
+        }
+        done
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
@@ -62,11 +74,11 @@ impl Server {
     }
 
     pub fn stop_signal(&self) {
-        signal(self.pid(), "STOP");
+        signal(self.pid(), nix::sys::signal::Signal::SIGSTOP);
     }
 
     pub fn cont_signal(&self) {
-        signal(self.pid(), "CONT");
+        signal(self.pid(), nix::sys::signal::Signal::SIGCONT);
     }
 
     pub fn log_contents(&self) -> String {
@@ -90,13 +102,9 @@ impl Server {
     }
 }
 
-fn signal(pid: i32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}");
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
 pub struct Cluster {
