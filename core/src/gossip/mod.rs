@@ -5,4 +5,11 @@
 //! - [`message`]: memberlist's messages as typed values, field for field.
 //!   The state machine speaks these; the codec maps them to bytes.
 
+pub mod codec;
+pub mod crypto;
+pub mod error;
+pub mod lzw;
 pub mod message;
+pub mod msgpack;
+
+pub use error::WireError;
