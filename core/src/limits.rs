@@ -126,11 +126,12 @@ pub const GOSSIP_UDP_BUFFER_BYTES: usize = 1400;
 /// have sent anyway, so a real packet expands to a few KiB; LZW can expand
 /// ~300-fold, and this caps what a hostile 64 KiB packet makes us hold.
 pub const GOSSIP_PACKET_DECOMPRESSED_BYTES_MAX: usize = 1024 * 1024;
-/// Largest buffered stream (push/pull, user message, ping over TCP), and
-/// largest encrypted stream payload: memberlist's `maxPushStateBytes`.
+/// Largest encrypted stream payload (push/pull, user message, ping over
+/// TCP): memberlist's `maxPushStateBytes`.
 pub const GOSSIP_STREAM_BYTES_MAX: usize = 20 * 1024 * 1024;
-/// Largest decompressed stream: memberlist's `maxDecompressedBytes` (user
-/// state plus an equal node budget).
+/// Largest decompressed stream, and the most a shell buffers of a plain
+/// one: memberlist's `maxDecompressedBytes` (user state plus an equal node
+/// budget).
 pub const GOSSIP_STREAM_DECOMPRESSED_BYTES_MAX: usize = 2 * GOSSIP_STREAM_BYTES_MAX;
 /// Largest push/pull user state (serf's state) and user message on a
 /// stream: memberlist's `maxPushStateBytes` / `maxUserMsgBytes`.

@@ -843,4 +843,4 @@ pub fn encode_packet(
 
 #[cfg(test)]
 #[path = "codec_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -11,5 +11,6 @@ pub mod error;
 pub mod lzw;
 pub mod message;
 pub mod msgpack;
+pub mod stream;
 
 pub use error::WireError;
