@@ -11,6 +11,7 @@ pub mod error;
 pub mod lzw;
 pub mod message;
 pub mod msgpack;
+pub mod serf;
 pub mod stream;
 
 pub use error::WireError;
