@@ -746,6 +746,161 @@ pub fn snapshot_archive(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------- gossip
+
+/// The key of the serf agents whose traffic seeds the gossip corpora
+/// (`valid-serf094-enc-*`), installed so the fuzzer reaches the paths
+/// behind decryption.
+pub const GOSSIP_FUZZ_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+
+/// The keyring the gossip entry points decrypt with.
+pub fn gossip_keyring() -> crate::gossip::crypto::Keyring {
+    use crate::gossip::crypto::{decode_key, Keyring};
+    Keyring::new(decode_key(GOSSIP_FUZZ_KEY).expect("valid key")).expect("valid key")
+}
+
+/// Messages whose full seal (compression, CRC, encryption, label) is
+/// round-tripped per input; the rest are round-tripped in plaintext only.
+const GOSSIP_SEALED_CHECKS_MAX: usize = 16;
+
+/// memberlist packet decoding on arbitrary bytes, as a pool without and
+/// with encryption. A decoded packet's messages re-encode (plain, and
+/// sealed with every option) to packets that decode to the same messages;
+/// serf messages and tags inside re-encode the same way.
+pub fn gossip_packet(data: &[u8]) {
+    use crate::gossip::codec::{decode_packet_with, encode_packet, Inbound, Outbound};
+    use crate::rng::Rng;
+
+    let ring = gossip_keyring();
+    let mut rng = Rng::from_seed(data.len() as u64);
+    for inbound in [Inbound::new("", None), Inbound::new("", Some(&ring))] {
+        let Ok(packet) = decode_packet_with(data, &inbound) else {
+            continue;
+        };
+        let plain = Outbound {
+            compress: false,
+            crc: false,
+            ..Outbound::new("", None)
+        };
+        for (i, msg) in packet.messages.iter().enumerate() {
+            gossip_message_payloads(msg);
+            let one = std::slice::from_ref(msg);
+            let bytes = encode_packet(one, &plain, &mut rng).expect("a decoded message encodes");
+            let again = decode_packet_with(&bytes, &Inbound::new("", None))
+                .expect("a re-encoded message decodes");
+            assert_eq!(again.messages, one, "message changed in a plain round trip");
+            if i < GOSSIP_SEALED_CHECKS_MAX {
+                let sealed = Outbound::new("fuzz", Some(&ring));
+                let bytes = encode_packet(one, &sealed, &mut rng).expect("sealed encode");
+                let again = decode_packet_with(&bytes, &Inbound::new("fuzz", Some(&ring)))
+                    .expect("a sealed message decodes");
+                assert_eq!(
+                    again.messages, one,
+                    "message changed in a sealed round trip"
+                );
+            }
+        }
+    }
+}
+
+/// memberlist stream decoding on arbitrary bytes: the label header, the
+/// completeness answer (`stream_need`) and the message, which re-encodes
+/// plain and sealed to the same message.
+pub fn gossip_stream(data: &[u8]) {
+    use crate::gossip::codec::{Inbound, Outbound};
+    use crate::gossip::stream::{
+        decode_stream, encode_stream, encode_stream_plain, stream_need, stream_start, StreamNeed,
+        StreamStart,
+    };
+    use crate::rng::Rng;
+
+    let ring = gossip_keyring();
+    let mut rng = Rng::from_seed(data.len() as u64);
+    if let Ok(StreamStart::More(n)) = stream_start(data, &Inbound::new("x", None)) {
+        assert!(n > data.len(), "a label header asks for bytes it has");
+    }
+    for inbound in [Inbound::new("", None), Inbound::new("", Some(&ring))] {
+        match stream_need(data, &inbound) {
+            Ok(StreamNeed::More(n)) => assert!(n > data.len(), "asks for bytes it has"),
+            Err(_) => {}
+            Ok(StreamNeed::Complete(n)) => {
+                assert!(n <= data.len());
+                let (msg, used) = decode_stream(data, &inbound).expect("complete decodes");
+                assert_eq!(used, n);
+                assert_eq!(
+                    decode_stream(&data[..n], &inbound).map(|(m, _)| m).as_ref(),
+                    Ok(&msg),
+                    "the message does not depend on bytes after it"
+                );
+                gossip_message_payloads(&msg);
+                let plain = encode_stream_plain(&msg).expect("a stream message encodes");
+                assert_eq!(
+                    decode_stream(&plain, &Inbound::new("", None)),
+                    Ok((msg.clone(), plain.len()))
+                );
+                let sealed = encode_stream(&msg, &Outbound::new("fuzz", Some(&ring)), &mut rng)
+                    .expect("sealed encode");
+                assert_eq!(
+                    decode_stream(&sealed, &Inbound::new("fuzz", Some(&ring))),
+                    Ok((msg, sealed.len()))
+                );
+            }
+        }
+    }
+}
+
+/// serf messages (user messages, push/pull user state) and serf tags
+/// (alive and push/pull node meta) inside a memberlist message.
+fn gossip_message_payloads(msg: &crate::gossip::message::Message) {
+    use crate::gossip::message::Message;
+    match msg {
+        Message::User(bytes) => serf_round_trip(bytes),
+        Message::PushPull(pp) => {
+            serf_round_trip(&pp.user_state);
+            for node in &pp.nodes {
+                tags_round_trip(&node.meta);
+            }
+        }
+        Message::Alive(alive) => tags_round_trip(&alive.meta),
+        _ => {}
+    }
+}
+
+fn serf_round_trip(bytes: &[u8]) {
+    use crate::gossip::serf::{
+        decode_filter, decode_serf, encode_filter, encode_serf, SerfMessage,
+    };
+    let Ok(msg) = decode_serf(bytes) else {
+        return;
+    };
+    assert_eq!(
+        decode_serf(&encode_serf(&msg)).as_ref(),
+        Ok(&msg),
+        "serf message changed"
+    );
+    match &msg {
+        SerfMessage::Query(q) => {
+            for f in &q.filters {
+                if let Ok(filter) = decode_filter(f) {
+                    assert_eq!(decode_filter(&encode_filter(&filter)), Ok(filter));
+                }
+            }
+        }
+        SerfMessage::Relay(r) => serf_round_trip(&r.message),
+        _ => {}
+    }
+}
+
+fn tags_round_trip(meta: &[u8]) {
+    use crate::gossip::serf::{decode_tags, encode_tags};
+    let Ok(tags) = decode_tags(meta) else {
+        return;
+    };
+    if let Ok(encoded) = encode_tags(&tags) {
+        assert_eq!(decode_tags(&encoded), Ok(tags), "tags changed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,6 +933,8 @@ mod tests {
             api_query(data);
             json_bodies(data);
             wal_recovery(data);
+            gossip_packet(data);
+            gossip_stream(data);
         }
     }
 }

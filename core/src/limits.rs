@@ -114,6 +114,46 @@ pub const WAL_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// promptly, large enough that file creation (and its directory fsync) is rare.
 pub const WAL_SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 
+// ---------------------------------------------------------------- gossip
+
+/// Largest gossip packet accepted (the largest UDP datagram, rounded).
+/// memberlist sends at most `GOSSIP_UDP_BUFFER_BYTES` per packet.
+pub const GOSSIP_PACKET_BYTES_MAX: usize = 65_536;
+/// memberlist's default `UDPBufferSize`: the budget a sender packs
+/// piggybacked broadcasts into.
+pub const GOSSIP_UDP_BUFFER_BYTES: usize = 1400;
+/// Largest decompressed packet. memberlist only compresses what it would
+/// have sent anyway, so a real packet expands to a few KiB; LZW can expand
+/// ~300-fold, and this caps what a hostile 64 KiB packet makes us hold.
+pub const GOSSIP_PACKET_DECOMPRESSED_BYTES_MAX: usize = 1024 * 1024;
+/// Largest encrypted stream payload (push/pull, user message, ping over
+/// TCP): memberlist's `maxPushStateBytes`.
+pub const GOSSIP_STREAM_BYTES_MAX: usize = 20 * 1024 * 1024;
+/// Largest decompressed stream, and the most a shell buffers of a plain
+/// one: memberlist's `maxDecompressedBytes` (user state plus an equal node
+/// budget).
+pub const GOSSIP_STREAM_DECOMPRESSED_BYTES_MAX: usize = 2 * GOSSIP_STREAM_BYTES_MAX;
+/// Largest push/pull user state (serf's state) and user message on a
+/// stream: memberlist's `maxPushStateBytes` / `maxUserMsgBytes`.
+pub const GOSSIP_USER_STATE_BYTES_MAX: usize = 20 * 1024 * 1024;
+/// Most nodes in one push/pull: memberlist's `maxPushStateNodes`. Each node
+/// is at least ~20 bytes on the wire, so the stream limit binds first.
+pub const GOSSIP_PUSH_PULL_NODES_MAX: usize = 1024 * 1024;
+/// Parts in one compound message (its count is one byte).
+pub const GOSSIP_COMPOUND_PARTS_MAX: usize = 255;
+/// Deepest nesting of compound and compress messages inside one packet
+/// (memberlist sends compress(compound(...)): depth 2).
+pub const GOSSIP_NESTING_MAX: usize = 4;
+/// Largest node meta (memberlist's `MetaMaxSize`; serf's tags live here).
+pub const GOSSIP_META_BYTES_MAX: usize = 512;
+/// Longest gossip label (memberlist's `LabelMaxSize`: its length is a byte).
+pub const GOSSIP_LABEL_BYTES_MAX: usize = 255;
+
+const _: () = assert!(GOSSIP_UDP_BUFFER_BYTES < GOSSIP_PACKET_BYTES_MAX);
+const _: () = assert!(GOSSIP_PACKET_BYTES_MAX < GOSSIP_PACKET_DECOMPRESSED_BYTES_MAX);
+const _: () = assert!(GOSSIP_STREAM_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(GOSSIP_USER_STATE_BYTES_MAX <= GOSSIP_STREAM_DECOMPRESSED_BYTES_MAX);
+
 const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(SESSION_TTL_MIN.as_nanos() < SESSION_TTL_MAX.as_nanos());

@@ -11,12 +11,29 @@
 //! - [`awareness`], [`suspicion`]: Lifeguard's health score and
 //!   confirmation-shortened suspicion timers.
 //! - [`size`]: conservative encoded sizes for packing packets.
+//! - [`codec`]: packets (label → decryption → CRC → compression →
+//!   compound → message) in both directions, and the [`codec::Packer`]
+//!   that fills a packet with piggybacked broadcasts.
+//! - [`stream`]: push/pull, reliable user messages, TCP ping and error
+//!   replies, with [`stream::stream_need`] for incremental reading.
+//! - [`serf`]: serf's messages (inside memberlist user messages and
+//!   push/pull state) and its tags (inside node meta).
+//! - [`crypto`], [`lzw`], [`msgpack`]: the building blocks, each matching
+//!   its Go counterpart byte for byte.
+//! - [`error`]: the one error type, [`WireError`].
 
 pub mod awareness;
 pub mod broadcast;
+pub mod codec;
 pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod lzw;
 pub mod message;
+pub mod msgpack;
+pub mod serf;
 pub mod size;
+pub mod stream;
 pub mod suspicion;
 pub mod swim;
 mod swim_probe;
@@ -24,6 +41,7 @@ mod swim_state;
 mod swim_types;
 
 pub use config::Config;
+pub use error::WireError;
 pub use swim::{
     LocalNode, Member, MemberEvent, Memberlist, MemberlistError, Output, Stats, StreamId,
 };

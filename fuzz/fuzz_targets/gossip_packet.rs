@@ -1,0 +1,9 @@
+//! memberlist packets (UDP gossip) of arbitrary bytes, read by a pool
+//! without and with encryption. The logic lives in `tribune_core::fuzzing`,
+//! so `cargo test` replays this target's corpus on stable Rust
+//! (core/tests/fuzz_corpus.rs).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tribune_core::fuzzing::gossip_packet(data));
