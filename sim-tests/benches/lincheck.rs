@@ -6,10 +6,12 @@
 //! `sim_tests::generate`: 8 processes running operations back to back,
 //! latencies up to 100 time units, 40% reads, 35% writes, 15% CAS,
 //! 10% deletes, some outcomes unknown (`info`), some of those taking effect
-//! up to 2,000 units after their invoke.
+//! up to 2,000 units after their invoke. The rows marked "violating" have
+//! one read in the middle of the history changed to a value never written:
+//! the time to find and explain the violation.
 
 use sim_tests::generate::{register_history, RegisterWorkload};
-use sim_tests::{linearizability, parse_jsonl, write_jsonl};
+use sim_tests::{linearizability, parse_jsonl, write_jsonl, Event, EventType, Function};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -27,16 +29,18 @@ fn main() {
     };
     println!("| operations | keys | processes | unknown | parse ms | check ms | ops/s checked |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let shapes: [(usize, usize, u64); 7] = [
-        (10_000, 100, 2),
-        (10_000, 10, 2),
-        (10_000, 1, 2),
-        (100_000, 100, 2),
-        (100_000, 10, 2),
-        (100_000, 10, 10),
-        (100_000, 1, 2),
+    let shapes: [(usize, usize, u64, bool); 9] = [
+        (10_000, 100, 2, false),
+        (10_000, 10, 2, false),
+        (10_000, 1, 2, false),
+        (100_000, 100, 2, false),
+        (100_000, 10, 2, false),
+        (100_000, 10, 10, false),
+        (100_000, 1, 2, false),
+        (10_000, 10, 2, true),
+        (100_000, 10, 2, true),
     ];
-    for (operations, keys, unknown_percent) in shapes {
+    for (operations, keys, unknown_percent, violating) in shapes {
         let workload = RegisterWorkload {
             seed: 42,
             processes: 8,
@@ -45,8 +49,12 @@ fn main() {
             latency_max: 100,
             unknown_percent,
         };
+        let mut events = register_history(&workload);
+        if violating {
+            corrupt_middle_read(&mut events);
+        }
         let mut jsonl = Vec::new();
-        write_jsonl(&register_history(&workload), &mut jsonl).expect("writes to memory");
+        write_jsonl(&events, &mut jsonl).expect("writes to memory");
         let mut parse_times = Vec::new();
         let mut check_times = Vec::new();
         for _ in 0..RUNS {
@@ -56,11 +64,12 @@ fn main() {
             let start = Instant::now();
             let report = linearizability::check(black_box(&history));
             check_times.push(start.elapsed());
-            assert!(report.is_linearizable(), "{report}");
+            assert_eq!(report.is_linearizable(), !violating, "{report}");
         }
         let check = median(check_times);
+        let label = if violating { " (violating)" } else { "" };
         println!(
-            "| {} | {keys} | {} | {unknown_percent}% | {:.1} | {:.1} | {:.0} |",
+            "| {}{label} | {keys} | {} | {unknown_percent}% | {:.1} | {:.1} | {:.0} |",
             workload.operations,
             workload.processes,
             median(parse_times).as_secs_f64() * 1e3,
@@ -68,6 +77,15 @@ fn main() {
             workload.operations as f64 / check.as_secs_f64(),
         );
     }
+}
+
+fn corrupt_middle_read(events: &mut [Event]) {
+    let middle = events.len() / 2;
+    let read = events[middle..]
+        .iter_mut()
+        .find(|e| e.event_type == EventType::Ok && e.f == Function::Read)
+        .expect("reads after the middle");
+    read.value = Some("never written".to_owned());
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {

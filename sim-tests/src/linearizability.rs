@@ -27,7 +27,10 @@
 //!    immediately followed by an observer of its value (drop the ones that
 //!    are not: the next operation overwrites the value, or is an unknown CAS
 //!    that can be dropped as well), so nothing is lost, and timed-out writes
-//!    no longer multiply the configurations to explore.
+//!    no longer multiply the configurations to explore. For the same reason,
+//!    of several pending unknown operations with the same effect (two
+//!    timed-out deletes) only the earliest is tried: they have no deadline,
+//!    so they are interchangeable.
 //! 4. **Searches** with Wing & Gong's algorithm as improved by Lowe and by
 //!    Porcupine: call and completion entries sorted by time in a doubly
 //!    linked list; at each step, try to place the earliest pending calls (any
@@ -164,6 +167,17 @@ impl Step {
             Step::Read(value) => Some(value),
             Step::Cas { expected, .. } | Step::MaybeCas { expected, .. } => Some(expected),
             Step::Write(_) | Step::Delete => None,
+        }
+    }
+
+    /// Equal for steps with the same effect and observation.
+    fn identity(self) -> (u8, Value, Value) {
+        match self {
+            Step::Read(value) => (0, value, 0),
+            Step::Write(value) => (1, value, 0),
+            Step::Cas { expected, value } => (2, expected, value),
+            Step::MaybeCas { expected, value } => (3, expected, value),
+            Step::Delete => (4, 0, 0),
         }
     }
 
@@ -407,16 +421,6 @@ impl Entries {
         self.relink(self.call_node[op]);
     }
 
-    /// The first completion still in the list (`NIL` if none): the calls
-    /// before it are the candidates to place next.
-    fn first_completion(&self) -> usize {
-        let mut node = self.next[HEAD];
-        while node != NIL && self.node_is_call[node] {
-            node = self.next[node];
-        }
-        node
-    }
-
     /// Calls before `stop` (the first completion in the list).
     fn pending_calls(&self, stop: usize) -> Vec<usize> {
         let mut pending = Vec::new();
@@ -429,35 +433,67 @@ impl Entries {
     }
 }
 
-/// Which operations observe which value, to place an unknown operation only
-/// right before one of them (see the module documentation).
-struct Observers {
-    /// Value -> observing operations, in call order.
-    by_value: HashMap<Value, Vec<usize>>,
+/// The candidates to place next (calls before the list's first
+/// completion), summarised for the rules on unknown operations; rebuilt
+/// lazily after every change to the list.
+#[derive(Default)]
+struct Window {
+    valid: bool,
+    /// Values some candidate observes, sorted.
+    observed: Vec<Value>,
+    /// Per distinct step of an unknown candidate, its first node in the list.
+    first_unknown: Vec<((u8, Value, Value), usize)>,
 }
 
-impl Observers {
-    fn new(ops: &[KeyOp]) -> Observers {
-        let mut by_value: HashMap<Value, Vec<usize>> = HashMap::new();
-        for (op, key_op) in ops.iter().enumerate() {
-            if let Some(value) = key_op.step.observes() {
-                by_value.entry(value).or_default().push(op);
-            }
+impl Window {
+    /// Whether the unknown operation at `node` may be placed, taking the
+    /// register from `state` to `next_state`: only if that changes the
+    /// value to one a candidate observes (see the module documentation),
+    /// and only if no identical unknown operation comes before it in the
+    /// list. Identical unknown operations (two timed-out deletes, say) are
+    /// interchangeable: both have no deadline, so using the earlier one
+    /// first loses nothing, and trying each would multiply the
+    /// configurations to explore.
+    fn allows(
+        &mut self,
+        node: usize,
+        state: Value,
+        next_state: Value,
+        entries: &Entries,
+        ops: &[KeyOp],
+    ) -> bool {
+        if next_state == state {
+            return false;
         }
-        Observers { by_value }
+        if !self.valid {
+            self.rebuild(entries, ops);
+        }
+        let key = ops[entries.node_op[node]].step.identity();
+        self.observed.binary_search(&next_state).is_ok()
+            && self
+                .first_unknown
+                .binary_search_by_key(&key, |&(key, _)| key)
+                .is_ok_and(|at| self.first_unknown[at].1 == node)
     }
 
-    /// Whether an operation not yet placed, with its call before the list's
-    /// first completion (`frontier`), observes `value`. Nodes are numbered
-    /// in list order, so that is a comparison of node numbers.
-    fn pending(&self, value: Value, entries: &Entries, placed: &[u64], frontier: usize) -> bool {
-        let Some(observers) = self.by_value.get(&value) else {
-            return false;
-        };
-        observers
-            .iter()
-            .take_while(|&&op| entries.call_node[op] < frontier)
-            .any(|&op| placed[op / 64] & (1 << (op % 64)) == 0)
+    fn rebuild(&mut self, entries: &Entries, ops: &[KeyOp]) {
+        self.observed.clear();
+        self.first_unknown.clear();
+        let mut node = entries.next[HEAD];
+        while node != NIL && entries.node_is_call[node] {
+            let op = &ops[entries.node_op[node]];
+            self.observed.extend(op.step.observes());
+            if !op.definite {
+                self.first_unknown.push((op.step.identity(), node));
+            }
+            node = entries.next[node];
+        }
+        self.observed.sort_unstable();
+        self.observed.dedup();
+        // Stable: the first node of each step stays first.
+        self.first_unknown.sort_by_key(|&(key, _)| key);
+        self.first_unknown.dedup_by_key(|&mut (key, _)| key);
+        self.valid = true;
     }
 }
 
@@ -467,8 +503,8 @@ fn search(ops: &[KeyOp]) -> Result<(), DeadEnd> {
     if definite_total == 0 {
         return Ok(());
     }
-    let observers = Observers::new(ops);
     let mut entries = Entries::new(ops);
+    let mut window = Window::default();
     let zobrist: Vec<u64> = (0..ops.len() as u64).map(splitmix64).collect();
     let mut placed = vec![0u64; ops.len().div_ceil(64)];
     let mut placed_hash = 0u64;
@@ -482,14 +518,7 @@ fn search(ops: &[KeyOp]) -> Result<(), DeadEnd> {
         if node != NIL && entries.node_is_call[node] {
             let op = entries.node_op[node];
             let next_state = ops[op].step.apply(state).filter(|&next_state| {
-                ops[op].definite
-                    || (next_state != state
-                        && observers.pending(
-                            next_state,
-                            &entries,
-                            &placed,
-                            entries.first_completion(),
-                        ))
+                ops[op].definite || window.allows(node, state, next_state, &entries, ops)
             });
             if let Some(next_state) = next_state {
                 set_bit(&mut placed, op, true);
@@ -499,6 +528,7 @@ fn search(ops: &[KeyOp]) -> Result<(), DeadEnd> {
                     state = next_state;
                     placed_hash = next_hash;
                     entries.lift(op);
+                    window.valid = false;
                     definite_placed += usize::from(ops[op].definite);
                     if definite_placed == definite_total {
                         return Ok(());
@@ -537,6 +567,7 @@ fn search(ops: &[KeyOp]) -> Result<(), DeadEnd> {
         placed_hash ^= zobrist[op];
         state = previous_state;
         entries.unlift(op);
+        window.valid = false;
         node = entries.next[entries.call_node[op]];
     }
 }
