@@ -227,7 +227,16 @@ impl<'a> Interner<'a> {
 fn check_key(history: &History, key: &str, indices: &[usize]) -> Option<Violation> {
     let mut values = Interner::default();
     let ops = key_operations(history, indices, &mut values);
-    let dead_end = search(&ops).err()?;
+    // Copying the prefix at every new deepest dead end would cost O(n) each
+    // time, O(n^2) over a long key; so the first pass only measures the
+    // depth, and a failing key is searched again (the same path: the search
+    // is deterministic) to capture the first dead end at that depth.
+    let Search::Failed { depth } = search(&ops, None) else {
+        return None;
+    };
+    let Search::DeadEnd(dead_end) = search(&ops, Some(depth)) else {
+        unreachable!("a repeated search reaches the same dead ends");
+    };
     let state = values.lookup(dead_end.state);
     let operation = |op: usize| history.operations[ops[op].history_index].clone();
     let prefix: Vec<usize> = dead_end
@@ -421,6 +430,21 @@ impl Entries {
         self.relink(self.call_node[op]);
     }
 
+    /// The operations below `below`, other than `op`, not yet placed, in
+    /// ascending order. They are all candidates (see `Configuration`), so
+    /// only the calls before the first completion need to be looked at.
+    fn holes(&self, below: usize, op: usize, holes: &mut Vec<u32>) {
+        holes.clear();
+        let mut node = self.next[HEAD];
+        while node != NIL && self.node_is_call[node] {
+            let candidate = self.node_op[node];
+            if candidate < below && candidate != op {
+                holes.push(u32::try_from(candidate).expect("fewer than 2^32 operations per key"));
+            }
+            node = self.next[node];
+        }
+    }
+
     /// Calls before `stop` (the first completion in the list).
     fn pending_calls(&self, stop: usize) -> Vec<usize> {
         let mut pending = Vec::new();
@@ -497,22 +521,37 @@ impl Window {
     }
 }
 
+enum Search {
+    Linearizable,
+    /// No linearization; `depth` is the longest prefix the search placed.
+    Failed {
+        depth: usize,
+    },
+    /// The first dead end with the requested prefix length.
+    DeadEnd(DeadEnd),
+}
+
 /// Wing–Gong–Lowe search with Porcupine's visited-configuration cache.
-fn search(ops: &[KeyOp]) -> Result<(), DeadEnd> {
+/// With `capture_depth`, stops at the first dead end after that many
+/// placements and describes it.
+fn search(ops: &[KeyOp], capture_depth: Option<usize>) -> Search {
     let definite_total = ops.iter().filter(|op| op.definite).count();
     if definite_total == 0 {
-        return Ok(());
+        return Search::Linearizable;
     }
     let mut entries = Entries::new(ops);
     let mut window = Window::default();
     let zobrist: Vec<u64> = (0..ops.len() as u64).map(splitmix64).collect();
-    let mut placed = vec![0u64; ops.len().div_ceil(64)];
     let mut placed_hash = 0u64;
+    // Every placed operation is below `placed_below`; `holes` are the
+    // unplaced ones below it (see `Configuration`).
+    let mut placed_below = 0;
+    let mut holes: Vec<u32> = Vec::new();
     let mut visited = Visited::default();
-    let mut stack: Vec<(usize, Value)> = Vec::new();
+    let mut stack: Vec<(usize, Value, usize)> = Vec::new();
     let mut definite_placed = 0;
     let mut state = ABSENT;
-    let mut deepest: Option<DeadEnd> = None;
+    let mut deepest = 0;
     let mut node = entries.next[HEAD];
     loop {
         if node != NIL && entries.node_is_call[node] {
@@ -521,63 +560,54 @@ fn search(ops: &[KeyOp]) -> Result<(), DeadEnd> {
                 ops[op].definite || window.allows(node, state, next_state, &entries, ops)
             });
             if let Some(next_state) = next_state {
-                set_bit(&mut placed, op, true);
                 let next_hash = placed_hash ^ zobrist[op];
-                if visited.insert(next_hash, &placed, next_state) {
-                    stack.push((op, state));
+                let next_below = placed_below.max(op + 1);
+                entries.holes(next_below, op, &mut holes);
+                debug_assert_eq!(next_below - holes.len(), stack.len() + 1);
+                if visited.insert(next_hash, next_state, next_below, &holes) {
+                    stack.push((op, state, placed_below));
                     state = next_state;
                     placed_hash = next_hash;
+                    placed_below = next_below;
                     entries.lift(op);
                     window.valid = false;
                     definite_placed += usize::from(ops[op].definite);
                     if definite_placed == definite_total {
-                        return Ok(());
+                        return Search::Linearizable;
                     }
                     node = entries.next[HEAD];
                     continue;
                 }
-                set_bit(&mut placed, op, false);
             }
             node = entries.next[node];
             continue;
         }
         // A completion (or, defensively, the end): the operation it belongs
-        // to was not placed in time. Remember the deepest such point, then
-        // undo the last placement and try the call after it.
-        if deepest
-            .as_ref()
-            .is_none_or(|d| stack.len() > d.prefix.len())
-        {
-            deepest = Some(DeadEnd {
-                prefix: stack.iter().map(|&(op, _)| op).collect(),
+        // to was not placed in time. Undo the last placement and try the
+        // call after it.
+        deepest = deepest.max(stack.len());
+        if capture_depth == Some(stack.len()) {
+            return Search::DeadEnd(DeadEnd {
+                prefix: stack.iter().map(|&(op, _, _)| op).collect(),
                 state,
                 pending: entries.pending_calls(node),
                 deadline: if node == NIL {
-                    stack.last().map_or(0, |&(op, _)| op)
+                    stack.last().map_or(0, |&(op, _, _)| op)
                 } else {
                     entries.node_op[node]
                 },
             });
         }
-        let Some((op, previous_state)) = stack.pop() else {
-            return Err(deepest.expect("a dead end was just recorded"));
+        let Some((op, previous_state, previous_below)) = stack.pop() else {
+            return Search::Failed { depth: deepest };
         };
         definite_placed -= usize::from(ops[op].definite);
-        set_bit(&mut placed, op, false);
         placed_hash ^= zobrist[op];
+        placed_below = previous_below;
         state = previous_state;
         entries.unlift(op);
         window.valid = false;
         node = entries.next[entries.call_node[op]];
-    }
-}
-
-fn set_bit(bits: &mut [u64], index: usize, on: bool) {
-    let mask = 1u64 << (index % 64);
-    if on {
-        bits[index / 64] |= mask;
-    } else {
-        bits[index / 64] &= !mask;
     }
 }
 
@@ -589,55 +619,67 @@ fn splitmix64(seed: u64) -> u64 {
 }
 
 /// Visited (placed set, register value) configurations. Keyed by an
-/// incrementally maintained hash of the placed set mixed with the value;
-/// each bucket keeps the exact configurations to rule out collisions.
-/// Placed sets are stored compressed as (leading all-ones words, the words
-/// up to the last non-zero one): operations are numbered in call order and
-/// placed roughly in that order, so a long history's sets are mostly a run
-/// of ones followed by a short tail.
+/// incrementally maintained (Zobrist) hash of the placed set mixed with the
+/// value; the exact configurations are kept to rule out collisions, in two
+/// flat arenas (no allocation per configuration).
 #[derive(Default)]
 struct Visited {
-    buckets: HashMap<u64, Vec<Configuration>, BuildHasherDefault<PassThrough>>,
+    /// Hash -> first configuration with that hash (chained by `next`).
+    heads: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    configurations: Vec<Configuration>,
+    holes: Vec<u32>,
 }
 
+/// A placed set stored as "every operation below `placed_below`, except
+/// the holes". Operations are numbered in call order and an operation can
+/// only be placed while it is a candidate, so the holes are candidates too:
+/// a handful of concurrent calls plus pending unknown outcomes, whatever the
+/// length of the history. A bitset would cost n/64 words per configuration
+/// and per comparison, quadratic over a long single-key history.
 struct Configuration {
-    full_words: usize,
-    tail: Box<[u64]>,
     state: Value,
-}
-
-impl Configuration {
-    fn new(bits: &[u64], state: Value) -> Configuration {
-        let full_words = bits.iter().take_while(|&&word| word == u64::MAX).count();
-        let end = bits
-            .iter()
-            .rposition(|&word| word != 0)
-            .map_or(full_words, |last| (last + 1).max(full_words));
-        Configuration {
-            full_words,
-            tail: bits[full_words..end].into(),
-            state,
-        }
-    }
-
-    fn matches(&self, bits: &[u64], state: Value) -> bool {
-        let tail_end = self.full_words + self.tail.len();
-        self.state == state
-            && bits[..self.full_words].iter().all(|&word| word == u64::MAX)
-            && bits[self.full_words..tail_end] == *self.tail
-            && bits[tail_end..].iter().all(|&word| word == 0)
-    }
+    placed_below: u32,
+    /// `holes[holes_start..holes_start + holes_len]` in `Visited::holes`.
+    holes_start: u32,
+    holes_len: u32,
+    /// Next configuration with the same hash, or `u32::MAX`.
+    next: u32,
 }
 
 impl Visited {
     /// `true` if the configuration was new.
-    fn insert(&mut self, placed_hash: u64, bits: &[u64], state: Value) -> bool {
+    fn insert(
+        &mut self,
+        placed_hash: u64,
+        state: Value,
+        placed_below: usize,
+        holes: &[u32],
+    ) -> bool {
+        let placed_below = u32::try_from(placed_below).expect("fewer than 2^32 operations per key");
         let key = placed_hash ^ splitmix64(u64::from(state) ^ 0x5EED);
-        let bucket = self.buckets.entry(key).or_default();
-        if bucket.iter().any(|seen| seen.matches(bits, state)) {
-            return false;
+        let new = u32::try_from(self.configurations.len()).expect("fewer than 2^32 configurations");
+        let head = self.heads.entry(key).or_insert(u32::MAX);
+        let mut at = *head;
+        while at != u32::MAX {
+            let seen = &self.configurations[at as usize];
+            let start = seen.holes_start as usize;
+            if seen.state == state
+                && seen.placed_below == placed_below
+                && self.holes[start..start + seen.holes_len as usize] == *holes
+            {
+                return false;
+            }
+            at = seen.next;
         }
-        bucket.push(Configuration::new(bits, state));
+        self.configurations.push(Configuration {
+            state,
+            placed_below,
+            holes_start: u32::try_from(self.holes.len()).expect("fewer than 2^32 holes"),
+            holes_len: holes.len() as u32,
+            next: *head,
+        });
+        *head = new;
+        self.holes.extend_from_slice(holes);
         true
     }
 }

@@ -66,10 +66,11 @@ fn brute_force(history: &History) -> bool {
     let ops: Vec<&Operation> = history
         .operations
         .iter()
-        .filter(|op| match (&op.call, &op.outcome) {
-            (_, Outcome::Fail) => false,
-            (Call::Read, Outcome::Unknown) => false,
-            _ => true,
+        .filter(|op| {
+            !matches!(
+                (&op.call, &op.outcome),
+                (_, Outcome::Fail) | (Call::Read, Outcome::Unknown)
+            )
         })
         .collect();
     linearizable_from(&ops, &mut vec![false; ops.len()], None)

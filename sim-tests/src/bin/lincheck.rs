@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     let report = linearizability::check(&history);
-    println!("{report}");
+    println!("{}", report.to_string().trim_end());
     if report.is_linearizable() {
         ExitCode::SUCCESS
     } else {
