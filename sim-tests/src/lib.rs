@@ -1,0 +1,29 @@
+//! tribune's simulation tests and the checkers they judge runs with.
+//!
+//! Each checker verifies one invariant over plain data that a run records,
+//! whether the run is the deterministic simulator (which comes later, under
+//! `cfg(madsim)`) or real processes:
+//!
+//! | module | invariant |
+//! |---|---|
+//! | [`linearizability`] | KV operations are linearizable (also the `lincheck` binary) |
+//! | [`lock_exclusivity`] | lock holders are ordered by fencing tokens, and fenced writes respect them |
+//! | [`index_monotonic`] | indexes seen per key and per client session never go backwards |
+//! | [`replica_state`] | replicas at the same applied index have the same state |
+//!
+//! Data flow for linearizability:
+//!
+//! ```text
+//! run (sim or real clients) --Event--> write_jsonl --> HISTORY.jsonl --parse_jsonl--+
+//!          |                                                                        v
+//!          +-------------------------- History::from_events ----------------> History --check--> Report
+//! ```
+
+pub mod generate;
+pub mod history;
+pub mod index_monotonic;
+pub mod linearizability;
+pub mod lock_exclusivity;
+pub mod replica_state;
+
+pub use history::{parse_jsonl, write_jsonl, Event, EventType, Function, History, HistoryError};
