@@ -329,11 +329,13 @@ impl Cluster {
         })
     }
 
-    /// This server is in a formed cluster's configuration.
+    /// This server is a voter of a formed cluster (a learner still being
+    /// promoted is not yet).
     pub fn is_member(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        m.membership_config.get_node(&self.me.id).is_some()
+        let voter = m.membership_config.voter_ids().any(|id| id == self.me.id);
+        voter
     }
 
     /// Adds a server as a voter (on the leader).
@@ -381,7 +383,8 @@ impl Cluster {
             if self.is_member() {
                 return;
             }
-            let mut cluster_seen = false;
+            // Join targets that are part of a formed cluster.
+            let mut members_met: Vec<SocketAddr> = Vec::new();
             for addr in &addrs {
                 let Some(target) = resolve(addr, self.me.lan_addr.port()).await else {
                     crate::log::warn(&format!("cluster: cannot resolve join address {addr:?}"));
@@ -398,7 +401,9 @@ impl Cluster {
                                 mine.insert(info.id, info);
                             }
                         }
-                        cluster_seen |= initialized;
+                        if initialized {
+                            members_met.push(target);
+                        }
                     }
                     Ok(Ok(other)) => {
                         crate::log::warn(&format!("cluster: {addr}: unexpected answer {other:?}"))
@@ -408,34 +413,43 @@ impl Cluster {
                 }
             }
             let known: Vec<ServerInfo> = self.known().values().cloned().collect();
-            if cluster_seen {
+            if !members_met.is_empty() {
+                // Not in the configuration yet, this server knows no leader:
+                // a member it met forwards the request to its leader.
                 let request = ServerRequest::AddServer(self.me.clone());
-                let me = self.clone();
-                let result = self
-                    .to_leader(request, move |r| {
-                        let me = me.clone();
-                        async move {
-                            match r {
-                                ServerRequest::AddServer(info) => me.add_server(info).await,
-                                _ => Err(ForwardError::Failed("unexpected".into())),
-                            }
+                for target in &members_met {
+                    match self.call(*target, &request).await {
+                        Ok(Ok(_)) => {
+                            crate::log::info(&format!("cluster: joined through {target}"));
+                            break;
                         }
-                    })
-                    .await;
-                if let Err(e) = result {
-                    crate::log::warn(&format!("cluster: asking to be added: {e}"));
+                        Ok(Err(e)) => {
+                            crate::log::warn(&format!("cluster: asking {target} to be added: {e}"))
+                        }
+                        Err(e) => {
+                            crate::log::debug(&format!("cluster: asking {target} to be added: {e}"))
+                        }
+                    }
                 }
             } else if let Some(expect) = self.bootstrap_expect {
-                let expect = expect as usize;
-                if known.len() == expect {
-                    self.bootstrap(&known).await;
-                } else if known.len() > expect && !told_mismatch {
-                    told_mismatch = true;
-                    crate::log::warn(&format!(
-                        "cluster: {} servers know each other but bootstrap_expect is {expect}; \
-                         not bootstrapping",
-                        known.len()
-                    ));
+                match expect {
+                    // `-bootstrap`: this server forms a cluster of itself,
+                    // whoever else has greeted it; they join it afterwards.
+                    1 => self.bootstrap(std::slice::from_ref(&self.me)).await,
+                    // As Consul: once at least N servers know each other,
+                    // all of them form the cluster.
+                    n if known.len() >= n as usize => {
+                        if known.len() > n as usize && !told_mismatch {
+                            told_mismatch = true;
+                            crate::log::warn(&format!(
+                                "cluster: {} servers know each other, bootstrap_expect is {n}; \
+                                 bootstrapping with all of them",
+                                known.len()
+                            ));
+                        }
+                        self.bootstrap(&known).await
+                    }
+                    _ => {}
                 }
             }
             tokio::time::sleep(JOIN_RETRY).await;

@@ -449,7 +449,14 @@ impl Node {
                 ServerRequest::ReadIndex { linearizable } => self.read_index(linearizable).await,
                 ServerRequest::AddServer(info) => match cluster.leader() {
                     LeaderIs::Me => cluster.add_server(info).await,
-                    _ => Err(not_leader()),
+                    // A joining server knows no leader yet: pass it on.
+                    LeaderIs::Other { addr, .. } => {
+                        match cluster.call(addr, &ServerRequest::AddServer(info)).await {
+                            Ok(answer) => answer,
+                            Err(e) => Err(ForwardError::Failed(format!("leader at {addr}: {e}"))),
+                        }
+                    }
+                    LeaderIs::Unknown => Err(not_leader()),
                 },
                 ServerRequest::RemoveServer { id } => match cluster.leader() {
                     LeaderIs::Me => cluster.remove_server(id).await,

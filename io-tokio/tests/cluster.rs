@@ -105,6 +105,48 @@ fn three_servers_elect_forward_and_fail_over() {
     );
 }
 
+/// `-bootstrap` (one server) forms a cluster at once; servers started
+/// later with only `-retry-join` are added as voters through it, and the
+/// grown cluster survives losing the first server.
+#[test]
+fn servers_join_a_formed_cluster_as_voters() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.leader();
+    assert_eq!(
+        cluster.servers[0]
+            .client
+            .put("/v1/kv/early", "1")
+            .expect(200)
+            .text(),
+        "true"
+    );
+    let (a, b) = (cluster.add_server(), cluster.add_server());
+    let peers = wait_for(WAIT, "three voters", || {
+        let peers = cluster.servers[0].client.get("/v1/status/peers").json();
+        (peers.as_array().map(Vec::len) == Some(3)).then_some(peers)
+    });
+    for i in [a, b] {
+        assert!(
+            peers.to_string().contains(&cluster.servers[i].rpc_addr()),
+            "{peers}"
+        );
+        let early = wait_for(WAIT, "the joiner to catch up", || {
+            let resp = cluster.servers[i]
+                .client
+                .try_request("GET", "/v1/kv/early?raw&stale", None, &[])
+                .ok()?;
+            (resp.status == 200).then(|| resp.text())
+        });
+        assert_eq!(early, "1");
+    }
+    // Three voters: the first server can go.
+    cluster.servers[0].kill();
+    wait_for(WAIT, "a write without the first server", || {
+        let resp = try_put(&cluster.servers[a].client, "later", "2")?;
+        (resp.status == 200 && resp.text() == "true").then_some(())
+    });
+}
+
 /// Writers record every acknowledged write while every server is killed
 /// with SIGKILL; after a restart each acknowledged value is there.
 #[test]
@@ -310,17 +352,28 @@ fn leave_removes_a_server_from_the_configuration() {
         .output()
         .expect("run leave");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("Graceful leave complete"), "{text}");
     let peers = wait_for(WAIT, "two peers", || {
-        let peers = cluster.servers[leader].client.get("/v1/status/peers").json();
+        let peers = cluster.servers[leader]
+            .client
+            .get("/v1/status/peers")
+            .json();
         (peers.as_array().map(Vec::len) == Some(2)).then_some(peers)
     });
-    assert!(!peers.to_string().contains(&cluster.servers[leaving].rpc_addr()));
+    assert!(!peers
+        .to_string()
+        .contains(&cluster.servers[leaving].rpc_addr()));
     wait_for(WAIT, "the server to exit", || {
         cluster.servers[leaving].exited().then_some(())
     });
-    let resp = cluster.servers[leader].client.put("/v1/kv/after-leave", "ok");
+    let resp = cluster.servers[leader]
+        .client
+        .put("/v1/kv/after-leave", "ok");
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 

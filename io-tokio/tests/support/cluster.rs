@@ -178,6 +178,43 @@ impl Cluster {
         }
     }
 
+    /// Starts one more server that joins through the first server's LAN
+    /// address, without `-bootstrap-expect`; returns its index.
+    pub fn add_server(&mut self) -> usize {
+        let dir = self.servers[0]
+            .data_dir
+            .parent()
+            .expect("cluster dir")
+            .to_path_buf();
+        let i = self.servers.len();
+        let name = format!("s{}", i + 1);
+        let (http, rpc, lan) = (free_port(), free_port(), free_port());
+        let data_dir = dir.join(&name);
+        let args = vec![
+            "-server".to_string(),
+            format!("-node={name}"),
+            format!("-data-dir={}", data_dir.display()),
+            format!("-http-port={http}"),
+            "-dns-port=-1".to_string(),
+            format!("-server-port={rpc}"),
+            format!("-serf-lan-port={lan}"),
+            format!("-retry-join=127.0.0.1:{}", self.servers[0].lan_port),
+        ];
+        let mut server = Server {
+            log: dir.join(format!("{name}.log")),
+            name,
+            client: Client { port: http },
+            rpc_port: rpc,
+            lan_port: lan,
+            data_dir,
+            child: None,
+            args,
+        };
+        server.spawn();
+        self.servers.push(server);
+        i
+    }
+
     /// Waits until every running server names the same leader, and returns
     /// the leader's index in `servers`.
     #[track_caller]
