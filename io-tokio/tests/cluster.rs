@@ -310,17 +310,28 @@ fn leave_removes_a_server_from_the_configuration() {
         .output()
         .expect("run leave");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("Graceful leave complete"), "{text}");
     let peers = wait_for(WAIT, "two peers", || {
-        let peers = cluster.servers[leader].client.get("/v1/status/peers").json();
+        let peers = cluster.servers[leader]
+            .client
+            .get("/v1/status/peers")
+            .json();
         (peers.as_array().map(Vec::len) == Some(2)).then_some(peers)
     });
-    assert!(!peers.to_string().contains(&cluster.servers[leaving].rpc_addr()));
+    assert!(!peers
+        .to_string()
+        .contains(&cluster.servers[leaving].rpc_addr()));
     wait_for(WAIT, "the server to exit", || {
         cluster.servers[leaving].exited().then_some(())
     });
-    let resp = cluster.servers[leader].client.put("/v1/kv/after-leave", "ok");
+    let resp = cluster.servers[leader]
+        .client
+        .put("/v1/kv/after-leave", "ok");
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
