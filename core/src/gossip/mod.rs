@@ -37,6 +37,7 @@ pub mod message;
 pub mod msgpack;
 pub mod serf;
 mod serf_events;
+mod serf_members;
 pub mod serf_state;
 mod serf_types;
 pub mod size;
@@ -59,6 +60,12 @@ pub use swim::{
 
 #[cfg(test)]
 mod round_model;
+#[cfg(test)]
+mod serf_sim;
+#[cfg(test)]
+mod serf_sim_tests;
+#[cfg(test)]
+mod serf_state_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
