@@ -507,3 +507,32 @@ fn serf_same_seed_same_trace() {
     let c = scenario(100);
     assert_ne!(a.0, c.0, "another seed takes another path");
 }
+
+#[test]
+fn serf_reconnect_heals_a_partition_memberlist_gave_up_on() {
+    let config = SerfConfig::lan();
+    let n = 5;
+    let mut sim = converged(n, &config, NetConfig::default(), 13);
+    let cut = 4;
+    sim.nodes[cut].down = true;
+    let rest = except(n, &[cut]);
+    sim.run_until_true(STEP, Duration::from_secs(120), |s| {
+        s.all_see(&rest, &[cut], MemberStatus::Failed)
+            && s.all_see(&[cut], &rest, MemberStatus::Failed)
+    })
+    .expect("both sides of the partition declare the other failed");
+    // Past memberlist's gossip-to-the-dead window: only serf's reconnect
+    // can bring the sides back together now.
+    sim.run_for(Duration::from_secs(40));
+    sim.nodes[cut].down = false;
+    sim.run_until_true(STEP, Duration::from_secs(300), |s| {
+        s.all_see(&all(n), &all(n), MemberStatus::Alive)
+    })
+    .expect("the partition heals");
+    let attempts: u64 = sim
+        .nodes
+        .iter()
+        .map(|nd| nd.serf.stats().reconnect_attempts)
+        .sum();
+    assert!(attempts > 0);
+}

@@ -506,6 +506,10 @@ proptest! {
             s.handle_push_pull(Instant(k as u64), addr(2), state);
             drain(&mut s);
             s.check_invariants();
+            // Whatever state that left, serf's push/pull of it round-trips.
+            let pp = s.local_push_pull();
+            let bytes = encode_serf(&SerfMessage::PushPull(pp.clone()));
+            prop_assert_eq!(decode_serf(&bytes), Ok(SerfMessage::PushPull(pp)));
         }
     }
 }
