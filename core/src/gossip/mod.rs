@@ -18,6 +18,9 @@
 //!   replies, with [`stream::stream_need`] for incremental reading.
 //! - [`serf`]: serf's messages (inside memberlist user messages and
 //!   push/pull state) and its tags (inside node meta).
+//! - [`serf_state`]: the serf layer ([`serf_state::Serf`]) over the
+//!   membership machine: member statuses, join/leave intents, Lamport
+//!   clocks ([`lamport`]), user events, queries, reaping.
 //! - [`crypto`], [`lzw`], [`msgpack`]: the building blocks, each matching
 //!   its Go counterpart byte for byte.
 //! - [`error`]: the one error type, [`WireError`].
@@ -28,10 +31,15 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod lamport;
 pub mod lzw;
 pub mod message;
 pub mod msgpack;
 pub mod serf;
+mod serf_events;
+mod serf_members;
+pub mod serf_state;
+mod serf_types;
 pub mod size;
 pub mod stream;
 pub mod suspicion;
@@ -42,12 +50,22 @@ mod swim_types;
 
 pub use config::Config;
 pub use error::WireError;
+pub use serf_state::{
+    MemberStatus, QueryEvent, Serf, SerfConfig, SerfError, SerfEvent, SerfMember, SerfOutput,
+    SerfState, SerfStats, UserEventRecord,
+};
 pub use swim::{
     LocalNode, Member, MemberEvent, Memberlist, MemberlistError, Output, Stats, StreamId,
 };
 
 #[cfg(test)]
 mod round_model;
+#[cfg(test)]
+mod serf_sim;
+#[cfg(test)]
+mod serf_sim_tests;
+#[cfg(test)]
+mod serf_state_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

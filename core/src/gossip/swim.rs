@@ -433,6 +433,16 @@ impl Memberlist {
         Ok(())
     }
 
+    /// Whether `bytes` still waits in the user broadcast queue: a queued
+    /// message leaves it after its last transmission (or when pruned), so
+    /// serf's graceful leave waits on this for its leave intent the way
+    /// serf waits on a broadcast's notify channel.
+    pub fn user_broadcast_queued(&self, bytes: &[u8]) -> bool {
+        self.user_broadcasts
+            .iter()
+            .any(|(_, msg)| matches!(msg, Message::User(b) if b.as_slice() == bytes))
+    }
+
     /// The payload our acks carry (serf puts its coordinate here).
     pub fn set_ack_payload(&mut self, payload: Vec<u8>) {
         self.ack_payload = payload;
