@@ -31,7 +31,8 @@ WRITES_TOTAL="${WRITES_TOTAL:-1000000}"
 BASE="${BASE:-18600}"   # server i: HTTP BASE+10i, RPC BASE+10i+1, LAN BASE+10i+2
 WORK="${WORK:-/tmp/tribune-bench-raft}"
 
-# Starts servers 1..3 under $1 (data root); s1 bootstraps alone and leads,
+# Starts servers 1..3 under $1 (data root; their PIDs go to $1/pids, which
+# is the anchor's PID_FILE when $1 is its DATA_ROOT); s1 bootstraps alone and leads,
 # s2 and s3 join it, so the leader's HTTP port is known in advance.
 start_cluster() {
   local root=$1 i
@@ -60,7 +61,7 @@ if [[ " $PHASES " == *" throughput "* ]]; then
   echo "## tribune (3 servers)"
   KV_API=consul READ_MODES="default consistent stale" \
     TARGET_URL="http://127.0.0.1:$((BASE+10))" \
-    SERVER_START_CMD='start_cluster "$DATA_ROOT"; cat "$DATA_ROOT/pids" >> "$PID_FILE"' \
+    SERVER_START_CMD='start_cluster "$DATA_ROOT"' \
     "$ANCHORS/etcd3.sh"
 fi
 
