@@ -116,6 +116,7 @@ if [[ " $PHASES " == *" disk "* ]]; then
   done
   secs=$(( $(date +%s) - start ))
   echo "raft index $last after ${secs}s"
+  curl -s "$url/v1/agent/self" | jq -r '.Stats.raft | "leader WAL under 128 connections: \(.wal_records) records in \(.wal_fsyncs) fsyncs = \(.wal_records_per_fsync) per fsync"' 
   for i in 1 2 3; do
     echo "s$i: $(du -sh "$WORK/s$i" | cut -f1) total; log $(du -sh "$WORK/s$i/raft/wal" | cut -f1); snapshot $(du -sh "$WORK/s$i/raft/snapshots" | cut -f1)"
   done
