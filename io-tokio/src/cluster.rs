@@ -351,14 +351,50 @@ impl Cluster {
             return Ok(ServerReply::Done);
         }
         let node = ServerNode::new(info.name.clone(), info.rpc_addr);
-        crate::raft::rpc_server::client_result(self.raft.add_learner(info.id, node, true).await)?;
+        // A learner first, caught up before it counts in the quorum.
+        self.while_in_progress(|| self.raft.add_learner(info.id, node.clone(), true))
+            .await?;
         let voters = ChangeMembers::AddVoterIds(BTreeSet::from([info.id]));
-        crate::raft::rpc_server::client_result(self.raft.change_membership(voters, false).await)?;
+        self.while_in_progress(|| self.raft.change_membership(voters.clone(), false))
+            .await?;
         crate::log::info(&format!(
             "cluster: added server {} ({})",
             info.name, info.rpc_addr
         ));
         Ok(ServerReply::Done)
+    }
+
+    /// Runs a membership change, again while another one is still in
+    /// progress (e.g. the bootstrap configuration not yet committed right
+    /// after the cluster formed), up to the hold timeout.
+    async fn while_in_progress<F, Fut>(&self, change: F) -> Result<(), ForwardError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+            Output = Result<
+                openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+                openraft::error::RaftError<
+                    crate::raft::TypeConfig,
+                    openraft::error::ClientWriteError<crate::raft::TypeConfig>,
+                >,
+            >,
+        >,
+    {
+        use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+        let hold_until = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+        loop {
+            let result = change().await;
+            let in_progress = matches!(
+                &result,
+                Err(RaftError::APIError(
+                    ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))
+                ))
+            );
+            if !in_progress || tokio::time::Instant::now() >= hold_until {
+                return crate::raft::rpc_server::client_result(result).map(|_| ());
+            }
+            tokio::time::sleep(HOLD_RETRY).await;
+        }
     }
 
     /// Removes a server from the configuration (on the leader).
@@ -370,7 +406,8 @@ impl Cluster {
             )));
         }
         let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
-        crate::raft::rpc_server::client_result(self.raft.change_membership(change, false).await)?;
+        self.while_in_progress(|| self.raft.change_membership(change.clone(), false))
+            .await?;
         crate::log::info(&format!("cluster: removed server {id:016x}"));
         Ok(ServerReply::Done)
     }

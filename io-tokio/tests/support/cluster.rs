@@ -22,6 +22,42 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts server number `i` (named `s{i+1}`) under `dir` on `(http,
+    /// rpc, lan)` ports, retry-joining `join_lan`, with `flags` added.
+    fn start(
+        dir: &std::path::Path,
+        i: usize,
+        (http, rpc, lan): (u16, u16, u16),
+        join_lan: u16,
+        flags: Vec<String>,
+    ) -> Server {
+        let name = format!("s{}", i + 1);
+        let data_dir = dir.join(&name);
+        let mut args = vec![
+            "-server".to_string(),
+            format!("-node={name}"),
+            format!("-data-dir={}", data_dir.display()),
+            format!("-http-port={http}"),
+            "-dns-port=-1".to_string(),
+            format!("-server-port={rpc}"),
+            format!("-serf-lan-port={lan}"),
+            format!("-retry-join=127.0.0.1:{join_lan}"),
+        ];
+        args.extend(flags);
+        let mut server = Server {
+            log: dir.join(format!("{name}.log")),
+            name,
+            client: Client { port: http },
+            rpc_port: rpc,
+            lan_port: lan,
+            data_dir,
+            child: None,
+            args,
+        };
+        server.spawn();
+        server
+    }
+
     fn spawn(&mut self) {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -141,36 +177,10 @@ impl Cluster {
         };
         let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (port(), port(), port())).collect();
         let first_lan = ports[0].2;
-        for (i, (http, rpc, lan)) in ports.into_iter().enumerate() {
-            let name = format!("s{}", i + 1);
-            let data_dir = dir.join(&name);
-            let mut args: Vec<String> = [
-                "-server",
-                &format!("-bootstrap-expect={n}"),
-                &format!("-node={name}"),
-                &format!("-data-dir={}", data_dir.display()),
-                &format!("-http-port={http}"),
-                "-dns-port=-1",
-                &format!("-server-port={rpc}"),
-                &format!("-serf-lan-port={lan}"),
-                &format!("-retry-join=127.0.0.1:{first_lan}"),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let mut server = Server {
-                log: dir.join(format!("{name}.log")),
-                name,
-                client: Client { port: http },
-                rpc_port: rpc,
-                lan_port: lan,
-                data_dir,
-                child: None,
-                args,
-            };
-            server.spawn();
-            servers.push(server);
+        for (i, ports) in ports.into_iter().enumerate() {
+            let mut flags = vec![format!("-bootstrap-expect={n}")];
+            flags.extend(extra.iter().map(|s| s.to_string()));
+            servers.push(Server::start(&dir, i, ports, first_lan, flags));
         }
         Cluster {
             servers,
@@ -187,31 +197,10 @@ impl Cluster {
             .expect("cluster dir")
             .to_path_buf();
         let i = self.servers.len();
-        let name = format!("s{}", i + 1);
-        let (http, rpc, lan) = (free_port(), free_port(), free_port());
-        let data_dir = dir.join(&name);
-        let args = vec![
-            "-server".to_string(),
-            format!("-node={name}"),
-            format!("-data-dir={}", data_dir.display()),
-            format!("-http-port={http}"),
-            "-dns-port=-1".to_string(),
-            format!("-server-port={rpc}"),
-            format!("-serf-lan-port={lan}"),
-            format!("-retry-join=127.0.0.1:{}", self.servers[0].lan_port),
-        ];
-        let mut server = Server {
-            log: dir.join(format!("{name}.log")),
-            name,
-            client: Client { port: http },
-            rpc_port: rpc,
-            lan_port: lan,
-            data_dir,
-            child: None,
-            args,
-        };
-        server.spawn();
-        self.servers.push(server);
+        let ports = (free_port(), free_port(), free_port());
+        let first_lan = self.servers[0].lan_port;
+        self.servers
+            .push(Server::start(&dir, i, ports, first_lan, Vec::new()));
         i
     }
 
