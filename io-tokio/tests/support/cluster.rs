@@ -2,7 +2,7 @@
 //! `tribune agent -server` process with its own `-data-dir`, killed with
 //! SIGKILL, paused with SIGSTOP and restarted from its disk.
 
-use super::{free_port, wait_for, Client, Resp};
+use super::{free_port, free_udp_tcp_port, wait_for, Client, Resp};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -131,15 +131,22 @@ impl Cluster {
         ));
         std::fs::create_dir_all(&dir).expect("create cluster dir");
         let mut servers: Vec<Server> = Vec::new();
-        let mut taken = Vec::new();
-        let mut port = || loop {
-            let p = free_port();
+        // Distinct ports; the LAN port serves gossip on UDP as well.
+        let mut taken: Vec<u16> = Vec::new();
+        let mut port = |udp_too: bool| loop {
+            let p = if udp_too {
+                free_udp_tcp_port(&taken)
+            } else {
+                free_port()
+            };
             if !taken.contains(&p) {
                 taken.push(p);
                 return p;
             }
         };
-        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (port(), port(), port())).collect();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (port(false), port(false), port(true)))
+            .collect();
         let first_lan = ports[0].2;
         for (i, (http, rpc, lan)) in ports.into_iter().enumerate() {
             let name = format!("s{}", i + 1);
@@ -188,7 +195,8 @@ impl Cluster {
             .to_path_buf();
         let i = self.servers.len();
         let name = format!("s{}", i + 1);
-        let (http, rpc, lan) = (free_port(), free_port(), free_port());
+        let (http, rpc) = (free_port(), free_port());
+        let lan = free_udp_tcp_port(&[http, rpc]);
         let data_dir = dir.join(&name);
         let args = vec![
             "-server".to_string(),
