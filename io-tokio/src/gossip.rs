@@ -86,9 +86,12 @@ pub struct TransportStats {
     pub stream_failures: AtomicU64,
 }
 
+/// Where a join's outcome goes: how many answered, or why none did.
+type JoinReply = oneshot::Sender<Result<usize, String>>;
+
 enum Command {
     Members(oneshot::Sender<Vec<SerfMember>>),
-    Join(Vec<SocketAddr>, oneshot::Sender<Result<usize, String>>),
+    Join(Vec<SocketAddr>, JoinReply),
     Leave(oneshot::Sender<Result<(), String>>),
     UserEvent {
         name: String,
@@ -326,8 +329,8 @@ struct Driver {
     rng: Rng,
     shared: Shared,
     events: broadcast::Sender<SerfEvent>,
-    active_join: Option<oneshot::Sender<Result<usize, String>>>,
-    queued_joins: VecDeque<(Vec<SocketAddr>, oneshot::Sender<Result<usize, String>>)>,
+    active_join: Option<JoinReply>,
+    queued_joins: VecDeque<(Vec<SocketAddr>, JoinReply)>,
     leave_waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -477,11 +480,7 @@ impl Driver {
         }
     }
 
-    fn start_join(
-        &mut self,
-        addrs: Vec<SocketAddr>,
-        reply: oneshot::Sender<Result<usize, String>>,
-    ) {
+    fn start_join(&mut self, addrs: Vec<SocketAddr>, reply: JoinReply) {
         match self.serf.join(clock::now(), &addrs, false) {
             Ok(()) => self.active_join = Some(reply),
             Err(e) => {

@@ -299,3 +299,40 @@ fn tribune_servers_list_each_other() {
         );
     }
 }
+
+#[test]
+fn graceful_leave_shows_left_to_serf() {
+    let Some(bin) = serf_binary() else { return };
+    let serf = SerfAgent::start(bin, "serfnode");
+    // Two servers: the last one cannot leave the Raft configuration.
+    let mut cluster = Cluster::start(2, &[&format!("-retry-join={}", serf.addr())]);
+    cluster.leader();
+    assert_mutually_alive(&cluster, &serf);
+    let name = cluster.servers[1].name.clone();
+    wait_for(JOIN_LIMIT, "serf to see the second server", || {
+        serf.status_of(&name).filter(|(s, _)| s == "alive")
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_tribune"))
+        .arg("leave")
+        .arg(format!(
+            "-http-addr=127.0.0.1:{}",
+            cluster.servers[1].client.port
+        ))
+        .output()
+        .expect("run tribune leave");
+    assert!(out.status.success(), "{out:?}");
+    // A graceful leave is `left` at once, never `failed`.
+    wait_for(JOIN_LIMIT, "serf to mark the tribune server left", || {
+        let (status, _) = serf.status_of(&name)?;
+        assert_ne!(status, "failed");
+        (status == "left").then_some(())
+    });
+    wait_for(JOIN_LIMIT, "the server to exit", || {
+        cluster.servers[1].exited().then_some(())
+    });
+    // The other server saw the leave too (Status 3).
+    let client = cluster.servers[0].client.clone();
+    wait_for(JOIN_LIMIT, "the other server to mark it left", || {
+        (tribune_status(&client, &name) == Some(3)).then_some(())
+    });
+}

@@ -336,6 +336,13 @@ async fn leave(ctx: &Ctx) -> Result<Reply, HttpError> {
             .await?;
         crate::log::info("agent: left the raft configuration");
     }
+    if let Some(gossip) = ctx.node.gossip() {
+        // serf's graceful leave: the pool records us `left`, not failed.
+        match gossip.leave().await {
+            Ok(()) => crate::log::info("agent: left the gossip pool"),
+            Err(e) => crate::log::warn(&format!("agent: gossip leave: {e}")),
+        }
+    }
     crate::log::info("agent: graceful leave complete, shutting down");
     tokio::spawn(async {
         // Lets the answer reach the client first.
