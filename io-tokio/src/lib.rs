@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod coord;
 pub mod dns;
 pub mod events;
+pub mod gossip;
 pub mod http;
 pub mod log;
 pub mod raft;

@@ -97,6 +97,8 @@ pub struct Node {
     generation: std::sync::atomic::AtomicU64,
     /// Set when the node is a server in a Raft cluster.
     cluster: OnceLock<Arc<Cluster>>,
+    /// Set when the agent runs the serf LAN pool (servers).
+    gossip: OnceLock<crate::gossip::Gossip>,
     replicated: bool,
 }
 
@@ -256,6 +258,7 @@ impl Node {
             events: crate::events::Events::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
             cluster: OnceLock::new(),
+            gossip: OnceLock::new(),
             replicated,
         });
         let server_port = node.identity.server_port;
@@ -284,6 +287,15 @@ impl Node {
 
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.get()
+    }
+
+    /// Connects the node to its gossip pool (once).
+    pub fn attach_gossip(&self, gossip: crate::gossip::Gossip) {
+        let _ = self.gossip.set(gossip);
+    }
+
+    pub fn gossip(&self) -> Option<&crate::gossip::Gossip> {
+        self.gossip.get()
     }
 
     /// Replicates and applies a command.

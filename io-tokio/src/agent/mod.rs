@@ -277,7 +277,7 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) 
         );
     } else {
         println!(
-            "    Raft server: RPC on {}:{}, join exchange on {}:{}, data in {}.",
+            "    Raft server: RPC on {}:{}, serf LAN gossip and join exchange on {}:{}, data in {}.",
             config.bind_addr,
             config.server_port,
             config.bind_addr,

@@ -2,16 +2,19 @@
 //! `-data-dir`, the server RPC and join listeners, and cluster formation.
 
 use crate::cluster::{raft_id, Cluster};
+use crate::gossip::{resolve, Gossip, GossipConfig, RpcHook};
 use crate::raft::rpc::ServerInfo;
 use crate::raft::wal_log::WalLog;
 use crate::raft::{LogStore, Network, Raft, RpcClient, RpcServer, StateMachine, TypeConfig};
 use crate::state::Node;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, ServerState, SnapshotPolicy};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tribune_core::gossip::SerfConfig;
 use tribune_core::limits::RAFT_APPEND_ENTRIES_MAX;
 use tribune_core::rng::Rng;
 
@@ -102,6 +105,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         rpc_addr: local(&rpc_listener)?,
         lan_addr: local(&lan_listener)?,
     };
+    let (lan_addr, rpc_port) = (me.lan_addr, me.rpc_addr.port());
     let raft_dir = data_dir.join("raft");
     let wal_dir = raft_dir.join("wal");
     let log = WalLog::<TypeConfig>::open(&wal_dir)
@@ -127,12 +131,111 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     ));
     let _ = cluster.wal_stats.set(wal_stats);
     node.attach(cluster.clone());
-    // Both listeners serve for the life of the process.
+    // Both listeners serve for the life of the process. The LAN port is
+    // shared: gossip takes memberlist's streams and hands connections
+    // that begin with the RPC magic (the join exchange) to Raft's server.
     let _ = RpcServer::start(rpc_listener, raft.clone(), node.clone());
-    let _ = RpcServer::start(lan_listener, raft.clone(), node.clone());
+    let hook: RpcHook = {
+        let (raft, node) = (raft.clone(), node.clone());
+        Arc::new(move |stream| RpcServer::serve_stream(stream, raft.clone(), node.clone()))
+    };
+    let gossip_config = GossipConfig {
+        name: config.node_name.clone(),
+        advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
+        serf: lan_serf_config(config, node_id, rpc_port),
+        label: String::new(),
+    };
+    let gossip = Gossip::start(gossip_config, lan_listener, Some(hook)).await?;
+    node.attach_gossip(gossip.clone());
+    if !config.join.is_empty() {
+        tokio::spawn(retry_join(
+            gossip,
+            config.join.clone(),
+            config.serf_lan_port,
+        ));
+    }
     tokio::spawn(follow_leadership(node.clone(), raft));
     tokio::spawn(cluster.form(config.join.clone()));
     Ok(())
+}
+
+/// serf's LAN configuration with Consul's server tags (`server_serf.go`):
+/// the role, datacenter, node ID, server RPC port, protocol and Raft
+/// versions, build, and the bootstrap mode.
+fn lan_serf_config(config: &AgentConfig, node_id: &str, rpc_port: u16) -> SerfConfig {
+    let mut serf = SerfConfig::lan();
+    let mut tags: BTreeMap<String, String> = [
+        ("role", "consul".to_string()),
+        ("dc", config.datacenter.clone()),
+        ("segment", String::new()),
+        ("id", node_id.to_string()),
+        ("port", rpc_port.to_string()),
+        ("vsn", "2".to_string()),
+        ("vsn_min", "2".to_string()),
+        ("vsn_max", "3".to_string()),
+        ("raft_vsn", "3".to_string()),
+        ("build", env!("CARGO_PKG_VERSION").to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    match config.bootstrap_expect {
+        // Consul treats an expectation of one as `-bootstrap`.
+        Some(1) => {
+            tags.insert("bootstrap".into(), "1".into());
+        }
+        Some(n) => {
+            tags.insert("expect".into(), n.to_string());
+        }
+        None => {}
+    }
+    serf.tags = tags;
+    serf
+}
+
+/// The address to announce when bound to the unspecified address: the
+/// one the OS would route outwards from (no packet is sent), else
+/// loopback.
+fn advertise_ip(bound: IpAddr) -> IpAddr {
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// `-retry-join` for the LAN pool: tries every address until one join
+/// succeeds, waiting 1 s after the first failure and doubling up to 30 s
+/// (Consul's `retry_interval`).
+async fn retry_join(gossip: Gossip, addrs: Vec<String>, default_port: u16) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        let mut resolved = Vec::new();
+        for addr in &addrs {
+            match resolve(addr, default_port).await {
+                Ok(a) => resolved.push(a),
+                Err(e) => crate::log::warn(&format!("gossip: retry-join: {e}")),
+            }
+        }
+        if !resolved.is_empty() {
+            match gossip.join(resolved).await {
+                Ok(n) => {
+                    crate::log::info(&format!("gossip: retry-join: joined {n} nodes"));
+                    return;
+                }
+                Err(e) => {
+                    crate::log::warn(&format!("gossip: retry-join: {e}; retrying in {wait:?}"))
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 /// Tells the node when it gains or loses leadership.

@@ -28,6 +28,46 @@ pub(super) fn reload(args: &[String], ui: &mut Ui) -> i32 {
     }
 }
 
+const JOIN_HELP: &str = r#"
+Usage: tribune join [options] address ...
+
+  Tells a running tribune agent (with -http-addr) to join the cluster
+  by specifying at least one existing member (host[:port], the port
+  defaulting to the agent's serf LAN port).
+"#;
+
+/// `tribune join`: asks the agent to join the LAN pool through each
+/// address, as `consul join` does.
+pub(super) fn join(args: &[String], ui: &mut Ui) -> i32 {
+    let parsed = or_exit!(parse_command(args, &[], JOIN_HELP, ui));
+    if parsed.positional.is_empty() {
+        return usage_error(
+            ui,
+            "At least one address to join must be specified.",
+            JOIN_HELP,
+        );
+    }
+    let http = or_exit!(connect(&parsed, ui));
+    let mut joined = 0;
+    for addr in &parsed.positional {
+        match http.write("PUT", &format!("/v1/agent/join/{addr}"), &[], None) {
+            Ok(resp) if resp.is_success() => joined += 1,
+            Ok(resp) => ui.error(&format!(
+                "Error joining address '{addr}': {}",
+                resp.text().trim()
+            )),
+            Err(e) => ui.error(&format!("Error joining address '{addr}': {e}")),
+        }
+    }
+    if joined == 0 {
+        return fail(ui, "Failed to join any nodes.");
+    }
+    ui.info(&format!(
+        "Successfully joined cluster by contacting {joined} nodes."
+    ));
+    0
+}
+
 const LEAVE_HELP: &str = r#"
 Usage: tribune leave [options]
 

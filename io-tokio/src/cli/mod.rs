@@ -114,6 +114,7 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "maint" => maint::maint(rest, ui),
         "reload" => maint::reload(rest, ui),
         "leave" => maint::leave(rest, ui),
+        "join" => maint::join(rest, ui),
         "operator" => operator::run(rest, ui),
         _ => {
             ui.error(&usage());
@@ -130,6 +131,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("catalog", "Interact with the catalog"),
     ("event", "Fire a new event"),
     ("info", "Provides debugging information for operators."),
+    ("join", "Tell tribune agent to join cluster"),
     ("kv", "Interact with the key-value store"),
     ("leave", "Gracefully leaves the cluster and shuts down"),
     ("lock", "Execute a command holding a lock"),

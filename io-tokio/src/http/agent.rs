@@ -10,6 +10,7 @@ use tribune_core::agent::Origin;
 use tribune_core::api::body::{decode_agent_service, decode_check_register, decode_check_update};
 use tribune_core::api::render;
 use tribune_core::catalog::CheckStatus;
+use tribune_core::gossip::SerfMember;
 use tribune_core::watch::{Table, WatchTarget};
 
 pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
@@ -39,7 +40,22 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
             }
             reply
         }),
-        "members" => get_only(&ctx, || Reply::json(&[member(&ctx.node.identity)])),
+        "members" => {
+            ctx.require(&[Method::GET])?;
+            Ok(match ctx.node.gossip() {
+                Some(gossip) => {
+                    let members: Vec<Value> =
+                        gossip.members().await.iter().map(serf_member).collect();
+                    Reply::json(&members)
+                }
+                // `-dev` runs no gossip pool: the agent is its only member.
+                None => Reply::json(&[member(&ctx.node.identity)]),
+            })
+        }
+        "join" if !arg.is_empty() => {
+            ctx.require(&[Method::PUT])?;
+            join(&ctx, arg).await
+        }
         "leave" => {
             ctx.require(&[Method::PUT])?;
             leave(&ctx).await
@@ -96,6 +112,42 @@ pub fn member(id: &Identity) -> Value {
         "DelegateMax": 5,
         "DelegateCur": 4,
     })
+}
+
+/// A member of the gossip pool as `/v1/agent/members` shows it.
+pub fn serf_member(m: &SerfMember) -> Value {
+    let v = m.vsn;
+    json!({
+        "Name": m.name,
+        "Addr": m.addr.ip().to_string(),
+        "Port": m.addr.port(),
+        "Tags": m.tags,
+        "Status": m.status as u8,
+        "ProtocolMin": v[0],
+        "ProtocolMax": v[1],
+        "ProtocolCur": v[2],
+        "DelegateMin": v[3],
+        "DelegateMax": v[4],
+        "DelegateCur": v[5],
+    })
+}
+
+/// `PUT /v1/agent/join/<addr>`: joins the LAN pool through `addr`
+/// (`host[:port]`, the port defaulting to this agent's serf LAN port).
+async fn join(ctx: &Ctx, addr: &str) -> Result<Reply, HttpError> {
+    let Some(gossip) = ctx.node.gossip() else {
+        return Err(HttpError::Internal(
+            "this agent runs no gossip pool (-dev agents do not gossip)".into(),
+        ));
+    };
+    let target = crate::gossip::resolve(addr, ctx.node.identity.serf_lan_port)
+        .await
+        .map_err(HttpError::Internal)?;
+    gossip
+        .join(vec![target])
+        .await
+        .map_err(HttpError::Internal)?;
+    Ok(Reply::empty())
 }
 
 fn agent_self(id: &Identity, services: usize, checks: usize, ttls: usize) -> Reply {
@@ -283,6 +335,13 @@ async fn leave(ctx: &Ctx) -> Result<Reply, HttpError> {
             .to_leader(crate::raft::rpc::ServerRequest::RemoveServer { id })
             .await?;
         crate::log::info("agent: left the raft configuration");
+    }
+    if let Some(gossip) = ctx.node.gossip() {
+        // serf's graceful leave: the pool records us `left`, not failed.
+        match gossip.leave().await {
+            Ok(()) => crate::log::info("agent: left the gossip pool"),
+            Err(e) => crate::log::warn(&format!("agent: gossip leave: {e}")),
+        }
     }
     crate::log::info("agent: graceful leave complete, shutting down");
     tokio::spawn(async {

@@ -116,6 +116,12 @@ impl RpcServer {
         self.local_addr
     }
 
+    /// Serves one connection accepted elsewhere (the LAN port, shared with
+    /// gossip, hands over connections that begin with the RPC magic).
+    pub fn serve_stream(stream: TcpStream, raft: Raft, writer: Arc<dyn WriteHandler>) {
+        tokio::spawn(serve_connection(stream, raft, writer));
+    }
+
     /// Stops accepting and closes every connection (their tasks live in the
     /// accept loop's `JoinSet`, which aborts them when dropped).
     pub async fn shutdown(self) {

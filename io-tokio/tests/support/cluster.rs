@@ -2,7 +2,7 @@
 //! `tribune agent -server` process with its own `-data-dir`, killed with
 //! SIGKILL, paused with SIGSTOP and restarted from its disk.
 
-use super::{free_port, wait_for, Client, Resp};
+use super::{free_port, free_udp_tcp_port, wait_for, Client, Resp};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -167,15 +167,22 @@ impl Cluster {
         ));
         std::fs::create_dir_all(&dir).expect("create cluster dir");
         let mut servers: Vec<Server> = Vec::new();
-        let mut taken = Vec::new();
-        let mut port = || loop {
-            let p = free_port();
+        // Distinct ports; the LAN port serves gossip on UDP as well.
+        let mut taken: Vec<u16> = Vec::new();
+        let mut port = |udp_too: bool| loop {
+            let p = if udp_too {
+                free_udp_tcp_port(&taken)
+            } else {
+                free_port()
+            };
             if !taken.contains(&p) {
                 taken.push(p);
                 return p;
             }
         };
-        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (port(), port(), port())).collect();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (port(false), port(false), port(true)))
+            .collect();
         let first_lan = ports[0].2;
         for (i, ports) in ports.into_iter().enumerate() {
             let mut flags = vec![format!("-bootstrap-expect={n}")];
@@ -197,10 +204,16 @@ impl Cluster {
             .expect("cluster dir")
             .to_path_buf();
         let i = self.servers.len();
-        let ports = (free_port(), free_port(), free_port());
+        let (http, rpc) = (free_port(), free_port());
+        let lan = free_udp_tcp_port(&[http, rpc]);
         let first_lan = self.servers[0].lan_port;
-        self.servers
-            .push(Server::start(&dir, i, ports, first_lan, Vec::new()));
+        self.servers.push(Server::start(
+            &dir,
+            i,
+            (http, rpc, lan),
+            first_lan,
+            Vec::new(),
+        ));
         i
     }
 
