@@ -139,7 +139,17 @@ fn servers_join_a_formed_cluster_as_voters() {
         });
         assert_eq!(early, "1");
     }
-    // Three voters: the first server can go.
+    // Both joins completed: the leader answers AddServer only once the
+    // final (non-joint) configuration is committed, and the joiner logs it.
+    // Then the first server can go.
+    for i in [a, b] {
+        wait_for(WAIT, "the join to complete", || {
+            cluster.servers[i]
+                .log_contents()
+                .contains("cluster: joined through")
+                .then_some(())
+        });
+    }
     cluster.servers[0].kill();
     wait_for(WAIT, "a write without the first server", || {
         let resp = try_put(&cluster.servers[a].client, "later", "2")?;
