@@ -11,6 +11,8 @@
 //! - [`awareness`], [`suspicion`]: Lifeguard's health score and
 //!   confirmation-shortened suspicion timers.
 //! - [`size`]: conservative encoded sizes for packing packets.
+//! - [`sim`]: a virtual network of [`Memberlist`]s in virtual time (tests,
+//!   the gossip benchmark, and later the simulator).
 //! - [`codec`]: packets (label → decryption → CRC → compression →
 //!   compound → message) in both directions, and the [`codec::Packer`]
 //!   that fills a packet with piggybacked broadcasts.
@@ -40,6 +42,7 @@ mod serf_events;
 mod serf_members;
 pub mod serf_state;
 mod serf_types;
+pub mod sim;
 pub mod size;
 pub mod stream;
 pub mod suspicion;
@@ -66,8 +69,6 @@ mod serf_sim;
 mod serf_sim_tests;
 #[cfg(test)]
 mod serf_state_tests;
-#[cfg(test)]
-mod sim;
 #[cfg(test)]
 mod sim_tests;
 #[cfg(test)]

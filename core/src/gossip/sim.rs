@@ -1,4 +1,4 @@
-//! An in-test virtual network for [`Memberlist`]s: virtual time advanced
+//! A virtual network for [`Memberlist`]s: virtual time advanced
 //! to the next delivery or timer, packets with seeded latency and loss,
 //! streams as reliable messages that fail when an end is down. Everything
 //! derives from one seed, so a run replays exactly.
