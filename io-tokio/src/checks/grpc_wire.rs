@@ -225,7 +225,7 @@ pub fn code_name(code: u32) -> String {
 /// The decoder as a fuzz target: any bytes decode or fail without
 /// panicking, and a status decoded from a re-encoded message survives.
 /// `fuzz/fuzz_targets/grpc_health_response.rs` calls this;
-/// `io-tokio/tests/fuzz_grpc_corpus.rs` replays the corpus.
+/// `io-tokio/tests/fuzz_corpora.rs` replays the corpus.
 pub fn fuzzing(data: &[u8]) {
     if let Ok(status) = decode_response(data) {
         let mut message = Vec::new();

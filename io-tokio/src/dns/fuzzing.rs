@@ -2,7 +2,7 @@
 //! [`handle_packet`] against a node with a few registered services, over UDP
 //! (plain and EDNS-sized) and TCP. Besides not panicking, every response
 //! must decode and fit the transport's limit. `fuzz/fuzz_targets/dns_packet.rs`
-//! calls this, and `io-tokio/tests/fuzz_dns_corpus.rs` replays the corpus.
+//! calls this, and `io-tokio/tests/fuzz_corpora.rs` replays the corpus.
 
 use super::{handle_packet, TCP_MESSAGE_BYTES_MAX};
 use crate::state::{Identity, Node};

@@ -372,7 +372,7 @@ const FUZZ_BODY_KINDS: u8 = 5;
 /// (server request, its answer, AppendEntries, vote, snapshot chunk), the
 /// rest is the body. Decoding never panics, and whatever decodes encodes
 /// to bytes that decode again to the same value.
-/// `io-tokio/tests/fuzz_rpc_bodies_corpus.rs` replays the corpus.
+/// `io-tokio/tests/fuzz_corpora.rs` replays the corpus.
 pub fn fuzzing(data: &[u8]) {
     use crate::raft::TypeConfig;
     use openraft::raft::{AppendEntriesRequest, VoteRequest};
