@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 use tribune_core::command::Command;
+use tribune_core::formation::{next_step, Formation};
 use tribune_core::limits::RPC_CALL_TIMEOUT;
 use tribune_core::rpc_frame::FrameKind;
 
@@ -450,46 +451,42 @@ impl Cluster {
                 }
             }
             let known: Vec<ServerInfo> = self.known().values().cloned().collect();
-            if !members_met.is_empty() {
-                // Not in the configuration yet, this server knows no leader:
-                // a member it met forwards the request to its leader.
-                let request = ServerRequest::AddServer(self.me.clone());
-                for target in &members_met {
-                    match self.call(*target, &request).await {
-                        Ok(Ok(_)) => {
-                            crate::log::info(&format!("cluster: joined through {target}"));
-                            break;
-                        }
-                        Ok(Err(e)) => {
-                            crate::log::warn(&format!("cluster: asking {target} to be added: {e}"))
-                        }
-                        Err(e) => {
-                            crate::log::debug(&format!("cluster: asking {target} to be added: {e}"))
-                        }
+            match next_step(self.bootstrap_expect, known.len(), !members_met.is_empty()) {
+                Formation::Join => self.ask_to_join(&members_met).await,
+                Formation::BootstrapAlone => self.bootstrap(std::slice::from_ref(&self.me)).await,
+                Formation::BootstrapAll { more_than_expected } => {
+                    if more_than_expected && !told_mismatch {
+                        told_mismatch = true;
+                        crate::log::warn(&format!(
+                            "cluster: {} servers know each other, bootstrap_expect is {:?}; \
+                             bootstrapping with all of them",
+                            known.len(),
+                            self.bootstrap_expect
+                        ));
                     }
+                    self.bootstrap(&known).await
                 }
-            } else if let Some(expect) = self.bootstrap_expect {
-                match expect {
-                    // `-bootstrap`: this server forms a cluster of itself,
-                    // whoever else has greeted it; they join it afterwards.
-                    1 => self.bootstrap(std::slice::from_ref(&self.me)).await,
-                    // As Consul: once at least N servers know each other,
-                    // all of them form the cluster.
-                    n if known.len() >= n as usize => {
-                        if known.len() > n as usize && !told_mismatch {
-                            told_mismatch = true;
-                            crate::log::warn(&format!(
-                                "cluster: {} servers know each other, bootstrap_expect is {n}; \
-                                 bootstrapping with all of them",
-                                known.len()
-                            ));
-                        }
-                        self.bootstrap(&known).await
-                    }
-                    _ => {}
-                }
+                Formation::Wait => {}
             }
             tokio::time::sleep(JOIN_RETRY).await;
+        }
+    }
+
+    /// Not in the configuration yet, this server knows no leader: a member
+    /// of the formed cluster forwards the request to its leader.
+    async fn ask_to_join(&self, members_met: &[SocketAddr]) {
+        let request = ServerRequest::AddServer(self.me.clone());
+        for target in members_met {
+            match self.call(*target, &request).await {
+                Ok(Ok(_)) => {
+                    crate::log::info(&format!("cluster: joined through {target}"));
+                    return;
+                }
+                Ok(Err(e)) => {
+                    crate::log::warn(&format!("cluster: asking {target} to be added: {e}"))
+                }
+                Err(e) => crate::log::debug(&format!("cluster: asking {target} to be added: {e}")),
+            }
         }
     }
 

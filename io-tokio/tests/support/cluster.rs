@@ -146,7 +146,13 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
 pub struct Cluster {
     pub servers: Vec<Server>,
     _dir: TempDir,
+    /// One cluster at a time per test binary: each is 3–5 processes with
+    /// sub-second Raft timers, and several at once on two cores starve
+    /// each other into elections the tests did not ask for.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct TempDir(PathBuf);
 
@@ -160,6 +166,10 @@ impl Cluster {
     /// Starts `n` servers with `-bootstrap-expect=n`, each retry-joining
     /// the first, plus `extra` agent arguments for all.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        // A test that panicked released it; the guarded state is nothing.
+        let serial = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = std::env::temp_dir().join(format!(
             "tribune-cluster-{}-{}",
             std::process::id(),
@@ -192,6 +202,7 @@ impl Cluster {
         Cluster {
             servers,
             _dir: TempDir(dir),
+            _serial: serial,
         }
     }
 
