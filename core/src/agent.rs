@@ -23,6 +23,11 @@ use std::fmt;
 
 /// The built-in node health check every agent registers.
 pub const SERF_HEALTH_CHECK_ID: &str = "serfHealth";
+/// serfHealth's name and outputs (Consul's `structs.SerfCheckName`,
+/// `SerfCheckAliveOutput`, `SerfCheckFailedOutput`).
+pub const SERF_HEALTH_CHECK_NAME: &str = "Serf Health Status";
+pub const SERF_CHECK_ALIVE_OUTPUT: &str = "Agent alive and reachable";
+pub const SERF_CHECK_FAILED_OUTPUT: &str = "Agent not live or unreachable";
 /// The service every server registers for itself.
 pub const CONSUL_SERVICE: &str = "consul";
 /// Maintenance mode checks (Consul's `structs.NodeMaint` and
@@ -170,8 +175,9 @@ pub struct LocalAgent {
     /// The latest `now` seen, for changes made by calls without a clock
     /// (alias re-evaluation after a removal).
     now: Instant,
-    /// What `register_node` registered besides local services and checks
-    /// (`serfHealth`, and `consul` on servers): anti-entropy keeps them too.
+    /// What `register_node`/`register_node_in_pool` registered besides
+    /// local services and checks (`serfHealth` for an agent without gossip,
+    /// and `consul` on servers): anti-entropy keeps them too.
     system_service: Option<Service>,
     system_checks: Vec<Check>,
 }
@@ -238,46 +244,33 @@ impl LocalAgent {
         self.outputs.push_back(AgentOutput::Propose(command));
     }
 
-    /// Registers the node itself with a passing `serfHealth` check (until
-    /// gossip exists, the agent is alive by definition while it runs). A
-    /// server also registers the `consul` service on its RPC port, as Consul
-    /// servers do; it is not an agent-local service.
+    /// Registers the node itself with a passing `serfHealth` check: for an
+    /// agent without gossip (`-dev`), which is alive by definition while it
+    /// runs and so reports its own liveness. A server also registers the
+    /// `consul` service on its RPC port, as Consul servers do; it is not an
+    /// agent-local service.
     pub fn register_node(&mut self, server_port: Option<u16>) {
-        let check = Check {
-            node: self.node.name.clone(),
-            check_id: SERF_HEALTH_CHECK_ID.into(),
-            name: "Serf Health Status".into(),
-            status: CheckStatus::Passing,
-            notes: String::new(),
-            output: "Agent alive and reachable".into(),
-            service_id: String::new(),
-            service_name: String::new(),
-            service_tags: Vec::new(),
-            check_type: String::new(),
-            definition: CheckDefinition::default(),
-            create_index: 0,
-            modify_index: 0,
-        };
-        let service = server_port.map(|port| Service {
-            node: self.node.name.clone(),
-            id: CONSUL_SERVICE.into(),
-            name: CONSUL_SERVICE.into(),
-            kind: String::new(),
-            tags: Vec::new(),
-            address: String::new(),
-            tagged_addresses: BTreeMap::new(),
-            meta: [("raft_version".to_string(), "3".to_string())]
-                .into_iter()
-                .collect(),
-            port,
-            weights: Default::default(),
-            enable_tag_override: false,
-            create_index: 0,
-            modify_index: 0,
-        });
+        let check = serf_health_check(
+            &self.node.name,
+            CheckStatus::Passing,
+            SERF_CHECK_ALIVE_OUTPUT,
+        );
+        self.register_system(server_port, vec![check]);
+    }
+
+    /// Registers the node (and a server's `consul` service) WITHOUT the
+    /// `serfHealth` check: for an agent in a gossip pool, whose liveness is
+    /// the leader's to judge from gossip ([`crate::reconcile`]), as in
+    /// Consul. Anti-entropy leaves the leader's `serfHealth` alone.
+    pub fn register_node_in_pool(&mut self, server_port: Option<u16>) {
+        self.register_system(server_port, Vec::new());
+    }
+
+    fn register_system(&mut self, server_port: Option<u16>, checks: Vec<Check>) {
+        let service = server_port.map(|port| consul_service(&self.node.name, port));
         self.system_service = service.clone();
-        self.system_checks = vec![check.clone()];
-        let command = self.registration(service, vec![check]);
+        self.system_checks = checks.clone();
+        let command = self.registration(service, checks);
         self.propose(command);
     }
 
@@ -774,6 +767,49 @@ impl LocalAgent {
                 );
             }
         }
+    }
+}
+
+/// The `serfHealth` row of `node`, as the dev agent reports it for itself
+/// and the leader writes it from gossip.
+pub fn serf_health_check(node: &str, status: CheckStatus, output: &str) -> Check {
+    Check {
+        node: node.to_string(),
+        check_id: SERF_HEALTH_CHECK_ID.into(),
+        name: SERF_HEALTH_CHECK_NAME.into(),
+        status,
+        notes: String::new(),
+        output: output.to_string(),
+        service_id: String::new(),
+        service_name: String::new(),
+        service_tags: Vec::new(),
+        check_type: String::new(),
+        definition: CheckDefinition::default(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// The `consul` service of server `node` on its RPC `port`, as the server's
+/// agent registers it and the leader writes it from gossip (the same row,
+/// so the two never undo each other).
+pub fn consul_service(node: &str, port: u16) -> Service {
+    Service {
+        node: node.to_string(),
+        id: CONSUL_SERVICE.into(),
+        name: CONSUL_SERVICE.into(),
+        kind: String::new(),
+        tags: Vec::new(),
+        address: String::new(),
+        tagged_addresses: BTreeMap::new(),
+        meta: [("raft_version".to_string(), "3".to_string())]
+            .into_iter()
+            .collect(),
+        port,
+        weights: Default::default(),
+        enable_tag_override: false,
+        create_index: 0,
+        modify_index: 0,
     }
 }
 

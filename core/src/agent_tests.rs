@@ -392,3 +392,62 @@ fn ttl_checks_still_expire() {
         (CheckStatus::Critical, "TTL expired")
     );
 }
+
+fn proposed_registrations(a: &mut LocalAgent) -> Vec<Registration> {
+    let mut regs = Vec::new();
+    while let Some(out) = a.poll() {
+        match out {
+            AgentOutput::Propose(Command::Register(reg)) => regs.push(*reg),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    regs
+}
+
+/// A `-dev` agent reports its own liveness; an agent in a gossip pool
+/// registers its node (and a server's `consul` service) but leaves
+/// `serfHealth` to the leader. Both write the same `consul` service row.
+#[test]
+fn only_the_dev_agent_registers_serf_health() {
+    let mut dev = agent();
+    dev.register_node(Some(8300));
+    let regs = proposed_registrations(&mut dev);
+    assert_eq!(regs.len(), 1);
+    assert_eq!(
+        regs[0].checks,
+        vec![serf_health_check(
+            "n1",
+            CheckStatus::Passing,
+            SERF_CHECK_ALIVE_OUTPUT
+        )]
+    );
+    assert_eq!(regs[0].checks[0].name, "Serf Health Status");
+    assert_eq!(regs[0].service, Some(consul_service("n1", 8300)));
+    assert_eq!(dev.desired_checks().count(), 1);
+
+    let mut pooled_server = agent();
+    pooled_server.register_node_in_pool(Some(8300));
+    let regs = proposed_registrations(&mut pooled_server);
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].node.name, "n1");
+    assert!(
+        !regs[0].skip_node_update,
+        "the node row is still the agent's"
+    );
+    assert_eq!(regs[0].checks, Vec::new());
+    assert_eq!(regs[0].service, Some(consul_service("n1", 8300)));
+    assert_eq!(pooled_server.desired_checks().count(), 0);
+    assert_eq!(
+        pooled_server
+            .desired_services()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![CONSUL_SERVICE]
+    );
+
+    let mut pooled_client = agent();
+    pooled_client.register_node_in_pool(None);
+    let regs = proposed_registrations(&mut pooled_client);
+    assert_eq!((regs[0].service.clone(), regs[0].checks.len()), (None, 0));
+    assert_eq!(pooled_client.desired_services().count(), 0);
+}

@@ -5,14 +5,16 @@
 //! registrations and deregistrations that make the catalog match, including
 //! removing services and checks on this node that the agent does not know
 //! (someone deregistered or registered them behind its back, or an earlier
-//! write failed while the servers were unavailable).
+//! write failed while the servers were unavailable). The one exception is
+//! the node's `serfHealth` check, which the leader owns
+//! ([`crate::reconcile`]): it is never deregistered here.
 //!
 //! The schedule follows Consul: a full sync at start, then every interval
 //! (1 min) scaled up for clusters over 128 nodes, plus a random stagger of
 //! up to one scaled interval; after a failed sync, a retry in 15 s (plus
 //! stagger).
 
-use crate::agent::LocalAgent;
+use crate::agent::{LocalAgent, SERF_HEALTH_CHECK_ID};
 use crate::catalog::{Catalog, Check, Node, Registration, Service};
 use crate::command::Command;
 use crate::rng::Rng;
@@ -53,6 +55,11 @@ pub fn diff(agent: &LocalAgent, catalog: &Catalog) -> Vec<Command> {
         }
     }
     for check in catalog.node_checks(name) {
+        // `serfHealth` belongs to the leader, which writes it from gossip
+        // (Consul's anti-entropy skips `structs.SerfCheckID` likewise).
+        if check.check_id == SERF_HEALTH_CHECK_ID {
+            continue;
+        }
         if !checks.contains_key(check.check_id.as_str())
             && !removed.contains(check.service_id.as_str())
         {
@@ -318,6 +325,101 @@ mod tests {
         let repairs = diff(&agent, &fsm.catalog);
         apply_all(&mut fsm, &repairs);
         assert!(fsm.catalog.nodes.contains_key(&node));
+        assert_eq!(diff(&agent, &fsm.catalog), Vec::new());
+    }
+
+    fn pool_agent(server_port: Option<u16>) -> LocalAgent {
+        let mut agent = LocalAgent::new(
+            Node {
+                id: "5e6f2c3a-0000-4000-8000-000000000001".into(),
+                name: "pooled".into(),
+                address: "10.0.0.7".into(),
+                datacenter: "dc1".into(),
+                tagged_addresses: Default::default(),
+                meta: Default::default(),
+                create_index: 0,
+                modify_index: 0,
+            },
+            3,
+        );
+        agent.register_node_in_pool(server_port);
+        agent
+    }
+
+    fn deregisters_check(commands: &[Command], id: &str) -> bool {
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::Deregister { check_id: Some(check), .. } if check == id))
+    }
+
+    /// `serfHealth` is the leader's (Consul's anti-entropy skips
+    /// `structs.SerfCheckID`): an agent in a gossip pool, which does not
+    /// register it, leaves whatever the leader wrote, passing or critical,
+    /// while still removing other checks it does not know; a `-dev` agent,
+    /// which does register it, repairs it but never deregisters it either.
+    #[test]
+    fn never_deregisters_serf_health() {
+        use crate::agent::{serf_health_check, SERF_HEALTH_CHECK_ID};
+        use crate::catalog::CheckStatus;
+        let cases = [
+            (true, CheckStatus::Passing),
+            (true, CheckStatus::Critical),
+            (false, CheckStatus::Critical),
+        ];
+        for (in_pool, status) in cases {
+            let mut agent = if in_pool {
+                pool_agent(Some(8300))
+            } else {
+                let mut agent = pool_agent(None);
+                agent.register_node(Some(8300));
+                agent
+            };
+            let mut fsm = synced_fsm(Fsm::default(), &mut agent);
+            let name = agent.node().name.clone();
+            let leader_serf = serf_health_check(&name, status, "from the leader");
+            let mut intruder = serf_health_check(&name, CheckStatus::Passing, "");
+            intruder.check_id = "intruder".into();
+            apply_all(
+                &mut fsm,
+                &[register(agent.node(), None, vec![leader_serf, intruder])],
+            );
+            let repairs = diff(&agent, &fsm.catalog);
+            assert!(
+                !deregisters_check(&repairs, SERF_HEALTH_CHECK_ID),
+                "in_pool={in_pool}: {repairs:?}"
+            );
+            assert!(
+                deregisters_check(&repairs, "intruder"),
+                "other unknown checks still go: {repairs:?}"
+            );
+            apply_all(&mut fsm, &repairs);
+            let serf = &fsm.catalog.checks[&(name.clone(), SERF_HEALTH_CHECK_ID.to_string())];
+            if in_pool {
+                assert_eq!(repairs.len(), 1, "only the intruder: {repairs:?}");
+                assert_eq!(serf.status, status, "the leader's status stays");
+                assert_eq!(serf.output, "from the leader");
+            } else {
+                assert_eq!(
+                    serf.status,
+                    CheckStatus::Passing,
+                    "the dev agent repairs it"
+                );
+            }
+            assert_eq!(diff(&agent, &fsm.catalog), Vec::new(), "converged");
+        }
+    }
+
+    /// A pooled server keeps its node and `consul` service in the catalog
+    /// without ever writing `serfHealth`.
+    #[test]
+    fn pooled_agent_registers_its_node_without_serf_health() {
+        let mut agent = pool_agent(Some(8300));
+        let fsm = synced_fsm(Fsm::default(), &mut agent);
+        let name = agent.node().name.clone();
+        assert!(fsm.catalog.nodes.contains_key(&name));
+        let consul = &fsm.catalog.services[&(name.clone(), "consul".to_string())];
+        assert_eq!(consul.port, 8300);
+        assert_eq!(fsm.catalog.node_checks(&name).count(), 0);
         assert_eq!(diff(&agent, &fsm.catalog), Vec::new());
     }
 

@@ -37,6 +37,7 @@ pub mod ids;
 pub mod kv;
 pub mod kv_key;
 pub mod limits;
+pub mod reconcile;
 pub mod rng;
 pub mod rpc_frame;
 pub mod server;
