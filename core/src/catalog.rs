@@ -263,6 +263,33 @@ fn upsert<K: Ord + Clone, V: Clone + PartialEq>(
 }
 
 impl Catalog {
+    /// A catalog holding only `node` and its services and checks, rows and
+    /// indexes as they are here (what a client agent's anti-entropy
+    /// compares against).
+    pub fn node_slice(&self, node: &str) -> Catalog {
+        let owned = |key: &(String, String)| key.0 == node;
+        Catalog::from(CatalogTables {
+            nodes: self
+                .nodes
+                .get(node)
+                .map(|n| (node.to_string(), n.clone()))
+                .into_iter()
+                .collect(),
+            services: self
+                .services
+                .iter()
+                .filter(|(k, _)| owned(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            checks: self
+                .checks
+                .iter()
+                .filter(|(k, _)| owned(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
     /// Applies a registration. Validation happens before any change, so an
     /// error leaves the catalog untouched.
     pub fn register(
@@ -532,5 +559,32 @@ impl Catalog {
         if let Err(why) = self.validate(last_applied) {
             panic!("catalog invariant broken: {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod slice_tests {
+    use crate::fuzzing::{fixture, FIXTURE_NODE};
+
+    #[test]
+    fn node_slice_holds_one_nodes_rows_only() {
+        let (fsm, _) = fixture();
+        let mut catalog = fsm.catalog.clone();
+        let mut other = catalog.nodes[FIXTURE_NODE].clone();
+        other.name = "other".into();
+        catalog.nodes.insert("other".into(), other);
+        let slice = catalog.node_slice(FIXTURE_NODE);
+        assert_eq!(slice.nodes.keys().collect::<Vec<_>>(), vec![FIXTURE_NODE]);
+        assert!(!slice.services.is_empty() && !slice.checks.is_empty());
+        assert_eq!(
+            slice.services.len(),
+            catalog.node_services(FIXTURE_NODE).count()
+        );
+        assert_eq!(
+            slice.checks.len(),
+            catalog.node_checks(FIXTURE_NODE).count()
+        );
+        slice.check_invariants(fsm.last_applied);
+        assert!(catalog.node_slice("nobody").nodes.is_empty());
     }
 }

@@ -9,16 +9,25 @@ use tribune_core::anti_entropy::{diff, SyncSchedule};
 use tribune_core::command::CommandResult;
 use tribune_core::time::Duration;
 
-/// The LAN pool's size, which scales the interval. Until gossip lands the
-/// agent knows only itself.
-const CLUSTER_SIZE: usize = 1;
-
 pub async fn run(node: Arc<Node>, interval: Duration, seed: u64) {
     let mut schedule = SyncSchedule::new(clock::now(), interval, seed);
     loop {
         let due = clock::to_std(schedule.next());
         tokio::time::sleep_until(due.into()).await;
-        let repairs = node.read(|inner| diff(&inner.agent, &inner.fsm.catalog));
+        // The LAN pool's size scales the interval (the dev agent knows only
+        // itself).
+        let cluster_size = match node.gossip() {
+            Some(gossip) => gossip.members().await.len().max(1),
+            None => 1,
+        };
+        let repairs = match node.own_catalog().await {
+            Ok(catalog) => node.read(|inner| diff(&inner.agent, &catalog)),
+            Err(e) => {
+                crate::log::warn(&format!("agent: anti-entropy: reading the catalog: {e:?}"));
+                schedule.failed(clock::now(), cluster_size);
+                continue;
+            }
+        };
         let mut failed = false;
         for command in repairs {
             let what = describe(&command);
@@ -36,9 +45,9 @@ pub async fn run(node: Arc<Node>, interval: Duration, seed: u64) {
         }
         let now = clock::now();
         if failed {
-            schedule.failed(now, CLUSTER_SIZE);
+            schedule.failed(now, cluster_size);
         } else {
-            schedule.synced(now, CLUSTER_SIZE);
+            schedule.synced(now, cluster_size);
         }
     }
 }

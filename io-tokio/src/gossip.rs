@@ -93,6 +93,11 @@ enum Command {
     Members(oneshot::Sender<Vec<SerfMember>>),
     Join(Vec<SocketAddr>, JoinReply),
     Leave(oneshot::Sender<Result<(), String>>),
+    ForceLeave {
+        node: String,
+        prune: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     UserEvent {
         name: String,
         payload: Vec<u8>,
@@ -220,6 +225,22 @@ impl Gossip {
             Ok(Err(_)) => Err("gossip has stopped".into()),
             Err(_) => Err("timed out waiting for the leave to propagate".into()),
         }
+    }
+
+    /// Declares a failed member left (Consul's `force-leave`); with `prune`
+    /// it is erased from the member list at once.
+    pub async fn force_leave(&self, node: &str, prune: bool) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::ForceLeave {
+            node: node.to_string(),
+            prune,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| "gossip has stopped".to_string())?;
+        rx.await.map_err(|_| "gossip has stopped".to_string())?
     }
 
     /// Fires a user event to the pool.
@@ -465,6 +486,17 @@ impl Driver {
                     let _ = reply.send(Err(e.to_string()));
                 }
             },
+            Command::ForceLeave { node, prune, reply } => {
+                let known = self.serf.members().any(|m| m.name == node);
+                let result = match known {
+                    true => {
+                        self.serf.force_leave(now, &node, prune);
+                        Ok(())
+                    }
+                    false => Err(format!("agent: No node found with name '{node}'")),
+                };
+                let _ = reply.send(result);
+            }
             Command::UserEvent {
                 name,
                 payload,

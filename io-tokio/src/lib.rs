@@ -17,5 +17,7 @@ pub mod gossip;
 pub mod http;
 pub mod log;
 pub mod raft;
+pub mod reconcile;
 pub mod state;
 pub mod storage;
+pub mod upstream;

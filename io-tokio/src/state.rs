@@ -43,6 +43,8 @@ pub struct Identity {
     pub server_port: u16,
     pub serf_lan_port: u16,
     pub http_addr: String,
+    /// A server (or `-dev`), not a client agent.
+    pub server: bool,
     /// The `tribune agent` arguments, re-read on reload.
     pub args: Vec<String>,
 }
@@ -82,6 +84,8 @@ pub struct Proposal {
 }
 
 pub struct Node {
+    /// The `Arc` this node lives in (for requests served on its behalf).
+    me: std::sync::Weak<Node>,
     /// Writes (applies, agent changes, timers) take it exclusively; reads
     /// (HTTP reads, DNS answers) share it, so the DNS threads answer in
     /// parallel.
@@ -97,8 +101,10 @@ pub struct Node {
     generation: std::sync::atomic::AtomicU64,
     /// Set when the node is a server in a Raft cluster.
     cluster: OnceLock<Arc<Cluster>>,
-    /// Set when the agent runs the serf LAN pool (servers).
+    /// Set when the agent runs the serf LAN pool.
     gossip: OnceLock<crate::gossip::Gossip>,
+    /// Set on a client agent: the servers it sends cluster requests to.
+    upstream: OnceLock<Arc<crate::upstream::Upstream>>,
     replicated: bool,
 }
 
@@ -109,6 +115,9 @@ pub enum WriteError {
     NotCommitted(String),
     /// No leader within the hold timeout (Consul's "No cluster leader").
     NoLeader,
+    /// A client agent knows no server that answers ("No known Consul
+    /// servers").
+    NoServers,
 }
 
 impl From<ClusterError> for WriteError {
@@ -238,7 +247,8 @@ impl Node {
         let fsm = Fsm::default();
         let mut rng = Rng::from_seed(seed);
         let leader = Leader::new(clock::now(), rng.next_u64(), &fsm);
-        let node = Arc::new(Node {
+        let node = Arc::new_cyclic(|me| Node {
+            me: me.clone(),
             inner: RwLock::new(Inner {
                 fsm,
                 leader,
@@ -259,10 +269,16 @@ impl Node {
             generation: std::sync::atomic::AtomicU64::new(0),
             cluster: OnceLock::new(),
             gossip: OnceLock::new(),
+            upstream: OnceLock::new(),
             replicated,
         });
-        let server_port = node.identity.server_port;
-        node.with_agent(|agent| agent.register_node(Some(server_port)));
+        let server_port = node.identity.server.then_some(node.identity.server_port);
+        // In a gossip pool the leader owns the node's `serfHealth`; the
+        // dev agent has no pool and reports its own.
+        match replicated {
+            true => node.with_agent(|agent| agent.register_node_in_pool(server_port)),
+            false => node.with_agent(|agent| agent.register_node(server_port)),
+        }
         node
     }
 
@@ -298,8 +314,81 @@ impl Node {
         self.gossip.get()
     }
 
+    /// This node as an `Arc` (always, while anything can call it).
+    fn me(&self) -> Result<Arc<Node>, ForwardError> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| ForwardError::Failed("agent shutting down".into()))
+    }
+
+    /// Makes this node a client agent of the servers `upstream` finds.
+    pub fn attach_upstream(&self, upstream: Arc<crate::upstream::Upstream>) {
+        let _ = self.upstream.set(upstream);
+    }
+
+    /// The servers of a client agent (`None` on servers and `-dev`).
+    pub fn upstream(&self) -> Option<&Arc<crate::upstream::Upstream>> {
+        self.upstream.get()
+    }
+
+    /// A client agent's request to a server.
+    pub async fn to_server(
+        &self,
+        request: &ServerRequest,
+        read_only: bool,
+        deadline: std::time::Duration,
+    ) -> Result<ServerReply, WriteError> {
+        use crate::upstream::UpstreamError;
+        let Some(upstream) = self.upstream.get() else {
+            return Err(WriteError::NotCommitted("not a client agent".into()));
+        };
+        upstream
+            .call(request, read_only, deadline)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::NoServers => WriteError::NoServers,
+                UpstreamError::Refused(ForwardError::NotLeader { .. }) => WriteError::NoLeader,
+                UpstreamError::Refused(ForwardError::Failed(why)) | UpstreamError::Failed(why) => {
+                    WriteError::NotCommitted(why)
+                }
+            })
+    }
+
+    /// What the catalog holds for this agent's node, for anti-entropy: the
+    /// local store on a server, a server's answer on a client.
+    pub async fn own_catalog(&self) -> Result<tribune_core::catalog::Catalog, WriteError> {
+        if self.upstream.get().is_none() {
+            return Ok(self.read(|inner| inner.fsm.catalog.node_slice(&self.identity.node_name)));
+        }
+        let request = ServerRequest::NodeCatalog {
+            node: self.identity.node_name.clone(),
+        };
+        let timeout =
+            std::time::Duration::from_nanos(tribune_core::limits::RPC_CALL_TIMEOUT.as_nanos());
+        match self.to_server(&request, true, timeout).await? {
+            ServerReply::Catalog(catalog) => Ok(catalog),
+            other => Err(WriteError::NotCommitted(format!(
+                "unexpected answer to a catalog read: {other:?}"
+            ))),
+        }
+    }
+
     /// Replicates and applies a command.
     pub async fn write(&self, command: Command) -> Result<CommandResult, WriteError> {
+        if self.upstream.get().is_some() {
+            let timeout =
+                std::time::Duration::from_nanos(tribune_core::limits::RPC_CALL_TIMEOUT.as_nanos())
+                    + RPC_HOLD_TIMEOUT;
+            return match self
+                .to_server(&ServerRequest::ClientWrite(command), false, timeout)
+                .await?
+            {
+                ServerReply::Written(result) => Ok(result),
+                other => Err(WriteError::NotCommitted(format!(
+                    "unexpected answer to a write: {other:?}"
+                ))),
+            };
+        }
         if !self.replicated {
             let arms_timers = matches!(
                 command,
@@ -474,6 +563,37 @@ impl Node {
                     LeaderIs::Me => cluster.remove_server(id).await,
                     _ => Err(not_leader()),
                 },
+                ServerRequest::ClientWrite(command) => match self.write(command).await {
+                    Ok(result) => Ok(ServerReply::Written(result)),
+                    Err(WriteError::NoLeader | WriteError::NoServers) => Err(not_leader()),
+                    Err(WriteError::NotCommitted(why)) => Err(ForwardError::Failed(why)),
+                },
+                ServerRequest::Http(call) => Ok(ServerReply::Http(
+                    crate::http::serve_forwarded(self.me()?, call).await,
+                )),
+                ServerRequest::Dns { config, question } => {
+                    let mut rng = self.fork_rng();
+                    let serial = crate::dns::unix_seconds();
+                    let inner = self.lock_shared();
+                    let answer = tribune_core::dns::answer::answer_cached(
+                        &inner.fsm,
+                        &config,
+                        &question,
+                        serial,
+                        &mut rng,
+                        &mut tribune_core::dns::cache::ServiceCache::default(),
+                    );
+                    Ok(ServerReply::Dns(Box::new(answer)))
+                }
+                ServerRequest::NodeCatalog { node } => {
+                    match self.read_barrier(Consistency::Default).await {
+                        Ok(()) => Ok(ServerReply::Catalog(
+                            self.read(|inner| inner.fsm.catalog.node_slice(&node)),
+                        )),
+                        Err(WriteError::NotCommitted(why)) => Err(ForwardError::Failed(why)),
+                        Err(_) => Err(not_leader()),
+                    }
+                }
             }
         })
     }
@@ -502,6 +622,11 @@ impl Node {
         drop(inner);
         self.timers_changed.notify_one();
         Ok(ServerReply::Session(session))
+    }
+
+    /// This node leads (its timers and reconciliation may propose).
+    pub fn is_leading(&self) -> bool {
+        self.lock_shared().leading
     }
 
     /// Leadership changed: a new leader takes over the session timers with
@@ -629,6 +754,9 @@ impl Node {
         cache: &mut ServiceCache,
         cache_generation: &mut u64,
     ) -> Answer {
+        if let Some(upstream) = self.upstream.get() {
+            return self.dns_answer_from_server(upstream, config, question);
+        }
         let inner = self.lock_shared();
         // Checked under the lock a restore holds while it bumps the
         // generation, so a cache never answers for another store.
@@ -638,6 +766,37 @@ impl Node {
             *cache_generation = generation;
         }
         tribune_core::dns::answer::answer_cached(&inner.fsm, config, question, serial, rng, cache)
+    }
+
+    /// A client agent's DNS answer: the question goes to a server, which
+    /// answers from its store with this agent's DNS configuration; with no
+    /// server, SERVFAIL (as Consul's client agents answer when their RPC
+    /// fails).
+    fn dns_answer_from_server(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        config: &DnsConfig,
+        question: &Question,
+    ) -> Answer {
+        let request = ServerRequest::Dns {
+            config: Box::new(config.clone()),
+            question: question.clone(),
+        };
+        let timeout =
+            std::time::Duration::from_nanos(tribune_core::limits::RPC_CALL_TIMEOUT.as_nanos());
+        match upstream.block_on(self.to_server(&request, true, timeout)) {
+            Ok(ServerReply::Dns(answer)) => *answer,
+            Ok(other) => {
+                crate::log::warn(&format!(
+                    "dns: unexpected answer from the server: {other:?}"
+                ));
+                Answer::rcode(tribune_core::dns::Rcode::ServFail)
+            }
+            Err(e) => {
+                crate::log::warn(&format!("dns: asking a server: {e:?}"));
+                Answer::rcode(tribune_core::dns::Rcode::ServFail)
+            }
+        }
     }
 
     /// Which store the state is: changes only when a snapshot is restored.

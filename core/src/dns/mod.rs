@@ -32,7 +32,7 @@ pub const UDP_ANSWER_LIMIT_DEFAULT: usize = 3;
 pub const UDP_ANSWER_LIMIT_MAX: usize = 8;
 
 /// What the agent's DNS server is configured with (Consul's `dns_config`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsConfig {
     /// The domain, lowercase, without the trailing dot (`consul`).
     pub domain: String,
@@ -104,7 +104,7 @@ impl DnsConfig {
 }
 
 /// Query types tribune answers; anything else is `Other`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum QType {
     A,
     Aaaa,
@@ -117,7 +117,7 @@ pub enum QType {
     Other(u16),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Question {
     /// The queried name as received (any case, with or without the final dot).
     pub name: String,
@@ -129,7 +129,7 @@ pub struct Question {
     pub answer_limit: Option<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
@@ -155,7 +155,7 @@ pub enum RData {
     Ns(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Fully qualified, with the final dot.
     pub name: String,
@@ -163,7 +163,7 @@ pub struct Record {
     pub data: RData,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rcode {
     NoError,
     FormErr,
@@ -175,7 +175,7 @@ pub enum Rcode {
 
 /// The answer to one question. `authoritative` is set for names in the
 /// agent's domains.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
     pub rcode: Rcode,
     pub authoritative: bool,

@@ -1,5 +1,6 @@
 //! `tribune agent`: starts the node, its timers, the HTTP API and DNS.
 
+mod client;
 pub mod config;
 mod server;
 pub mod watches;
@@ -25,13 +26,6 @@ pub fn run(args: &[String]) -> i32 {
     };
     if let Err(e) = crate::log::set_level(&config.log_level) {
         eprintln!("==> {e}");
-        return 1;
-    }
-    if !config.dev && !config.server {
-        eprintln!(
-            "==> tribune runs as -dev or as a -server for now: client agents need the \
-             gossip pool, which is not implemented yet"
-        );
         return 1;
     }
     if !config.dev && config.data_dir.is_none() {
@@ -134,17 +128,24 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         server_port: config.server_port,
         serf_lan_port: config.serf_lan_port,
         http_addr: bound.clone(),
+        server: config.dev || config.server,
         args,
+    };
+    // The address gossip announces, so the node's own registration and the
+    // leader's (from the pool) agree.
+    let address = match config.bind_addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => server::advertise_ip(ip).to_string(),
+        Err(_) => config.bind_addr.clone(),
     };
     let mut local = LocalAgent::new(
         CatalogNode {
             id: node_id.clone(),
             name: config.node_name.clone(),
-            address: config.bind_addr.clone(),
+            address: address.clone(),
             datacenter: config.datacenter.clone(),
             tagged_addresses: [
-                ("lan".to_string(), config.bind_addr.clone()),
-                ("wan".to_string(), config.bind_addr.clone()),
+                ("lan".to_string(), address.clone()),
+                ("wan".to_string(), address.clone()),
             ]
             .into_iter()
             .collect(),
@@ -161,7 +162,11 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         Node::new(identity, local, rng.next_u64())
     } else {
         let (node, proposals) = Node::new_replicated(identity, local, rng.next_u64());
-        if let Err(e) = server::start(&config, &node, &node_id).await {
+        let started = match config.server {
+            true => server::start(&config, &node, &node_id).await,
+            false => client::start(&config, &node, &node_id, rng.next_u64()).await,
+        };
+        if let Err(e) = started {
             eprintln!("==> Error starting agent: {e}");
             return 1;
         }
@@ -256,7 +261,8 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) 
         config.datacenter
     );
     println!(
-        "               Server: true (Bootstrap: {})",
+        "               Server: {} (Bootstrap: {})",
+        config.dev || config.server,
         config.bootstrap_expect.is_some()
     );
     println!(
@@ -274,6 +280,14 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) 
     if config.dev {
         println!(
             "    In-memory dev mode: nothing is persisted. Gossip and gRPC are not served yet."
+        );
+    } else if !config.server {
+        println!(
+            "    Client agent: serf LAN gossip on {}:{}, requests for the cluster's state go to \
+             the servers found there; data in {}.",
+            config.bind_addr,
+            config.serf_lan_port,
+            config.data_dir.as_deref().unwrap_or("")
         );
     } else {
         println!(

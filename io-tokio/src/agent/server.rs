@@ -81,7 +81,7 @@ fn raft_config(config: &AgentConfig) -> Result<Arc<Config>, String> {
         .map_err(|e| format!("raft configuration: {e}"))
 }
 
-async fn listen(ip: &str, port: u16, what: &str) -> Result<TcpListener, String> {
+pub(super) async fn listen(ip: &str, port: u16, what: &str) -> Result<TcpListener, String> {
     let addr = format!("{ip}:{port}");
     TcpListener::bind(&addr)
         .await
@@ -147,6 +147,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     };
     let gossip = Gossip::start(gossip_config, lan_listener, Some(hook)).await?;
     node.attach_gossip(gossip.clone());
+    tokio::spawn(crate::reconcile::run(node.clone(), gossip.clone()));
     if !config.join.is_empty() {
         tokio::spawn(retry_join(
             gossip,
@@ -196,7 +197,7 @@ fn lan_serf_config(config: &AgentConfig, node_id: &str, rpc_port: u16) -> SerfCo
 /// The address to announce when bound to the unspecified address: the
 /// one the OS would route outwards from (no packet is sent), else
 /// loopback.
-fn advertise_ip(bound: IpAddr) -> IpAddr {
+pub(super) fn advertise_ip(bound: IpAddr) -> IpAddr {
     if !bound.is_unspecified() {
         return bound;
     }
@@ -212,7 +213,7 @@ fn advertise_ip(bound: IpAddr) -> IpAddr {
 /// `-retry-join` for the LAN pool: tries every address until one join
 /// succeeds, waiting 1 s after the first failure and doubling up to 30 s
 /// (Consul's `retry_interval`).
-async fn retry_join(gossip: Gossip, addrs: Vec<String>, default_port: u16) {
+pub(super) async fn retry_join(gossip: Gossip, addrs: Vec<String>, default_port: u16) {
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         let mut resolved = Vec::new();

@@ -92,6 +92,53 @@ pub(super) fn leave(args: &[String], ui: &mut Ui) -> i32 {
     }
 }
 
+const FORCE_LEAVE_HELP: &str = r#"
+Usage: tribune force-leave [options] name
+
+  Forces a member of the cluster to enter the "left" state. If the node is
+  still alive, it will eventually rejoin the cluster. This is useful for
+  failed nodes that will never come back: their services and checks are
+  removed from the catalog once the leader sees them leave, and other
+  agents stop trying to reconnect to them.
+
+Command Options
+
+  -prune    Remove the agent forcibly from the list of members at once.
+"#;
+
+pub(super) fn force_leave(args: &[String], ui: &mut Ui) -> i32 {
+    let parsed = or_exit!(parse_command(
+        args,
+        &[FlagSpec::switch("prune")],
+        FORCE_LEAVE_HELP,
+        ui
+    ));
+    let [node] = parsed.positional.as_slice() else {
+        return usage_error(
+            ui,
+            "A single node name must be specified to force leave.",
+            FORCE_LEAVE_HELP,
+        );
+    };
+    let http = or_exit!(connect(&parsed, ui));
+    let query: &[(&str, Option<String>)] = match parsed.flag("prune") {
+        true => &[("prune", None)],
+        false => &[],
+    };
+    match http.write("PUT", &format!("/v1/agent/force-leave/{node}"), query, None) {
+        Ok(resp) if resp.is_success() => 0,
+        Ok(resp) => fail(
+            ui,
+            &format!(
+                "Error force leaving: Unexpected response code: {} ({})",
+                resp.status,
+                resp.text().trim()
+            ),
+        ),
+        Err(e) => fail(ui, &format!("Error force leaving: {e}")),
+    }
+}
+
 const MAINT_HELP: &str = r#"
 Usage: tribune maint [options]
 

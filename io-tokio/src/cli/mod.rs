@@ -114,6 +114,7 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "maint" => maint::maint(rest, ui),
         "reload" => maint::reload(rest, ui),
         "leave" => maint::leave(rest, ui),
+        "force-leave" => maint::force_leave(rest, ui),
         "join" => maint::join(rest, ui),
         "operator" => operator::run(rest, ui),
         _ => {
@@ -130,6 +131,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("agent", "Runs a tribune agent"),
     ("catalog", "Interact with the catalog"),
     ("event", "Fire a new event"),
+    (
+        "force-leave",
+        "Forces a member of the cluster to enter the \"left\" state",
+    ),
     ("info", "Provides debugging information for operators."),
     ("join", "Tell tribune agent to join cluster"),
     ("kv", "Interact with the key-value store"),
@@ -489,8 +494,8 @@ mod tests {
         assert_eq!(code, 127);
         assert!(out.is_empty());
         assert!(err.starts_with("Usage: tribune [--version] [--help] <command> [<args>]"));
-        assert!(err.contains("\n    agent       Runs a tribune agent"));
-        assert!(err.contains("\n    kv          Interact with the key-value store"));
+        assert!(err.contains("\n    agent          Runs a tribune agent"));
+        assert!(err.contains("\n    kv             Interact with the key-value store"));
         assert_eq!(run_captured(&[], b"").0, 127);
         let (code, out, _) = run_captured(&["--help"], b"");
         assert_eq!(code, 0);

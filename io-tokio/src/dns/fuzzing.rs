@@ -23,6 +23,7 @@ fn fixture() -> &'static Arc<Node> {
             server_port: 8300,
             serf_lan_port: 8301,
             http_addr: "127.0.0.1:8500".into(),
+            server: true,
             args: Vec::new(),
         };
         let catalog_node = CatalogNode {

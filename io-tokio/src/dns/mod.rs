@@ -261,7 +261,7 @@ fn size_limit(request: &Message, max_udp_size: Option<usize>) -> (usize, bool) {
 
 /// The SOA serial: Consul uses the current unix time. It wraps in 2106,
 /// which serial-number arithmetic (RFC 1982) tolerates.
-fn unix_seconds() -> u32 {
+pub fn unix_seconds() -> u32 {
     // Truncating is the wrap.
     crate::clock::unix_seconds() as u32
 }

@@ -38,8 +38,33 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
                     .into();
                 reply = Reply::json(&value);
             }
+            if let Some(upstream) = ctx.node.upstream() {
+                // A client agent: no Raft, the servers it knows.
+                let mut value: serde_json::Value =
+                    serde_json::from_slice(&reply.body).unwrap_or_default();
+                value["Config"]["DevMode"] = false.into();
+                value["Config"]["Server"] = false.into();
+                value["Stats"]["consul"] = json!({
+                    "server": "false",
+                    "known_servers": upstream.known().len().to_string(),
+                });
+                reply = Reply::json(&value);
+            }
             reply
         }),
+        "force-leave" if !arg.is_empty() => {
+            ctx.require(&[Method::PUT])?;
+            let Some(gossip) = ctx.node.gossip() else {
+                return Err(HttpError::Internal(format!(
+                    "agent: No node found with name '{arg}'"
+                )));
+            };
+            gossip
+                .force_leave(arg, ctx.query.has("prune"))
+                .await
+                .map_err(HttpError::Internal)?;
+            Ok(Reply::empty())
+        }
         "members" => {
             ctx.require(&[Method::GET])?;
             Ok(match ctx.node.gossip() {

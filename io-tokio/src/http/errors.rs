@@ -36,6 +36,9 @@ impl From<crate::state::WriteError> for HttpError {
         match e {
             crate::state::WriteError::NotCommitted(why) => HttpError::Internal(why),
             crate::state::WriteError::NoLeader => HttpError::Internal("No cluster leader".into()),
+            crate::state::WriteError::NoServers => {
+                HttpError::Internal(crate::upstream::NO_SERVERS.into())
+            }
         }
     }
 }

@@ -52,16 +52,26 @@ pub fn unexpected(result: CommandResult) -> HttpError {
     HttpError::Internal(format!("unexpected result {result:?}"))
 }
 
+/// A request's body: streamed from the connection, or already read (a
+/// request a client agent forwarded).
+enum Body {
+    Stream(Incoming),
+    Read(Bytes),
+}
+
 /// What every handler gets.
 pub struct Ctx {
     pub node: Arc<Node>,
     pub method: Method,
     pub query: Query,
     token: Option<String>,
-    body: Option<Incoming>,
+    body: Option<Body>,
     content_length: Option<u64>,
     /// The client's address (local script checks need a loopback caller).
     pub peer: std::net::SocketAddr,
+    /// The node of the agent the request came in on: this one, or the
+    /// client agent that forwarded it.
+    pub agent_node: String,
 }
 
 impl Ctx {
@@ -95,8 +105,11 @@ impl Ctx {
                 return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
             }
         }
-        let Some(body) = self.body.take() else {
-            return Ok(Bytes::new());
+        let body = match self.body.take() {
+            None => return Ok(Bytes::new()),
+            Some(Body::Read(bytes)) if bytes.len() > max => return Err(too_large(bytes.len())),
+            Some(Body::Read(bytes)) => return Ok(bytes),
+            Some(Body::Stream(body)) => body,
         };
         match Limited::new(body, max).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
@@ -152,25 +165,34 @@ async fn handle(
         Ok(p) => p,
         Err(e) => return HttpError::Api(e).into_response(),
     };
-    let pretty = query.has("pretty");
+    let token = extract_token(&req, &query);
+    if node.upstream().is_some() && served_by_servers(&path) {
+        return forward(&node, req, raw_query, &query, token).await;
+    }
     let content_length = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let token = extract_token(&req, &query);
     let method = req.method().clone();
-    let contact_of = node.clone();
+    let agent_node = node.identity.node_name.clone();
     let ctx = Ctx {
+        agent_node,
         node,
         method,
         query,
         token,
-        body: Some(req.into_body()),
+        body: Some(Body::Stream(req.into_body())),
         content_length,
         peer,
     };
-    match route(ctx, &path).await {
+    respond(ctx, &path).await
+}
+
+async fn respond(ctx: Ctx, path: &str) -> Response<Full<Bytes>> {
+    let pretty = ctx.query.has("pretty");
+    let contact_of = ctx.node.clone();
+    match route(ctx, path).await {
         Ok(mut reply) => {
             if reply.index.is_some() {
                 reply.contact = contact_of.leader_contact();
@@ -179,6 +201,133 @@ async fn handle(
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The API groups a client agent hands to a server: everything that reads
+/// or writes the cluster's replicated state. The agent's own endpoints
+/// (`/v1/agent/...`) and its event ring are served locally.
+fn served_by_servers(path: &str) -> bool {
+    let group = path
+        .strip_prefix("/v1/")
+        .map(|rest| rest.split('/').next().unwrap_or(rest));
+    matches!(
+        group,
+        Some("kv" | "txn" | "catalog" | "health" | "session" | "snapshot" | "status" | "operator")
+    )
+}
+
+/// A client agent's side of a cluster request: sends it whole to a server
+/// and relays the answer, headers included.
+async fn forward(
+    node: &Node,
+    req: Request<Incoming>,
+    raw_query: String,
+    query: &Query,
+    token: Option<String>,
+) -> Response<Full<Bytes>> {
+    use crate::raft::rpc::{HttpCall, ServerReply, ServerRequest};
+    use tribune_core::limits::{RPC_CALL_TIMEOUT, RPC_FRAME_BODY_BYTES_MAX};
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    // Room for the rest of the frame; the server applies each endpoint's
+    // own limit.
+    let max = RPC_FRAME_BODY_BYTES_MAX - 64 * 1024;
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return HttpError::Api(tribune_core::api::ApiError::BodyTooLarge { len: max + 1, max })
+                .into_response()
+        }
+        Err(e) => {
+            return HttpError::BadRequest(format!("Failed to read body: {e}")).into_response()
+        }
+    };
+    let call = ServerRequest::Http(HttpCall {
+        method: method.to_string(),
+        path,
+        query: raw_query,
+        token,
+        body: body.to_vec(),
+        agent_node: node.identity.node_name.clone(),
+    });
+    // One attempt may block for the query's wait (plus Consul's jitter of
+    // up to wait/16); a write may wait out the server's hold for a leader.
+    let call_timeout = std::time::Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos());
+    let deadline = match read_options(query) {
+        Ok(options) if options.min_index.is_some() => {
+            let wait = std::time::Duration::from_nanos(options.wait.as_nanos());
+            wait + wait / 16 + call_timeout
+        }
+        _ => call_timeout + crate::cluster::RPC_HOLD_TIMEOUT,
+    };
+    let read_only = method == Method::GET || method == Method::HEAD;
+    match node.to_server(&call, read_only, deadline).await {
+        Ok(ServerReply::Http(answer)) => {
+            let mut builder = Response::builder().status(answer.status);
+            for (name, value) in &answer.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            builder
+                .body(Full::new(Bytes::from(answer.body)))
+                .unwrap_or_else(|e| {
+                    HttpError::Internal(format!("bad answer from the server: {e}")).into_response()
+                })
+        }
+        Ok(other) => HttpError::Internal(format!("unexpected answer from the server: {other:?}"))
+            .into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+/// A server's side of a client agent's request: served by this server's
+/// own API, the answer returned whole.
+pub async fn serve_forwarded(
+    node: Arc<Node>,
+    call: crate::raft::rpc::HttpCall,
+) -> crate::raft::rpc::HttpAnswer {
+    let response = match forwarded_response(node, call).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    let body = match response.into_body().collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(never) => match never {},
+    };
+    crate::raft::rpc::HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn forwarded_response(
+    node: Arc<Node>,
+    call: crate::raft::rpc::HttpCall,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    let query = parse_query(&call.query)?;
+    let path = percent_decode(&call.path, false)?;
+    let method = Method::from_bytes(call.method.as_bytes())
+        .map_err(|e| HttpError::BadRequest(format!("bad method {:?}: {e}", call.method)))?;
+    if !served_by_servers(&path) {
+        return Err(HttpError::NotFound);
+    }
+    let ctx = Ctx {
+        node,
+        method,
+        query,
+        token: call.token,
+        content_length: Some(call.body.len() as u64),
+        body: Some(Body::Read(Bytes::from(call.body))),
+        peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        agent_node: call.agent_node,
+    };
+    Ok(respond(ctx, &path).await)
 }
 
 async fn route(ctx: Ctx, path: &str) -> Result<Reply, HttpError> {

@@ -29,7 +29,7 @@ async fn create(ctx: &mut Ctx) -> Result<Reply, HttpError> {
     ctx.require(&[Method::PUT])?;
     ctx.check_datacenter(ctx.query.get("dc"))?;
     let body = ctx.json_body().await?;
-    let session = decode_session_create(&body, &ctx.node.identity.node_name)?;
+    let session = decode_session_create(&body, &ctx.agent_node)?;
     match write(ctx, Command::SessionCreate(Box::new(session))).await? {
         CommandResult::SessionCreated(id) => Ok(Reply::json(&json!({ "ID": id.to_string() }))),
         other => Err(unexpected(other)),

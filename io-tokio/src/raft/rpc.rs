@@ -73,6 +73,44 @@ pub enum ServerRequest {
     AddServer(ServerInfo),
     /// Removes a server from the configuration (leader only).
     RemoveServer { id: u64 },
+    /// A client agent's write (its catalog sync, check updates): any
+    /// server takes it and passes it to the leader.
+    ClientWrite(tribune_core::Command),
+    /// A client agent's HTTP request for the cluster's state (KV, catalog,
+    /// health, sessions, txn, status, operator), served by the receiving
+    /// server's own API as if it had come in on its HTTP port.
+    Http(HttpCall),
+    /// What the catalog holds for one node (a client's anti-entropy).
+    NodeCatalog { node: String },
+    /// A DNS question a client agent received, answered from the server's
+    /// store with the client's DNS configuration.
+    Dns {
+        config: Box<tribune_core::dns::DnsConfig>,
+        question: tribune_core::dns::Question,
+    },
+}
+
+/// An HTTP request a client agent forwards to a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCall {
+    pub method: String,
+    /// The path as received (still percent-encoded).
+    pub path: String,
+    /// The raw query string.
+    pub query: String,
+    pub token: Option<String>,
+    pub body: Vec<u8>,
+    /// The forwarding agent's node name: what "this agent" means in the
+    /// request (a session's default node).
+    pub agent_node: String,
+}
+
+/// The server's complete answer to an [`HttpCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// Answers to [`ServerRequest`]s.
@@ -88,6 +126,10 @@ pub enum ServerReply {
     Session(Option<tribune_core::session::Session>),
     ReadIndex(u64),
     Done,
+    Written(CommandResult),
+    Http(HttpAnswer),
+    Catalog(tribune_core::catalog::Catalog),
+    Dns(Box<tribune_core::dns::Answer>),
 }
 
 /// The answer to a forwarded write.
@@ -442,6 +484,54 @@ pub fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "valid-add-server",
             with_kind(0, encode_body(&ServerRequest::AddServer(info.clone()))),
+        ),
+        (
+            "valid-http-call",
+            with_kind(
+                0,
+                encode_body(&ServerRequest::Http(HttpCall {
+                    method: "PUT".into(),
+                    path: "/v1/kv/a%20b".into(),
+                    query: "cas=0".into(),
+                    token: None,
+                    body: b"value".to_vec(),
+                    agent_node: "c1".into(),
+                })),
+            ),
+        ),
+        (
+            "valid-node-catalog",
+            with_kind(
+                0,
+                encode_body(&ServerRequest::NodeCatalog { node: "c1".into() }),
+            ),
+        ),
+        (
+            "valid-dns",
+            with_kind(
+                0,
+                encode_body(&ServerRequest::Dns {
+                    config: Box::new(tribune_core::dns::DnsConfig::new("dc1")),
+                    question: tribune_core::dns::Question {
+                        name: "web.service.consul.".into(),
+                        qtype: tribune_core::dns::QType::Srv,
+                        answer_limit: Some(3),
+                    },
+                }),
+            ),
+        ),
+        (
+            "valid-http-answer",
+            with_kind(
+                1,
+                encode_body::<Result<ServerReply, ForwardError>>(&Ok(ServerReply::Http(
+                    HttpAnswer {
+                        status: 200,
+                        headers: vec![("X-Consul-Index".into(), "7".into())],
+                        body: b"true".to_vec(),
+                    },
+                ))),
+            ),
         ),
         (
             "valid-hello-reply",

@@ -32,9 +32,22 @@ impl Server {
         flags: Vec<String>,
     ) -> Server {
         let name = format!("s{}", i + 1);
+        let mut all = vec!["-server".to_string()];
+        all.extend(flags);
+        Server::start_agent(dir, name, (http, rpc, lan), join_lan, all)
+    }
+
+    /// Starts an agent named `name` (a client unless `flags` has
+    /// `-server`).
+    fn start_agent(
+        dir: &std::path::Path,
+        name: String,
+        (http, rpc, lan): (u16, u16, u16),
+        join_lan: u16,
+        flags: Vec<String>,
+    ) -> Server {
         let data_dir = dir.join(&name);
         let mut args = vec![
-            "-server".to_string(),
             format!("-node={name}"),
             format!("-data-dir={}", data_dir.display()),
             format!("-http-port={http}"),
@@ -71,7 +84,7 @@ impl Server {
             .stdout(log_file.try_clone().expect("clone log handle"))
             .stderr(log_file)
             .spawn()
-            .expect("spawn tribune agent -server");
+            .expect("spawn tribune agent");
         self.child = Some(child);
     }
 
@@ -145,6 +158,9 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
 
 pub struct Cluster {
     pub servers: Vec<Server>,
+    /// Client agents (named `c1`, `c2`, ...), joined through the first
+    /// server's LAN address.
+    pub clients: Vec<Server>,
     _dir: TempDir,
     /// One cluster at a time per test binary: each is 3–5 processes with
     /// sub-second Raft timers, and several at once on two cores starve
@@ -201,6 +217,7 @@ impl Cluster {
         }
         Cluster {
             servers,
+            clients: Vec::new(),
             _dir: TempDir(dir),
             _serial: serial,
         }
@@ -228,6 +245,44 @@ impl Cluster {
         i
     }
 
+    /// Starts a client agent that retry-joins the first server's LAN
+    /// address; returns its index in `clients`.
+    pub fn add_client(&mut self) -> usize {
+        self.add_client_with(Vec::new())
+    }
+
+    /// [`Cluster::add_client`] with more agent flags.
+    pub fn add_client_with(&mut self, flags: Vec<String>) -> usize {
+        let dir = self.servers[0]
+            .data_dir
+            .parent()
+            .expect("cluster dir")
+            .to_path_buf();
+        let i = self.clients.len();
+        let mut taken: Vec<u16> = Vec::new();
+        for agent in self.servers.iter().chain(&self.clients) {
+            taken.extend([agent.client.port, agent.rpc_port, agent.lan_port]);
+        }
+        let http = free_port();
+        taken.push(http);
+        let lan = free_udp_tcp_port(&taken);
+        let first_lan = self.servers[0].lan_port;
+        self.clients.push(Server::start_agent(
+            &dir,
+            format!("c{}", i + 1),
+            // A client serves no RPC; the flag only has to parse.
+            (http, 0, lan),
+            first_lan,
+            flags,
+        ));
+        i
+    }
+
+    /// Every agent, servers first.
+    pub fn agents(&self) -> impl Iterator<Item = &Server> {
+        self.servers.iter().chain(&self.clients)
+    }
+
     /// Waits until every running server names the same leader, and returns
     /// the leader's index in `servers`.
     #[track_caller]
@@ -253,7 +308,7 @@ impl Cluster {
     }
 
     pub fn dump_logs(&self) {
-        for server in &self.servers {
+        for server in self.agents() {
             eprintln!("---- {} ----\n{}", server.name, server.log_contents());
         }
     }
@@ -264,7 +319,7 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             self.dump_logs();
         }
-        for server in &mut self.servers {
+        for server in self.servers.iter_mut().chain(self.clients.iter_mut()) {
             if server.running() {
                 server.cont_signal();
             }

@@ -1,0 +1,72 @@
+//! Starting a client agent: it joins the LAN gossip pool and sends every
+//! request for the cluster's state to a server it finds there.
+
+use super::config::AgentConfig;
+use super::server::{advertise_ip, listen, retry_join};
+use crate::gossip::{Gossip, GossipConfig};
+use crate::state::Node;
+use crate::upstream::Upstream;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tribune_core::gossip::SerfConfig;
+
+/// Joins the pool (in the background, retrying) and connects the node to
+/// the servers the pool shows.
+pub async fn start(
+    config: &AgentConfig,
+    node: &Arc<Node>,
+    node_id: &str,
+    seed: u64,
+) -> Result<(), String> {
+    let lan_listener = listen(&config.bind_addr, config.serf_lan_port, "serf LAN").await?;
+    let lan_addr = lan_listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let gossip_config = GossipConfig {
+        name: config.node_name.clone(),
+        advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
+        serf: lan_serf_config(config, node_id),
+        label: String::new(),
+    };
+    // No RPC hook: a client serves no server RPC.
+    let gossip = Gossip::start(gossip_config, lan_listener, None).await?;
+    node.attach_gossip(gossip.clone());
+    let upstream = Arc::new(Upstream::new(config.datacenter.clone(), seed));
+    node.attach_upstream(upstream.clone());
+    tokio::spawn(upstream.follow(gossip.clone()));
+    if config.join.is_empty() {
+        crate::log::warn(
+            "agent: no -join or -retry-join address: this client finds no servers until \
+             another agent joins it (`tribune join`)",
+        );
+    } else {
+        tokio::spawn(retry_join(
+            gossip,
+            config.join.clone(),
+            config.serf_lan_port,
+        ));
+    }
+    Ok(())
+}
+
+/// serf's LAN configuration with Consul's client tags (`client_serf.go`):
+/// the role, datacenter, node ID, protocol versions and build.
+fn lan_serf_config(config: &AgentConfig, node_id: &str) -> SerfConfig {
+    let mut serf = SerfConfig::lan();
+    let tags: BTreeMap<String, String> = [
+        ("role", "node".to_string()),
+        ("dc", config.datacenter.clone()),
+        ("segment", String::new()),
+        ("id", node_id.to_string()),
+        ("vsn", "2".to_string()),
+        ("vsn_min", "2".to_string()),
+        ("vsn_max", "3".to_string()),
+        ("build", env!("CARGO_PKG_VERSION").to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    serf.tags = tags;
+    serf
+}
