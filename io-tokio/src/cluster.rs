@@ -19,6 +19,7 @@
 //! set, which Raft accepts. A server that meets a formed cluster asks it to
 //! add it as a voter.
 
+use crate::gossip::Gossip;
 use crate::raft::network::ForwardCallError;
 use crate::raft::rpc::{ServerInfo, ServerReply, ServerRequest};
 use crate::raft::{forward, ForwardError, ForwardReply, Raft, RpcClient, RpcError, ServerNode};
@@ -413,21 +414,42 @@ impl Cluster {
         Ok(ServerReply::Done)
     }
 
-    /// Greets `addrs` until this server is part of a cluster: bootstraps
-    /// one with `-bootstrap-expect`, or asks a formed one to add it.
-    pub async fn form(self: std::sync::Arc<Self>, addrs: Vec<String>) {
+    /// Greets `addrs`, and the servers of its datacenter that `gossip`
+    /// shows, until this server is part of a cluster: bootstraps one with
+    /// `-bootstrap-expect`, or asks a formed one to add it. A server that
+    /// only joined the LAN pool (`tribune join`) is found this way too.
+    pub async fn form(self: std::sync::Arc<Self>, addrs: Vec<String>, gossip: Option<Gossip>) {
         let mut told_mismatch = false;
         loop {
             if self.is_member() {
                 return;
             }
+            let mut targets: Vec<(String, SocketAddr)> = Vec::new();
+            for addr in &addrs {
+                match resolve(addr, self.me.lan_addr.port()).await {
+                    Some(target) => targets.push((addr.clone(), target)),
+                    None => {
+                        crate::log::warn(&format!("cluster: cannot resolve join address {addr:?}"))
+                    }
+                }
+            }
+            if let Some(gossip) = &gossip {
+                for member in gossip.members().await {
+                    let is_server = member.tags.get("role").map(String::as_str) == Some("consul")
+                        && member.tags.get("dc") == Some(&self.me.datacenter)
+                        && member.status == tribune_core::gossip::MemberStatus::Alive;
+                    if is_server
+                        && member.name != self.me.name
+                        && !targets.iter().any(|(_, t)| *t == member.addr)
+                    {
+                        targets.push((member.name.clone(), member.addr));
+                    }
+                }
+            }
             // Join targets that are part of a formed cluster.
             let mut members_met: Vec<SocketAddr> = Vec::new();
-            for addr in &addrs {
-                let Some(target) = resolve(addr, self.me.lan_addr.port()).await else {
-                    crate::log::warn(&format!("cluster: cannot resolve join address {addr:?}"));
-                    continue;
-                };
+            for (addr, target) in &targets {
+                let target = *target;
                 match self
                     .call(target, &ServerRequest::Hello(self.me.clone()))
                     .await

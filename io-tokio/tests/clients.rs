@@ -269,3 +269,35 @@ fn client_holds_requests_until_it_finds_a_server_and_retries_another() {
     assert_eq!(stale.status, 200, "{}", stale.text());
     assert_eq!(stale.text(), "1");
 }
+
+#[test]
+fn a_server_joining_through_a_client_finds_the_servers_by_gossip() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let c = cluster.add_client();
+    let client_lan = cluster.clients[c].lan_port;
+    // A client serves no join exchange: the new server can only learn of
+    // the servers from the pool it joined through the client.
+    let s4 = cluster.add_server_joining(client_lan);
+    let s4_rpc = cluster.servers[s4].rpc_addr();
+    let client = cluster.clients[c].client.clone();
+    wait_for(WAIT, "s4 a voter in the configuration", || {
+        let config = client
+            .try_request("GET", "/v1/operator/raft/configuration", None, &[])
+            .ok()?;
+        let config = (config.status == 200).then(|| config.json())?;
+        config["Servers"]
+            .as_array()?
+            .iter()
+            .any(|s| s["Address"] == s4_rpc.as_str() && s["Voter"] == true)
+            .then_some(())
+    });
+    // It serves reads of what was written before it came.
+    assert_eq!(client.put("/v1/kv/before", "x").expect(200).text(), "true");
+    let s4_client = &cluster.servers[s4].client;
+    let value = wait_for(WAIT, "the key on s4", || {
+        let resp = s4_client.get("/v1/kv/before?raw&stale");
+        (resp.status == 200).then(|| resp.text())
+    });
+    assert_eq!(value, "x");
+}

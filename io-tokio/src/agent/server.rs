@@ -150,13 +150,13 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     tokio::spawn(crate::reconcile::run(node.clone(), gossip.clone()));
     if !config.join.is_empty() {
         tokio::spawn(retry_join(
-            gossip,
+            gossip.clone(),
             config.join.clone(),
             config.serf_lan_port,
         ));
     }
     tokio::spawn(follow_leadership(node.clone(), raft));
-    tokio::spawn(cluster.form(config.join.clone()));
+    tokio::spawn(cluster.form(config.join.clone(), Some(gossip)));
     Ok(())
 }
 

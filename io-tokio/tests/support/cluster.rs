@@ -226,6 +226,13 @@ impl Cluster {
     /// Starts one more server that joins through the first server's LAN
     /// address, without `-bootstrap-expect`; returns its index.
     pub fn add_server(&mut self) -> usize {
+        let first_lan = self.servers[0].lan_port;
+        self.add_server_joining(first_lan)
+    }
+
+    /// Starts one more server that retry-joins the agent at LAN port
+    /// `join_lan` (a client's, say), without `-bootstrap-expect`.
+    pub fn add_server_joining(&mut self, join_lan: u16) -> usize {
         let dir = self.servers[0]
             .data_dir
             .parent()
@@ -234,12 +241,11 @@ impl Cluster {
         let i = self.servers.len();
         let (http, rpc) = (free_port(), free_port());
         let lan = free_udp_tcp_port(&[http, rpc]);
-        let first_lan = self.servers[0].lan_port;
         self.servers.push(Server::start(
             &dir,
             i,
             (http, rpc, lan),
-            first_lan,
+            join_lan,
             Vec::new(),
         ));
         i
