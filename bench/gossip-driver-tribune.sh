@@ -1,13 +1,13 @@
 # shellcheck shell=bash
-# bench/gossip-driver-tribune.sh -- the shared serf.sh anchor's driver for tribune servers
+# bench/gossip-driver-tribune.sh -- the shared serf.sh anchor's driver for tribune agents
 # (sourced by ../shared/bench/anchors/serf.sh; contract in gossip-driver-serf.sh's header).
 #
-#   AGENT_DRIVER=$PWD/bench/gossip-driver-tribune.sh EVENTS_PER_REP=0 ../shared/bench/anchors/serf.sh
+#   AGENT_DRIVER=$PWD/bench/gossip-driver-tribune.sh ../shared/bench/anchors/serf.sh
 #
-# Each agent is `tribune agent -server` (the only agents that gossip today) with no
-# -bootstrap-expect, so no Raft cluster forms: the processes gossip on the LAN pool and idle
-# otherwise. Membership is polled over /v1/agent/members (consul-http backend). User events
-# do not travel over gossip yet, so run with EVENTS_PER_REP=0.
+# Agent 1 is a server (`-server -bootstrap`, a Raft cluster of one); every other agent is a
+# client agent, as in a Consul datacenter. Membership is polled over /v1/agent/members
+# (consul-http backend); events are fired at agent 1 (`PUT /v1/event/fire`) and detected by
+# polling each agent's /v1/event/list.
 # Ports: agent I gossips on 127.0.0.1:$((TRIBUNE_LAN_BASE+I)), HTTP on TRIBUNE_HTTP_BASE+I,
 # server RPC on TRIBUNE_RPC_BASE+I.
 : "${TRIBUNE_BIN:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release/tribune}"
@@ -25,9 +25,11 @@ drv_name() { echo "tb$1"; }
 drv_poll_addr() { echo "127.0.0.1:$((TRIBUNE_HTTP_BASE+$1))"; }
 drv_start() {
   local i=$1
-  "$TRIBUNE_BIN" agent -server -node "tb$i" -data-dir "$RUN_DIR/data-$i" -bind 127.0.0.1 \
+  local role=()
+  [ "$i" -eq 1 ] && role=(-server -bootstrap)
+  "$TRIBUNE_BIN" agent "${role[@]}" -node "tb$i" -data-dir "$RUN_DIR/data-$i" -bind 127.0.0.1 \
     -serf-lan-port $((TRIBUNE_LAN_BASE+i)) -http-port $((TRIBUNE_HTTP_BASE+i)) \
-    -server-port $((TRIBUNE_RPC_BASE+i)) -dns-port -1 -log-level warn \
+    -server-port $((TRIBUNE_RPC_BASE+i)) -serf-wan-port -1 -dns-port -1 -log-level warn \
     >"$RUN_DIR/agent-$i.log" 2>&1 &
   DRV_PID=$!
   local _

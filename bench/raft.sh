@@ -28,7 +28,7 @@ export CLUSTER_SIZES=3
 PHASES="${PHASES:-throughput failover disk}"
 FAILOVER_TRIALS="${FAILOVER_TRIALS:-5}"
 WRITES_TOTAL="${WRITES_TOTAL:-1000000}"
-BASE="${BASE:-18600}"   # server i: HTTP BASE+10i, RPC BASE+10i+1, LAN BASE+10i+2
+BASE="${BASE:-18600}"   # server i: HTTP BASE+10i, RPC BASE+10i+1, LAN BASE+10i+2, WAN BASE+10i+3
 WORK="${WORK:-/tmp/tribune-bench-raft}"
 
 # Starts servers 1..3 under $1 (data root; their PIDs go to $1/pids, which
@@ -38,7 +38,7 @@ start_cluster() {
   local root=$1 i
   for i in 1 2 3; do
     local args=(agent -server -node "s$i" -data-dir "$root/s$i" -dns-port -1
-      -http-port $((BASE+10*i)) -server-port $((BASE+10*i+1)) -serf-lan-port $((BASE+10*i+2))
+      -http-port $((BASE+10*i)) -server-port $((BASE+10*i+1)) -serf-lan-port $((BASE+10*i+2)) -serf-wan-port $((BASE+10*i+3))
       -log-level warn)
     if [ "$i" = 1 ]; then args+=(-bootstrap-expect 1); else args+=(-retry-join "127.0.0.1:$((BASE+12))"); fi
     "$BIN" "${args[@]}" >"$root/s$i.log" 2>&1 &

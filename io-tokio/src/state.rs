@@ -103,6 +103,8 @@ pub struct Node {
     cluster: OnceLock<Arc<Cluster>>,
     /// Set when the agent runs the serf LAN pool.
     gossip: OnceLock<crate::gossip::Gossip>,
+    /// Set on a server: the WAN pool of every datacenter's servers.
+    wan: OnceLock<crate::gossip::Gossip>,
     /// Set on a client agent: the servers it sends cluster requests to.
     upstream: OnceLock<Arc<crate::upstream::Upstream>>,
     replicated: bool,
@@ -269,6 +271,7 @@ impl Node {
             generation: std::sync::atomic::AtomicU64::new(0),
             cluster: OnceLock::new(),
             gossip: OnceLock::new(),
+            wan: OnceLock::new(),
             upstream: OnceLock::new(),
             replicated,
         });
@@ -314,6 +317,16 @@ impl Node {
         self.gossip.get()
     }
 
+    /// Connects a server to the WAN pool (once).
+    pub fn attach_wan(&self, gossip: crate::gossip::Gossip) {
+        let _ = self.wan.set(gossip);
+    }
+
+    /// The WAN pool (servers only).
+    pub fn wan(&self) -> Option<&crate::gossip::Gossip> {
+        self.wan.get()
+    }
+
     /// This node as an `Arc` (always, while anything can call it).
     fn me(&self) -> Result<Arc<Node>, ForwardError> {
         self.me
@@ -352,6 +365,59 @@ impl Node {
                     WriteError::NotCommitted(why)
                 }
             })
+    }
+
+    /// A server's request to a server of another datacenter, found in the
+    /// WAN pool. `None`: no server of `datacenter` is known ("No path to
+    /// datacenter").
+    pub async fn to_datacenter(
+        &self,
+        datacenter: &str,
+        request: &ServerRequest,
+        read_only: bool,
+        deadline: std::time::Duration,
+    ) -> Option<Result<ServerReply, WriteError>> {
+        use crate::raft::rpc::{decode_body, encode_body};
+        let (wan, cluster) = (self.wan.get()?, self.cluster.get()?);
+        let servers = crate::upstream::servers_of(&wan.members().await, datacenter);
+        if servers.is_empty() {
+            return None;
+        }
+        let body = encode_body(request);
+        let mut last_error = String::new();
+        for server in servers {
+            let reply = cluster
+                .client
+                .call(
+                    server,
+                    tribune_core::rpc_frame::FrameKind::Request,
+                    &body,
+                    deadline,
+                )
+                .await;
+            match reply {
+                Ok(bytes) => {
+                    let answer = decode_body::<Result<ServerReply, ForwardError>>(&bytes)
+                        .map_err(|e| WriteError::NotCommitted(format!("server {server}: {e}")));
+                    return Some(answer.and_then(|a| {
+                        a.map_err(|e| match e {
+                            ForwardError::NotLeader { .. } => WriteError::NoLeader,
+                            ForwardError::Failed(why) => WriteError::NotCommitted(why),
+                        })
+                    }));
+                }
+                Err(e) if read_only || matches!(e, crate::raft::RpcError::Io(_)) => {
+                    cluster.client.forget(server);
+                    last_error = format!("server {server} of {datacenter}: {e}");
+                }
+                Err(e) => {
+                    return Some(Err(WriteError::NotCommitted(format!(
+                        "rpc error talking to server {server} of {datacenter}: {e}"
+                    ))))
+                }
+            }
+        }
+        Some(Err(WriteError::NotCommitted(last_error)))
     }
 
     /// What the catalog holds for this agent's node, for anti-entropy: the

@@ -61,6 +61,12 @@ impl SerfConfig {
         SerfConfig::with_memberlist(Config::lan())
     }
 
+    /// The WAN pool's: memberlist's WAN timing (Consul's servers of every
+    /// datacenter gossip on it).
+    pub fn wan() -> SerfConfig {
+        SerfConfig::with_memberlist(Config::wan())
+    }
+
     pub fn with_memberlist(memberlist: Config) -> SerfConfig {
         SerfConfig {
             memberlist,

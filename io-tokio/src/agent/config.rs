@@ -32,7 +32,9 @@ pub struct AgentConfig {
     /// `None` when disabled (`-dns-port=-1`, `ports.dns = -1`, as Consul).
     pub dns_port: Option<u16>,
     pub serf_lan_port: u16,
-    pub serf_wan_port: u16,
+    /// `None` when disabled (`-serf-wan-port=-1`, `ports.serf_wan = -1`,
+    /// as Consul): the server joins no WAN pool.
+    pub serf_wan_port: Option<u16>,
     pub server_port: u16,
     pub grpc_port: u16,
     pub data_dir: Option<String>,
@@ -41,6 +43,9 @@ pub struct AgentConfig {
     pub bootstrap_expect: Option<u32>,
     /// `-retry-join` and `-join` addresses (another agent's LAN address).
     pub join: Vec<String>,
+    /// `-retry-join-wan` and `-join-wan` addresses (another server's WAN
+    /// address, port 8302 by default); servers only.
+    pub join_wan: Vec<String>,
     /// Take a Raft snapshot after this many entries (Consul's
     /// `raft_snapshot_threshold`, 16384).
     pub raft_snapshot_threshold: u64,
@@ -74,7 +79,7 @@ pub struct AgentConfig {
     pub dns: DnsOptions,
 }
 
-const VALUE_FLAGS: [&str; 20] = [
+const VALUE_FLAGS: [&str; 22] = [
     "node",
     "datacenter",
     "bind",
@@ -95,6 +100,8 @@ const VALUE_FLAGS: [&str; 20] = [
     "bootstrap-expect",
     "retry-join",
     "join",
+    "retry-join-wan",
+    "join-wan",
 ];
 
 fn specs() -> Vec<FlagSpec> {
@@ -143,6 +150,8 @@ struct FileConfig {
     bootstrap_expect: Option<u32>,
     retry_join: Option<Vec<String>>,
     start_join: Option<Vec<String>>,
+    retry_join_wan: Option<Vec<String>>,
+    start_join_wan: Option<Vec<String>>,
     raft_snapshot_threshold: Option<u64>,
     raft_trailing_logs: Option<u64>,
     performance: FilePerformance,
@@ -466,6 +475,8 @@ fn load_text(
     for (from, to) in [
         (file.retry_join, &mut into.retry_join),
         (file.start_join, &mut into.start_join),
+        (file.retry_join_wan, &mut into.retry_join_wan),
+        (file.start_join_wan, &mut into.start_join_wan),
     ] {
         if let Some(addrs) = from {
             to.get_or_insert_with(Vec::new).extend(addrs);
@@ -573,7 +584,10 @@ impl AgentConfig {
                 (_, from_file) => Some(flag_port("dns-port", from_file, 8600, "dns")?),
             },
             serf_lan_port: flag_port("serf-lan-port", file.ports.serf_lan, 8301, "serf_lan")?,
-            serf_wan_port: flag_port("serf-wan-port", file.ports.serf_wan, 8302, "serf_wan")?,
+            serf_wan_port: match (parsed.value("serf-wan-port"), file.ports.serf_wan) {
+                (Some("-1"), _) | (None, Some(-1)) => None,
+                (_, from_file) => Some(flag_port("serf-wan-port", from_file, 8302, "serf_wan")?),
+            },
             server_port: flag_port("server-port", file.ports.server, 8300, "server")?,
             grpc_port: flag_port("grpc-port", file.ports.grpc, 8502, "grpc")?,
             data_dir: parsed
@@ -597,6 +611,12 @@ impl AgentConfig {
                 .chain(file.start_join.iter().flatten())
                 .chain(parsed.all("retry-join"))
                 .chain(parsed.all("join"))
+                .cloned()
+                .collect(),
+            join_wan: (file.retry_join_wan.iter().flatten())
+                .chain(file.start_join_wan.iter().flatten())
+                .chain(parsed.all("retry-join-wan"))
+                .chain(parsed.all("join-wan"))
                 .cloned()
                 .collect(),
             raft_snapshot_threshold: file.raft_snapshot_threshold.unwrap_or(16384).max(1),

@@ -95,6 +95,10 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     let id = raft_id(node_id).ok_or_else(|| format!("{node_id:?} is not a node ID"))?;
     let rpc_listener = listen(&config.bind_addr, config.server_port, "server RPC").await?;
     let lan_listener = listen(&config.bind_addr, config.serf_lan_port, "serf LAN").await?;
+    let wan_listener = match config.serf_wan_port {
+        Some(port) => Some(listen(&config.bind_addr, port, "serf WAN").await?),
+        None => None,
+    };
     let local = |l: &TcpListener| -> Result<SocketAddr, String> {
         l.local_addr().map_err(|e| format!("listener address: {e}"))
     };
@@ -155,8 +159,44 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
             config.serf_lan_port,
         ));
     }
+    match wan_listener {
+        Some(listener) => start_wan(config, node, node_id, rpc_port, listener).await?,
+        None if !config.join_wan.is_empty() => {
+            return Err("-retry-join-wan needs the WAN pool (serf_wan port is -1)".into())
+        }
+        None => {}
+    }
     tokio::spawn(follow_leadership(node.clone(), raft));
     tokio::spawn(cluster.form(config.join.clone(), Some(gossip)));
+    Ok(())
+}
+
+/// Joins the WAN pool, where the servers of every datacenter gossip as
+/// `<node>.<datacenter>` with the same tags as on the LAN (Consul's
+/// `setupSerf` for the WAN).
+async fn start_wan(
+    config: &AgentConfig,
+    node: &Arc<Node>,
+    node_id: &str,
+    rpc_port: u16,
+    listener: TcpListener,
+) -> Result<(), String> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let mut serf = SerfConfig::wan();
+    serf.tags = lan_serf_config(config, node_id, rpc_port).tags;
+    let wan_config = GossipConfig {
+        name: format!("{}.{}", config.node_name, config.datacenter),
+        advertise: SocketAddr::new(advertise_ip(addr.ip()), addr.port()),
+        serf,
+        label: String::new(),
+    };
+    let wan = Gossip::start(wan_config, listener, None).await?;
+    node.attach_wan(wan.clone());
+    if !config.join_wan.is_empty() {
+        tokio::spawn(retry_join(wan, config.join_wan.clone(), addr.port()));
+    }
     Ok(())
 }
 

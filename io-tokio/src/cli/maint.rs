@@ -34,12 +34,22 @@ Usage: tribune join [options] address ...
   Tells a running tribune agent (with -http-addr) to join the cluster
   by specifying at least one existing member (host[:port], the port
   defaulting to the agent's serf LAN port).
+
+Command Options
+
+  -wan    Joins a server to another server in the WAN pool (port
+          defaulting to the server's serf WAN port).
 "#;
 
 /// `tribune join`: asks the agent to join the LAN pool through each
 /// address, as `consul join` does.
 pub(super) fn join(args: &[String], ui: &mut Ui) -> i32 {
-    let parsed = or_exit!(parse_command(args, &[], JOIN_HELP, ui));
+    let parsed = or_exit!(parse_command(
+        args,
+        &[FlagSpec::switch("wan")],
+        JOIN_HELP,
+        ui
+    ));
     if parsed.positional.is_empty() {
         return usage_error(
             ui,
@@ -49,8 +59,12 @@ pub(super) fn join(args: &[String], ui: &mut Ui) -> i32 {
     }
     let http = or_exit!(connect(&parsed, ui));
     let mut joined = 0;
+    let wan: &[(&str, Option<String>)] = match parsed.flag("wan") {
+        true => &[("wan", Some("1".to_string()))],
+        false => &[],
+    };
     for addr in &parsed.positional {
-        match http.write("PUT", &format!("/v1/agent/join/{addr}"), &[], None) {
+        match http.write("PUT", &format!("/v1/agent/join/{addr}"), wan, None) {
             Ok(resp) if resp.is_success() => joined += 1,
             Ok(resp) => ui.error(&format!(
                 "Error joining address '{addr}': {}",

@@ -65,6 +65,15 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
                 .map_err(HttpError::Internal)?;
             Ok(Reply::empty())
         }
+        "members" if ctx.query.has("wan") => {
+            ctx.require(&[Method::GET])?;
+            // Clients (and servers without a WAN pool) list no WAN members.
+            let members: Vec<Value> = match ctx.node.wan() {
+                Some(wan) => wan.members().await.iter().map(serf_member).collect(),
+                None => Vec::new(),
+            };
+            Ok(Reply::json(&members))
+        }
         "members" => {
             ctx.require(&[Method::GET])?;
             Ok(match ctx.node.gossip() {
@@ -160,12 +169,23 @@ pub fn serf_member(m: &SerfMember) -> Value {
 /// `PUT /v1/agent/join/<addr>`: joins the LAN pool through `addr`
 /// (`host[:port]`, the port defaulting to this agent's serf LAN port).
 async fn join(ctx: &Ctx, addr: &str) -> Result<Reply, HttpError> {
-    let Some(gossip) = ctx.node.gossip() else {
-        return Err(HttpError::Internal(
-            "this agent runs no gossip pool (-dev agents do not gossip)".into(),
-        ));
+    let wan = ctx.query.has("wan") && ctx.query.get("wan") != Some("0");
+    let pool = match wan {
+        true => ctx.node.wan(),
+        false => ctx.node.gossip(),
     };
-    let target = crate::gossip::resolve(addr, ctx.node.identity.serf_lan_port)
+    let Some(gossip) = pool else {
+        return Err(HttpError::Internal(match (wan, ctx.node.identity.server) {
+            (true, false) => "Must be a server to join WAN cluster".into(),
+            (true, true) => "this server runs no WAN pool (serf_wan port is -1)".into(),
+            _ => "this agent runs no gossip pool (-dev agents do not gossip)".into(),
+        }));
+    };
+    let default_port = match wan {
+        true => gossip.local_addr().port(),
+        false => ctx.node.identity.serf_lan_port,
+    };
+    let target = crate::gossip::resolve(addr, default_port)
         .await
         .map_err(HttpError::Internal)?;
     gossip

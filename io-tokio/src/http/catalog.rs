@@ -21,7 +21,7 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
         ("deregister", true) => deregister(&mut ctx).await,
         ("datacenters", true) => {
             ctx.require(&[Method::GET])?;
-            Ok(Reply::json(&[&ctx.node.identity.datacenter]))
+            Ok(Reply::json(&datacenters(&ctx).await))
         }
         ("nodes", true) => nodes(&ctx).await,
         ("services", true) => services(&ctx).await,
@@ -29,6 +29,24 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
         ("node", false) => node(&ctx, arg).await,
         _ => Err(HttpError::NotFound),
     }
+}
+
+/// Every datacenter the WAN pool shows (alive servers' `dc` tags), this
+/// one first, then by name (Consul orders by estimated round-trip time,
+/// which tribune does not track yet).
+async fn datacenters(ctx: &Ctx) -> Vec<String> {
+    let mine = ctx.node.identity.datacenter.clone();
+    let mut others = std::collections::BTreeSet::new();
+    if let Some(wan) = ctx.node.wan() {
+        for member in wan.members().await {
+            let alive = member.status == tribune_core::gossip::MemberStatus::Alive;
+            if let (true, Some(dc)) = (alive, member.tags.get("dc")) {
+                others.insert(dc.clone());
+            }
+        }
+    }
+    others.remove(&mine);
+    std::iter::once(mine).chain(others).collect()
 }
 
 /// Writes a command whose success Consul answers with `true`.

@@ -166,7 +166,9 @@ async fn handle(
         Err(e) => return HttpError::Api(e).into_response(),
     };
     let token = extract_token(&req, &query);
-    if node.upstream().is_some() && served_by_servers(&path) {
+    if (node.upstream().is_some() || remote_datacenter(&node, &query).is_some())
+        && served_by_servers(&path)
+    {
         return forward(&node, req, raw_query, &query, token).await;
     }
     let content_length = req
@@ -216,8 +218,71 @@ fn served_by_servers(path: &str) -> bool {
     )
 }
 
-/// A client agent's side of a cluster request: sends it whole to a server
-/// and relays the answer, headers included.
+/// The datacenter a request names with `?dc=` when it is not this one and
+/// this server is in the WAN pool (so it can forward there).
+fn remote_datacenter<'q>(node: &Node, query: &'q Query) -> Option<&'q str> {
+    let dc = query.get("dc").filter(|dc| !dc.is_empty())?;
+    (dc != node.identity.datacenter && node.wan().is_some()).then_some(dc)
+}
+
+/// Sends a forwarded request on: a client agent to its server, a server to
+/// a server of the datacenter `?dc=` names.
+async fn relay(
+    node: &Node,
+    call: &crate::raft::rpc::ServerRequest,
+    query: &Query,
+    read_only: bool,
+    deadline: std::time::Duration,
+) -> Result<crate::raft::rpc::ServerReply, HttpError> {
+    if node.upstream().is_some() {
+        return Ok(node.to_server(call, read_only, deadline).await?);
+    }
+    match remote_datacenter(node, query) {
+        Some(dc) => match node.to_datacenter(dc, call, read_only, deadline).await {
+            Some(answer) => Ok(answer?),
+            None => Err(HttpError::NoPathToDatacenter),
+        },
+        None => Err(HttpError::Internal("nowhere to forward the request".into())),
+    }
+}
+
+/// Relays a server's complete answer as this agent's response.
+fn relayed(reply: crate::raft::rpc::ServerReply) -> Response<Full<Bytes>> {
+    match reply {
+        crate::raft::rpc::ServerReply::Http(answer) => {
+            let mut builder = Response::builder().status(answer.status);
+            for (name, value) in &answer.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            builder
+                .body(Full::new(Bytes::from(answer.body)))
+                .unwrap_or_else(|e| {
+                    HttpError::Internal(format!("bad answer from the server: {e}")).into_response()
+                })
+        }
+        other => HttpError::Internal(format!("unexpected answer from the server: {other:?}"))
+            .into_response(),
+    }
+}
+
+/// The deadline of one forwarded call: a blocking query's wait plus its
+/// jitter (up to wait/16), else a call's timeout plus the hold for a
+/// leader.
+fn forward_deadline(query: &Query) -> std::time::Duration {
+    use tribune_core::limits::RPC_CALL_TIMEOUT;
+    let call_timeout = std::time::Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos());
+    match read_options(query) {
+        Ok(options) if options.min_index.is_some() => {
+            let wait = std::time::Duration::from_nanos(options.wait.as_nanos());
+            wait + wait / 16 + call_timeout
+        }
+        _ => call_timeout + crate::cluster::RPC_HOLD_TIMEOUT,
+    }
+}
+
+/// A client agent's side of a cluster request (or a server's, for another
+/// datacenter): sends it whole to a server and relays the answer, headers
+/// included.
 async fn forward(
     node: &Node,
     req: Request<Incoming>,
@@ -225,8 +290,8 @@ async fn forward(
     query: &Query,
     token: Option<String>,
 ) -> Response<Full<Bytes>> {
-    use crate::raft::rpc::{HttpCall, ServerReply, ServerRequest};
-    use tribune_core::limits::{RPC_CALL_TIMEOUT, RPC_FRAME_BODY_BYTES_MAX};
+    use crate::raft::rpc::{HttpCall, ServerRequest};
+    use tribune_core::limits::RPC_FRAME_BODY_BYTES_MAX;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     // Room for the rest of the frame; the server applies each endpoint's
@@ -250,32 +315,10 @@ async fn forward(
         body: body.to_vec(),
         agent_node: node.identity.node_name.clone(),
     });
-    // One attempt may block for the query's wait (plus Consul's jitter of
-    // up to wait/16); a write may wait out the server's hold for a leader.
-    let call_timeout = std::time::Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos());
-    let deadline = match read_options(query) {
-        Ok(options) if options.min_index.is_some() => {
-            let wait = std::time::Duration::from_nanos(options.wait.as_nanos());
-            wait + wait / 16 + call_timeout
-        }
-        _ => call_timeout + crate::cluster::RPC_HOLD_TIMEOUT,
-    };
     let read_only = method == Method::GET || method == Method::HEAD;
-    match node.to_server(&call, read_only, deadline).await {
-        Ok(ServerReply::Http(answer)) => {
-            let mut builder = Response::builder().status(answer.status);
-            for (name, value) in &answer.headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            builder
-                .body(Full::new(Bytes::from(answer.body)))
-                .unwrap_or_else(|e| {
-                    HttpError::Internal(format!("bad answer from the server: {e}")).into_response()
-                })
-        }
-        Ok(other) => HttpError::Internal(format!("unexpected answer from the server: {other:?}"))
-            .into_response(),
-        Err(e) => HttpError::from(e).into_response(),
+    match relay(node, &call, query, read_only, forward_deadline(query)).await {
+        Ok(reply) => relayed(reply),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -316,6 +359,15 @@ async fn forwarded_response(
         .map_err(|e| HttpError::BadRequest(format!("bad method {:?}: {e}", call.method)))?;
     if !served_by_servers(&path) {
         return Err(HttpError::NotFound);
+    }
+    if remote_datacenter(&node, &query).is_some() {
+        // A client's request for another datacenter: on to a server there.
+        let read_only = method == Method::GET || method == Method::HEAD;
+        let deadline = forward_deadline(&query);
+        let call = crate::raft::rpc::ServerRequest::Http(call);
+        return Ok(relayed(
+            relay(&node, &call, &query, read_only, deadline).await?,
+        ));
     }
     let ctx = Ctx {
         node,

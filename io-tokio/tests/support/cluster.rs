@@ -15,6 +15,8 @@ pub struct Server {
     pub client: Client,
     pub rpc_port: u16,
     pub lan_port: u16,
+    /// A server's WAN port.
+    pub wan_port: Option<u16>,
     pub data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -27,14 +29,16 @@ impl Server {
     fn start(
         dir: &std::path::Path,
         i: usize,
-        (http, rpc, lan): (u16, u16, u16),
-        join_lan: u16,
+        (http, rpc, lan, wan): (u16, u16, u16, u16),
+        join_lan: Option<u16>,
         flags: Vec<String>,
     ) -> Server {
         let name = format!("s{}", i + 1);
-        let mut all = vec!["-server".to_string()];
+        let mut all = vec!["-server".to_string(), format!("-serf-wan-port={wan}")];
         all.extend(flags);
-        Server::start_agent(dir, name, (http, rpc, lan), join_lan, all)
+        let mut server = Server::start_agent(dir, name, (http, rpc, lan), join_lan, all);
+        server.wan_port = Some(wan);
+        server
     }
 
     /// Starts an agent named `name` (a client unless `flags` has
@@ -43,7 +47,7 @@ impl Server {
         dir: &std::path::Path,
         name: String,
         (http, rpc, lan): (u16, u16, u16),
-        join_lan: u16,
+        join_lan: Option<u16>,
         flags: Vec<String>,
     ) -> Server {
         let data_dir = dir.join(&name);
@@ -54,8 +58,8 @@ impl Server {
             "-dns-port=-1".to_string(),
             format!("-server-port={rpc}"),
             format!("-serf-lan-port={lan}"),
-            format!("-retry-join=127.0.0.1:{join_lan}"),
         ];
+        args.extend(join_lan.map(|port| format!("-retry-join=127.0.0.1:{port}")));
         args.extend(flags);
         let mut server = Server {
             log: dir.join(format!("{name}.log")),
@@ -63,6 +67,7 @@ impl Server {
             client: Client { port: http },
             rpc_port: rpc,
             lan_port: lan,
+            wan_port: None,
             data_dir,
             child: None,
             args,
@@ -206,14 +211,14 @@ impl Cluster {
                 return p;
             }
         };
-        let ports: Vec<(u16, u16, u16)> = (0..n)
-            .map(|_| (port(false), port(false), port(true)))
+        let ports: Vec<(u16, u16, u16, u16)> = (0..n)
+            .map(|_| (port(false), port(false), port(true), port(true)))
             .collect();
         let first_lan = ports[0].2;
         for (i, ports) in ports.into_iter().enumerate() {
             let mut flags = vec![format!("-bootstrap-expect={n}")];
             flags.extend(extra.iter().map(|s| s.to_string()));
-            servers.push(Server::start(&dir, i, ports, first_lan, flags));
+            servers.push(Server::start(&dir, i, ports, Some(first_lan), flags));
         }
         Cluster {
             servers,
@@ -233,22 +238,41 @@ impl Cluster {
     /// Starts one more server that retry-joins the agent at LAN port
     /// `join_lan` (a client's, say), without `-bootstrap-expect`.
     pub fn add_server_joining(&mut self, join_lan: u16) -> usize {
+        self.add_server_with(Some(join_lan), Vec::new())
+    }
+
+    /// Starts one more server with `flags`, retry-joining `join_lan` if
+    /// given; returns its index.
+    pub fn add_server_with(&mut self, join_lan: Option<u16>, flags: Vec<String>) -> usize {
         let dir = self.servers[0]
             .data_dir
             .parent()
             .expect("cluster dir")
             .to_path_buf();
         let i = self.servers.len();
+        let mut taken = self.taken_ports();
         let (http, rpc) = (free_port(), free_port());
-        let lan = free_udp_tcp_port(&[http, rpc]);
+        taken.extend([http, rpc]);
+        let lan = free_udp_tcp_port(&taken);
+        taken.push(lan);
+        let wan = free_udp_tcp_port(&taken);
         self.servers.push(Server::start(
             &dir,
             i,
-            (http, rpc, lan),
+            (http, rpc, lan, wan),
             join_lan,
-            Vec::new(),
+            flags,
         ));
         i
+    }
+
+    fn taken_ports(&self) -> Vec<u16> {
+        let mut taken: Vec<u16> = Vec::new();
+        for agent in self.agents() {
+            taken.extend([agent.client.port, agent.rpc_port, agent.lan_port]);
+            taken.extend(agent.wan_port);
+        }
+        taken
     }
 
     /// Starts a client agent that retry-joins the first server's LAN
@@ -265,10 +289,7 @@ impl Cluster {
             .expect("cluster dir")
             .to_path_buf();
         let i = self.clients.len();
-        let mut taken: Vec<u16> = Vec::new();
-        for agent in self.servers.iter().chain(&self.clients) {
-            taken.extend([agent.client.port, agent.rpc_port, agent.lan_port]);
-        }
+        let mut taken = self.taken_ports();
         let http = free_port();
         taken.push(http);
         let lan = free_udp_tcp_port(&taken);
@@ -278,7 +299,7 @@ impl Cluster {
             format!("c{}", i + 1),
             // A client serves no RPC; the flag only has to parse.
             (http, 0, lan),
-            first_lan,
+            Some(first_lan),
             flags,
         ));
         i
