@@ -88,6 +88,13 @@ pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
 pub const RPC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per peer by the RPC client.
 pub const RPC_IDLE_CONNS_PER_PEER_MAX: usize = 4;
+/// A server closes an RPC connection that sends no complete frame for this
+/// long (a stalled or abandoned peer; clients notice before reusing one).
+pub const RPC_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Connections a server serves at once on its RPC port; more are closed
+/// at once (file descriptors are finite; servers, client agents and their
+/// pools stay far below).
+pub const RPC_SERVER_CONNS_MAX: usize = 8192;
 
 const _: () = assert!(
     RAFT_APPEND_ENTRIES_MAX * (COMMAND_BYTES_MAX + RAFT_ENTRY_OVERHEAD_BYTES)

@@ -35,7 +35,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tribune_core::command::Command;
-use tribune_core::limits::RAFT_SNAPSHOT_BYTES_MAX;
+use tribune_core::limits::{
+    RAFT_SNAPSHOT_BYTES_MAX, RPC_SERVER_CONNS_MAX, RPC_SERVER_IDLE_TIMEOUT,
+};
 use tribune_core::rpc_frame::FrameKind;
 
 /// A boxed future, as the handler's methods return.
@@ -135,6 +137,12 @@ async fn accept_loop(listener: TcpListener, raft: Raft, writer: Arc<dyn WriteHan
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= RPC_SERVER_CONNS_MAX => {
+                    crate::log::warn(&format!(
+                        "raft rpc: {RPC_SERVER_CONNS_MAX} connections open, closing {peer}"
+                    ));
+                    drop(stream);
+                }
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     connections.spawn(serve_connection(stream, raft.clone(), Arc::clone(&writer)));
@@ -160,12 +168,17 @@ struct Assembly {
 
 async fn serve_connection(mut stream: TcpStream, raft: Raft, writer: Arc<dyn WriteHandler>) {
     let mut assembly: Option<Assembly> = None;
+    let idle = std::time::Duration::from_nanos(RPC_SERVER_IDLE_TIMEOUT.as_nanos());
     loop {
-        let (header, body) = match read_frame(&mut stream).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(e) => {
+        let (header, body) = match tokio::time::timeout(idle, read_frame(&mut stream)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 crate::log::debug(&format!("raft rpc: closing connection: {e}"));
+                return;
+            }
+            Err(_) => {
+                crate::log::debug(&format!("raft rpc: closing a connection idle for {idle:?}"));
                 return;
             }
         };
