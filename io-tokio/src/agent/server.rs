@@ -112,8 +112,9 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     let (lan_addr, rpc_port) = (me.lan_addr, me.rpc_addr.port());
     let raft_dir = data_dir.join("raft");
     let wal_dir = raft_dir.join("wal");
-    let log = WalLog::<TypeConfig>::open(&wal_dir)
+    let mut log = WalLog::<TypeConfig>::open(&wal_dir)
         .map_err(|e| format!("opening the raft log in {}: {e}", wal_dir.display()))?;
+    crate::raft::recovery::recover(&raft_dir, &mut log)?;
     let sm = StateMachine::<TypeConfig>::durable(node.clone(), raft_dir.join("snapshots"))
         .map_err(|e| format!("opening raft snapshots: {e}"))?;
     let wal_stats = log.stats_handle();

@@ -23,6 +23,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod recovery;
 pub mod rpc;
 pub mod rpc_server;
 pub mod state_machine;
