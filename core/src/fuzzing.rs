@@ -23,7 +23,9 @@
 //!   registrations it turns into are accepted by the catalog;
 //! - an agent config (HCL or JSON) that parses is a JSON object that
 //!   re-reads from its own JSON unchanged; a JSON object parses the same as
-//!   HCL; HCL errors point inside the text.
+//!   HCL; HCL errors point inside the text;
+//! - a Consul user event decoded from a serf payload re-encodes to the
+//!   same event, and judging its filters never panics.
 
 use crate::agent::{AgentOutput, LocalAgent};
 use crate::api::body::{
@@ -901,6 +903,34 @@ fn tags_round_trip(meta: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------- events
+
+/// A Consul user event's payload (a serf user event named
+/// `consul:event:*`) of arbitrary bytes: a decoded event re-encodes to
+/// bytes that decode to the same event, its filters are judged against
+/// the fixture agent without panicking (even filters that do not compile
+/// or compile big), and the agent's ring takes it keeping its invariants.
+pub fn user_event(data: &[u8]) {
+    use crate::event::{EventBuffer, Ingested};
+    use crate::event_wire::{decode_user_event, encode_user_event};
+
+    let Ok(event) = decode_user_event(data, data.len() as u64) else {
+        return;
+    };
+    let again = decode_user_event(&encode_user_event(&event), event.ltime);
+    assert_eq!(again.as_ref(), Ok(&event), "user event changed");
+    let (_, agent) = fixture();
+    let services = agent
+        .services()
+        .map(|(id, s)| (id.as_str(), s.tags.as_slice()));
+    let _ = event.targets(FIXTURE_NODE, services);
+    let mut ring = EventBuffer::default();
+    let first = ring.ingest(event.clone());
+    assert_ne!(first, Ingested::Duplicate);
+    assert_eq!(ring.ingest(event), Ingested::Duplicate);
+    ring.check_invariants();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -935,6 +965,7 @@ mod tests {
             wal_recovery(data);
             gossip_packet(data);
             gossip_stream(data);
+            user_event(data);
         }
     }
 }

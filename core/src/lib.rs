@@ -28,6 +28,7 @@ pub mod command;
 pub mod coord;
 pub mod dns;
 pub mod event;
+pub mod event_wire;
 pub mod formation;
 pub mod fsm;
 pub mod fuzzing;

@@ -586,6 +586,83 @@ fn write_rpc_frame_seeds(write: fn(&str, String, &[u8])) {
     write("rpc_frame", "bad-oversize.bin".into(), &bad);
 }
 
+// ---------------------------------------------------------------- user events
+
+#[test]
+fn user_event_corpus() {
+    replay("user_event", fuzzing::user_event);
+    check_seed_names("user_event", |_, data| {
+        tribune_core::event_wire::decode_user_event(data, 0).is_ok()
+    });
+}
+
+/// Seeds of `user_event`: Consul's encoding (WriteExt: str8 ID, bin
+/// payload, sorted keys) as tribune writes it, the older raw encoding a
+/// Go reader also takes, and the ways a payload is refused.
+#[test]
+#[ignore = "writes into fuzz/corpus; run with --ignored to regenerate the seeds"]
+fn write_user_event_seeds() {
+    use tribune_core::event::UserEvent;
+    use tribune_core::event_wire::encode_user_event;
+    fn write(name: &str, data: &[u8]) {
+        let dir = corpus_dir("user_event");
+        fs::create_dir_all(&dir).expect("corpus dir");
+        fs::write(dir.join(name), data).expect("seed written");
+    }
+    let id = "b54fe110-7af5-cafc-d1fb-afc8ba432b1c";
+    let deploy = UserEvent {
+        id: id.parse().expect("uuid"),
+        name: "deploy".into(),
+        payload: b"v1.2".to_vec(),
+        node_filter: String::new(),
+        service_filter: String::new(),
+        tag_filter: String::new(),
+        version: 1,
+        ltime: 0,
+    };
+    let filtered = UserEvent {
+        node_filter: "^s[12]$".into(),
+        service_filter: "web".into(),
+        tag_filter: "v1|primary".into(),
+        payload: vec![0xab; 300],
+        ..deploy.clone()
+    };
+    let bare = UserEvent {
+        payload: Vec::new(),
+        ..deploy.clone()
+    };
+    write("valid-deploy.bin", &encode_user_event(&deploy));
+    write("valid-all-filters.bin", &encode_user_event(&filtered));
+    write("valid-bare.bin", &encode_user_event(&bare));
+    let exec = UserEvent {
+        name: "_rexec".into(),
+        ..deploy.clone()
+    };
+    write("valid-remote-exec.bin", &encode_user_event(&exec));
+    let bad_regex = UserEvent {
+        node_filter: "(".into(),
+        service_filter: "a{1000}{1000}".into(),
+        ..deploy.clone()
+    };
+    write("valid-bad-filters.bin", &encode_user_event(&bad_regex));
+    let mut raw = vec![0x84];
+    raw.extend(b"\xa2ID\xda\x00\x24");
+    raw.extend(id.as_bytes());
+    raw.extend(b"\xa1n\xa3old\xa1p\xa2hi\xa1v\xd1\x00\x02");
+    write("valid-raw-encoding.bin", &raw);
+    let good = encode_user_event(&deploy);
+    write("bad-empty.bin", b"");
+    write("bad-nil.bin", b"\xc0");
+    write("bad-array.bin", b"\x92\x01\x02");
+    write("bad-truncated.bin", &good[..good.len() - 1]);
+    write("bad-id-not-uuid.bin", b"\x82\xa2ID\xa3abc\xa1n\xa1x");
+    let mut version_string = good.clone();
+    let last = version_string.len() - 1;
+    version_string[last] = 0xa1;
+    version_string.push(b'1');
+    write("bad-version-string.bin", &version_string);
+}
+
 // ---------------------------------------------------------------- gossip
 
 mod gossip_seeds {

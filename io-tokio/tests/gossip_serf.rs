@@ -10,11 +10,11 @@
 mod support;
 
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::cluster::Cluster;
-use support::{free_port, free_udp_tcp_port, wait_for, Client};
+use support::serf::{serf_binary, SerfAgent};
+use support::{free_port, wait_for, Client};
 
 /// memberlist's LAN profile detects a failure in a few seconds (1 s
 /// probes, suspicion of at least 4 × log10(n) probe intervals, at most six
@@ -22,127 +22,6 @@ use support::{free_port, free_udp_tcp_port, wait_for, Client};
 /// more for loaded CI machines.
 const FAILURE_LIMIT: Duration = Duration::from_secs(40);
 const JOIN_LIMIT: Duration = Duration::from_secs(20);
-
-fn serf_binary() -> Option<&'static str> {
-    let found = Command::new("serf")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if found {
-        return Some("serf");
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but the serf binary is missing (apt-get install serf)"
-    );
-    eprintln!("NOTICE: skipping: no `serf` binary on PATH (apt-get install serf)");
-    None
-}
-
-/// A `serf agent` process; SIGKILLed on drop.
-struct SerfAgent {
-    child: Option<Child>,
-    bind_port: u16,
-    rpc_port: u16,
-    log: PathBuf,
-}
-
-impl SerfAgent {
-    fn start(bin: &str, node: &str) -> SerfAgent {
-        let bind_port = free_udp_tcp_port(&[]);
-        let rpc_port = free_port();
-        let log = std::env::temp_dir().join(format!(
-            "tribune-serf-{}-{bind_port}.log",
-            std::process::id()
-        ));
-        let file = std::fs::File::create(&log).expect("serf log");
-        let child = Command::new(bin)
-            .arg("agent")
-            .arg(format!("-node={node}"))
-            .arg(format!("-bind=127.0.0.1:{bind_port}"))
-            .arg(format!("-rpc-addr=127.0.0.1:{rpc_port}"))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn serf agent");
-        let agent = SerfAgent {
-            child: Some(child),
-            bind_port,
-            rpc_port,
-            log,
-        };
-        wait_for(JOIN_LIMIT, "serf's RPC to answer", || {
-            agent.run(&["members"]).status.success().then_some(())
-        });
-        agent
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.bind_port)
-    }
-
-    /// `serf <command> -rpc-addr=... <rest>` (Go's flags come before
-    /// positional arguments).
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("serf")
-            .arg(args[0])
-            .arg(format!("-rpc-addr=127.0.0.1:{}", self.rpc_port))
-            .args(&args[1..])
-            .output()
-            .expect("run serf")
-    }
-
-    /// `serf members -format=json`: name → (status, tags).
-    fn members(&self) -> Vec<(String, String, Value)> {
-        let out = self.run(&["members", "-format=json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["members"]
-            .as_array()
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| {
-                        (
-                            m["name"].as_str().unwrap_or("").to_string(),
-                            m["status"].as_str().unwrap_or("").to_string(),
-                            m["tags"].clone(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn status_of(&self, name: &str) -> Option<(String, Value)> {
-        self.members()
-            .into_iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, s, t)| (s, t))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log_contents(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for SerfAgent {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("---- serf agent log ----\n{}", self.log_contents());
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
 
 /// `/v1/agent/members` as name → (Status, member).
 fn tribune_member(client: &Client, name: &str) -> Option<Value> {

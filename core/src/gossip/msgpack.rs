@@ -528,6 +528,34 @@ pub fn write_key(out: &mut Vec<u8>, name: &str) {
     write_str(out, name.as_bytes());
 }
 
+/// A Go `string` as go-msgpack writes it with `WriteExt` set (Consul's
+/// user events): like [`write_str`], plus str8 (`0xd9`) for 32..=255 bytes.
+pub fn write_str_ext(out: &mut Vec<u8>, s: &[u8]) {
+    if (32..=usize::from(u8::MAX)).contains(&s.len()) {
+        out.extend([0xd9, s.len() as u8]);
+        out.extend_from_slice(s);
+    } else {
+        write_str(out, s);
+    }
+}
+
+/// A Go `[]byte` as go-msgpack writes it with `WriteExt` set: the bin
+/// family (`0xc4`..`0xc6`), which has no fix form, so bin8 from 0 bytes.
+pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n <= usize::from(u8::MAX) {
+        out.extend([0xc4, n as u8]);
+    } else if n <= usize::from(u16::MAX) {
+        out.push(0xc5);
+        out.extend((n as u16).to_be_bytes());
+    } else {
+        // Callers bound their inputs far below 4 GiB (see limits).
+        out.push(0xc6);
+        out.extend((n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(b);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,6 +597,30 @@ mod tests {
         out.clear();
         write_bytes(&mut out, b"");
         assert_eq!(out, [0xc0]);
+    }
+
+    #[test]
+    fn write_ext_strings_use_str8_and_bytes_use_bin() {
+        let mut out = Vec::new();
+        write_str_ext(&mut out, &[b'n'; 31]);
+        assert_eq!(out[0], 0xbf);
+        out.clear();
+        write_str_ext(&mut out, &[b'n'; 36]);
+        assert_eq!(&out[..2], &[0xd9, 36]);
+        out.clear();
+        write_str_ext(&mut out, &[b'n'; 256]);
+        assert_eq!(&out[..3], &[0xda, 0x01, 0x00]);
+        out.clear();
+        write_bin(&mut out, b"hi");
+        assert_eq!(out, b"\xc4\x02hi");
+        out.clear();
+        write_bin(&mut out, &[0; 300]);
+        assert_eq!(&out[..3], &[0xc5, 0x01, 0x2c]);
+        for (bytes, want) in [(&b"\xd9\x24"[..], 36), (b"\xc4\x00", 0)] {
+            let mut data = bytes.to_vec();
+            data.resize(2 + want, b'x');
+            assert_eq!(read_value(&data).unwrap().1, data.len());
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub async fn start(
     // No RPC hook: a client serves no server RPC.
     let gossip = Gossip::start(gossip_config, lan_listener, None).await?;
     node.attach_gossip(gossip.clone());
+    tokio::spawn(crate::events::ingest(node.clone(), &gossip));
     let upstream = Arc::new(Upstream::new(config.datacenter.clone(), seed));
     node.attach_upstream(upstream.clone());
     tokio::spawn(upstream.follow(gossip.clone()));

@@ -153,6 +153,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     let gossip = Gossip::start(gossip_config, lan_listener, Some(hook)).await?;
     node.attach_gossip(gossip.clone());
     tokio::spawn(crate::reconcile::run(node.clone(), gossip.clone()));
+    tokio::spawn(crate::events::ingest(node.clone(), &gossip));
     if !config.join.is_empty() {
         tokio::spawn(retry_join(
             gossip.clone(),

@@ -2,8 +2,9 @@
 //! as `consul event`: fires a user event and prints its ID.
 
 use super::flags::FlagSpec;
-use super::{connect, parse_command, usage_error, Ui};
+use super::{connect, fail, parse_command, usage_error, Ui};
 use crate::coord::api::Api;
+use tribune_core::event::{compile_filter, EventError, FilterKind};
 
 const HELP: &str = r#"
 Usage: tribune event [options] [payload]
@@ -35,12 +36,23 @@ pub(super) fn run(args: &[String], ui: &mut Ui) -> i32 {
         return usage_error(ui, "Event name must be specified", HELP);
     }
     let value = |flag: &str| parsed.value(flag).unwrap_or_default().to_string();
+    for (flag, kind) in [
+        ("node", FilterKind::Node),
+        ("service", FilterKind::Service),
+        ("tag", FilterKind::Tag),
+    ] {
+        if value(flag).is_empty() {
+            continue;
+        }
+        if let Err(EventError::InvalidFilter { reason, .. }) = compile_filter(kind, &value(flag)) {
+            return fail(
+                ui,
+                &format!("Failed to compile {kind} filter regexp: {reason}"),
+            );
+        }
+    }
     if !value("tag").is_empty() && value("service").is_empty() {
-        return usage_error(
-            ui,
-            "Cannot provide tag filter without service filter.",
-            HELP,
-        );
+        return fail(ui, "Cannot provide tag filter without service filter.");
     }
     let payload = match parsed.positional.as_slice() {
         [] => Vec::new(),

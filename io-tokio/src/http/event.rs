@@ -1,8 +1,10 @@
 //! `/v1/event/fire/<name>` and `/v1/event/list` (Consul's user events).
 //!
-//! Listing blocks like Consul's: the index is not monotonic (it is derived
-//! from the last event's ID), so a reader blocks while the index equals the
-//! one it passed, until an event is fired or `wait` elapses.
+//! A fire goes out through the gossip pool when the agent has one (see
+//! `crate::events`). Listing blocks like Consul's: the index is not
+//! monotonic (it is derived from the last event's ID), so a reader blocks
+//! while the index equals the one it passed, until an event is recorded
+//! (fired here or received by gossip) or `wait` elapses.
 
 use crate::http::blocking;
 use crate::http::{Ctx, HttpError, Reply};
@@ -39,10 +41,9 @@ async fn fire(ctx: &mut Ctx, name: &str) -> Result<Reply, HttpError> {
         service_filter: param("service"),
         tag_filter: param("tag"),
     };
-    let id = ctx.node.uuid();
-    match ctx.node.events.fire(id, request) {
+    match crate::events::fire(&ctx.node, request).await {
         Ok(json) => Ok(Reply::raw_json(json)),
-        Err(e) => Err(HttpError::Internal(e.to_string())),
+        Err(text) => Err(HttpError::Internal(text)),
     }
 }
 
