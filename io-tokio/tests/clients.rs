@@ -159,6 +159,23 @@ fn ten_agents_join_fail_and_leave() {
         (passing_nodes(&c3, "web") == ["c1", "c2"]).then_some(())
     });
 
+    // A user event fired on a client reaches all ten agents.
+    let fired = c3.put("/v1/event/fire/deploy", "v2").expect(200).json();
+    let id = fired["ID"].as_str().expect("event ID").to_string();
+    wait_for(WAIT, "the event on every agent", || {
+        cluster
+            .agents()
+            .all(|a| {
+                a.client
+                    .try_request("GET", "/v1/event/list?name=deploy", None, &[])
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .and_then(|r| r.json().as_array().cloned())
+                    .is_some_and(|list| list.iter().any(|e| e["ID"] == id.as_str()))
+            })
+            .then_some(())
+    });
+
     // DNS on a client agent answers from a server's catalog.
     if let Some(srv) = dig_short(dns_port, "web.service.consul", "SRV") {
         let targets: Vec<&str> = srv.iter().filter_map(|l| l.split(' ').nth(3)).collect();
