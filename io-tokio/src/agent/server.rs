@@ -139,11 +139,15 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         let (raft, node) = (raft.clone(), node.clone());
         Arc::new(move |stream| RpcServer::serve_stream(stream, raft.clone(), node.clone()))
     };
+    let (keyring, encryption) = crate::keyring::setup(config, data_dir)?;
+    let mut serf = lan_serf_config(config, node_id, rpc_port);
+    serf.keyring = keyring;
     let gossip_config = GossipConfig {
         name: config.node_name.clone(),
         advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
-        serf: lan_serf_config(config, node_id, rpc_port),
+        serf,
         label: String::new(),
+        encryption,
     };
     let gossip = Gossip::start(gossip_config, lan_listener, Some(hook)).await?;
     node.attach_gossip(gossip.clone());

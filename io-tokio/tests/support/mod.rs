@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod dig;
+pub mod serf;
 
 use base64::Engine;
 use serde_json::Value;
