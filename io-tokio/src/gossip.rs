@@ -24,11 +24,12 @@
 //! counted in `bad_packets`/`bad_streams` and logged like other bad input.
 
 use crate::clock;
+pub use crate::keyring::Encryption;
+use crate::keyring::KeyringCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -76,31 +77,6 @@ pub struct GossipConfig {
     pub encryption: Encryption,
 }
 
-/// Consul's `encrypt_verify_incoming` / `encrypt_verify_outgoing` (both on
-/// by default; off only while rolling encryption out) and the keyring
-/// file key-query changes are written to.
-#[derive(Clone, Debug)]
-pub struct Encryption {
-    /// Refuse plaintext packets and streams when a keyring is set.
-    pub verify_incoming: bool,
-    /// Encrypt what we send when a keyring is set.
-    pub verify_outgoing: bool,
-    pub keyring_file: Option<PathBuf>,
-}
-
-impl Default for Encryption {
-    fn default() -> Self {
-        Encryption {
-            verify_incoming: true,
-            verify_outgoing: true,
-            keyring_file: None,
-        }
-    }
-}
-
-/// The keyring stream tasks read; the driver replaces it on a change.
-type SharedKeyring = Arc<RwLock<Option<Arc<Keyring>>>>;
-
 /// Takes TCP connections that begin with tribune's RPC magic.
 pub type RpcHook = Arc<dyn Fn(TcpStream) + Send + Sync>;
 
@@ -111,7 +87,7 @@ pub struct Gossip {
     events: broadcast::Sender<SerfEvent>,
     stats: Arc<TransportStats>,
     local_addr: SocketAddr,
-    keyring: SharedKeyring,
+    keyring: KeyringCell,
 }
 
 /// The transport's own counters (serf's are in `SerfStats`).
@@ -183,8 +159,7 @@ impl Gossip {
         let now = clock::now();
         let tcp_timeout = StdDuration::from_nanos(config.serf.memberlist.tcp_timeout.0);
         let mut config = config;
-        let keyring: SharedKeyring =
-            Arc::new(RwLock::new(config.serf.keyring.clone().map(Arc::new)));
+        let keyring = KeyringCell::new(config.serf.keyring.clone());
         if config.serf.keyring.is_some() {
             // memberlist leaves room for the encryption in every packet.
             config.serf.memberlist.udp_reserved_bytes += EncryptionVersion::Unpadded.overhead();
@@ -249,7 +224,7 @@ impl Gossip {
 
     /// Whether gossip is encrypted (a keyring is installed).
     pub fn encrypted(&self) -> bool {
-        self.keyring.read().map(|k| k.is_some()).unwrap_or(false)
+        self.keyring.get().is_some()
     }
 
     /// Runs a key operation across the pool (serf's key queries) and
@@ -364,7 +339,7 @@ pub async fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String
 #[derive(Clone)]
 struct Shared {
     label: String,
-    keyring: SharedKeyring,
+    keyring: KeyringCell,
     encryption: Encryption,
     tcp_timeout: StdDuration,
     inward: mpsc::Sender<Inward>,
@@ -375,7 +350,7 @@ struct Shared {
 impl Shared {
     /// The keyring as it is now (stream tasks take one per stream).
     fn keyring(&self) -> Option<Arc<Keyring>> {
-        self.keyring.read().ok().and_then(|k| k.clone())
+        self.keyring.get()
     }
 
     fn inbound<'a>(&'a self, keyring: Option<&'a Keyring>) -> Inbound<'a> {
@@ -387,23 +362,6 @@ impl Shared {
     fn outbound<'a>(&'a self, keyring: Option<&'a Keyring>) -> Outbound<'a> {
         let keyring = keyring.filter(|_| self.encryption.verify_outgoing);
         Outbound::new(&self.label, keyring)
-    }
-
-    /// A key query changed the keyring: stream tasks use it from now on,
-    /// and it is written to the keyring file.
-    fn keyring_changed(&self, ring: &Keyring) {
-        if let Ok(mut shared) = self.keyring.write() {
-            *shared = Some(Arc::new(ring.clone()));
-        }
-        crate::log::info(&format!(
-            "serf: keyring changed: {} keys installed",
-            ring.keys().len()
-        ));
-        if let Some(path) = &self.encryption.keyring_file {
-            if let Err(e) = crate::keyring::write(path, ring) {
-                crate::log::error(&format!("serf: {e}"));
-            }
-        }
     }
 
     /// Counts bad input and logs it, at most once per
@@ -675,7 +633,10 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                 }
             }
-            SerfEvent::KeyringChanged(ring) => self.shared.keyring_changed(ring),
+            SerfEvent::KeyringChanged(ring) => self
+                .shared
+                .keyring
+                .replace(ring, self.shared.encryption.keyring_file.as_deref()),
             SerfEvent::KeyOperationFinished { query, summary } => {
                 if let Some(reply) = self.key_operations.remove(query) {
                     let _ = reply.send(Ok(summary.clone()));

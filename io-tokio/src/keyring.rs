@@ -8,18 +8,75 @@
 //! server comes back with the keys it had.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use tribune_core::gossip::crypto::{decode_key, encode_key, Keyring};
 use tribune_core::limits::CONFIG_FILE_BYTES_MAX;
+
+/// Consul's `encrypt_verify_incoming` / `encrypt_verify_outgoing` (both on
+/// by default; off only while rolling encryption out) and the keyring
+/// file that key-query changes are written to.
+#[derive(Clone, Debug)]
+pub struct Encryption {
+    /// Refuse plaintext packets and streams when a keyring is set.
+    pub verify_incoming: bool,
+    /// Encrypt what we send when a keyring is set.
+    pub verify_outgoing: bool,
+    pub keyring_file: Option<PathBuf>,
+}
+
+impl Default for Encryption {
+    fn default() -> Self {
+        Encryption {
+            verify_incoming: true,
+            verify_outgoing: true,
+            keyring_file: None,
+        }
+    }
+}
+
+/// The keyring the gossip transport's stream tasks read. serf owns the
+/// real one; the driver replaces this copy whenever a key query changes
+/// it.
+#[derive(Clone, Debug, Default)]
+pub struct KeyringCell(Arc<RwLock<Option<Arc<Keyring>>>>);
+
+impl KeyringCell {
+    pub fn new(ring: Option<Keyring>) -> Self {
+        KeyringCell(Arc::new(RwLock::new(ring.map(Arc::new))))
+    }
+
+    pub fn get(&self) -> Option<Arc<Keyring>> {
+        self.0.read().ok().and_then(|ring| ring.clone())
+    }
+
+    /// A key query changed the keyring: stream tasks use `ring` from now
+    /// on, and it is written to `file`. A failed write is logged: the
+    /// pool already runs with the new keys, and the next change retries.
+    pub fn replace(&self, ring: &Keyring, file: Option<&Path>) {
+        if let Ok(mut shared) = self.0.write() {
+            *shared = Some(Arc::new(ring.clone()));
+        }
+        crate::log::info(&format!(
+            "serf: keyring changed: {} keys installed",
+            ring.keys().len()
+        ));
+        if let Some(path) = file {
+            if let Err(e) = write(path, ring) {
+                crate::log::error(&format!("serf: {e}"));
+            }
+        }
+    }
+}
 
 /// A server's gossip encryption from its config: the keyring to start
 /// with (see [`load_or_init`]) and how to use it.
 pub fn setup(
     config: &crate::agent::config::AgentConfig,
     data_dir: &Path,
-) -> Result<(Option<Keyring>, crate::gossip::Encryption), String> {
+) -> Result<(Option<Keyring>, Encryption), String> {
     let path = keyring_path(data_dir);
     let keyring = load_or_init(&path, config.encrypt.as_deref())?;
-    let encryption = crate::gossip::Encryption {
+    let encryption = Encryption {
         verify_incoming: config.encrypt_verify_incoming,
         verify_outgoing: config.encrypt_verify_outgoing,
         keyring_file: Some(path),

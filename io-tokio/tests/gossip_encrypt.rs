@@ -74,6 +74,9 @@ fn same_key_serf_and_tribune_form_one_pool_and_see_failures() {
     let mut cluster = Cluster::start(1, &[&encrypt(&key)]);
     cluster.leader();
     assert_eq!(encrypted_stat(&cluster.servers[0]), "true");
+    assert!(cluster.servers[0]
+        .log_contents()
+        .contains("Gossip Encrypt: true"));
     assert_eq!(keyring_file(&cluster.servers[0]), vec![key.clone()]);
     let mut serf = SerfAgent::start_with(bin, "serfnode", &[&encrypt(&key)]);
     let out = serf.run(&[
