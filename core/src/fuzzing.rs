@@ -343,6 +343,23 @@ pub fn json_bodies(data: &[u8]) {
     check_bodies(data);
     service_body(data);
     catalog_bodies(data);
+    keyring_body(data);
+}
+
+/// A keyring request's key is a key memberlist accepts, and serf's key
+/// request carrying it round-trips.
+fn keyring_body(data: &[u8]) {
+    use crate::gossip::crypto::{validate_key, Keyring};
+    use crate::gossip::serf::{decode_serf, encode_serf, KeyRequest, SerfMessage};
+    let Ok(key) = crate::api::body::decode_keyring_request(data) else {
+        return;
+    };
+    assert_eq!(validate_key(&key), Ok(()));
+    let request = SerfMessage::KeyRequest(KeyRequest { key: key.clone() });
+    assert_eq!(decode_serf(&encode_serf(&request)), Ok(request));
+    let mut ring = Keyring::new(vec![0; 32]).expect("valid key");
+    ring.install(key.clone()).expect("valid key");
+    ring.use_key(&key).expect("installed");
 }
 
 /// `PUT /v1/txn`.
@@ -887,8 +904,12 @@ fn serf_round_trip(bytes: &[u8]) {
                     assert_eq!(decode_filter(&encode_filter(&filter)), Ok(filter));
                 }
             }
+            // Key requests travel in query payloads, key and conflict
+            // answers in responses.
+            serf_round_trip(&q.payload);
         }
         SerfMessage::Relay(r) => serf_round_trip(&r.message),
+        SerfMessage::QueryResponse(r) => serf_round_trip(&r.payload),
         _ => {}
     }
 }

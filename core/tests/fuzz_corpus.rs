@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tribune_core::api::body::{
     decode_agent_service, decode_agent_service_value, decode_catalog_deregister,
     decode_catalog_register, decode_check_register, decode_check_update, decode_check_value,
-    decode_session_create, decode_txn,
+    decode_keyring_request, decode_session_create, decode_txn,
 };
 use tribune_core::api::query::{parse_query, read_options};
 use tribune_core::command::{Command, KvOp, KvVerb};
@@ -273,6 +273,7 @@ fn json_seeds_decode_as_named() {
             "service-register" => decode_agent_service(data).is_ok(),
             "catalog-register" => decode_catalog_register(data, FIXTURE_DATACENTER).is_ok(),
             "catalog-deregister" => decode_catalog_deregister(data).is_ok(),
+            "keyring" => decode_keyring_request(data).is_ok(),
             other => panic!("{name}: unknown endpoint {other:?} (name seeds <endpoint>--<what>)"),
         }
     });

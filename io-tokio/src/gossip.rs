@@ -14,9 +14,19 @@
 //!
 //! Bad input (undecodable packets and streams) is dropped and counted, and
 //! logged at most once per [`BAD_INPUT_LOG_EVERY`].
+//!
+//! Encryption: serf owns the keyring (`SerfConfig::keyring`; its key
+//! queries change it). The driver seals every packet and stream with the
+//! primary key and opens inbound ones with any installed key; stream tasks
+//! read a copy that the driver replaces on `SerfEvent::KeyringChanged`,
+//! when it also rewrites the keyring file. With encryption on, plaintext
+//! and undecryptable input is refused (unless `verify_incoming` is off),
+//! counted in `bad_packets`/`bad_streams` and logged like other bad input.
 
 use crate::clock;
-use std::collections::VecDeque;
+pub use crate::keyring::Encryption;
+use crate::keyring::KeyringCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,12 +37,14 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tribune_core::gossip::codec::{
     decode_packet_with, encode_packet, label_header, Inbound, Outbound,
 };
+use tribune_core::gossip::crypto::{EncryptionVersion, Keyring};
 use tribune_core::gossip::message::Message;
 use tribune_core::gossip::stream::{
     decode_stream, encode_stream, stream_need, stream_start, StreamNeed, StreamStart,
 };
 use tribune_core::gossip::{
-    Output, Serf, SerfConfig, SerfEvent, SerfMember, SerfOutput, StreamId, WireError,
+    KeyOperation, KeySummary, Output, QueryId, Serf, SerfConfig, SerfEvent, SerfMember, SerfOutput,
+    StreamId, WireError,
 };
 use tribune_core::limits::GOSSIP_PACKET_BYTES_MAX;
 use tribune_core::rng::Rng;
@@ -61,6 +73,8 @@ pub struct GossipConfig {
     pub serf: SerfConfig,
     /// The gossip label ("" for none).
     pub label: String,
+    /// How the keyring in `serf.keyring` is used, and where it is kept.
+    pub encryption: Encryption,
 }
 
 /// Takes TCP connections that begin with tribune's RPC magic.
@@ -73,6 +87,7 @@ pub struct Gossip {
     events: broadcast::Sender<SerfEvent>,
     stats: Arc<TransportStats>,
     local_addr: SocketAddr,
+    keyring: KeyringCell,
 }
 
 /// The transport's own counters (serf's are in `SerfStats`).
@@ -104,7 +119,15 @@ enum Command {
         coalesce: bool,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    KeyOperation {
+        op: KeyOperation,
+        relay_factor: u8,
+        reply: KeyReply,
+    },
 }
+
+/// Where a key operation's outcome goes.
+type KeyReply = oneshot::Sender<Result<KeySummary, String>>;
 
 /// From stream tasks to the driver.
 enum Inward {
@@ -140,6 +163,13 @@ impl Gossip {
         let mut rng = Rng::from_seed(seed);
         let now = clock::now();
         let tcp_timeout = StdDuration::from_nanos(config.serf.memberlist.tcp_timeout.0);
+        let mut config = config;
+        let keyring = KeyringCell::new(config.serf.keyring.clone());
+        if config.serf.keyring.is_some() {
+            // memberlist leaves room for the encryption in every packet.
+            config.serf.memberlist.udp_reserved_bytes += EncryptionVersion::Unpadded.overhead();
+        }
+        let encrypted = config.serf.keyring.is_some();
         let serf = Serf::new(
             now,
             config.serf,
@@ -155,6 +185,8 @@ impl Gossip {
         let bad_log = Arc::new(Mutex::new(BadLog::default()));
         let shared = Shared {
             label: config.label,
+            keyring: keyring.clone(),
+            encryption: config.encryption,
             tcp_timeout,
             inward,
             stats: stats.clone(),
@@ -170,10 +202,12 @@ impl Gossip {
             active_join: None,
             queued_joins: VecDeque::new(),
             leave_waiters: Vec::new(),
+            key_operations: BTreeMap::new(),
         };
         tokio::spawn(driver.run(command_rx, inward_rx));
         crate::log::info(&format!(
-            "gossip: serf LAN pool on {local_addr} (udp+tcp) as {:?}, advertising {}; rng seed {seed:#018x}",
+            "gossip: serf LAN pool on {local_addr} (udp+tcp) as {:?}, advertising {}, \
+             encrypted: {encrypted}; rng seed {seed:#018x}",
             config.name, config.advertise
         ));
         Ok(Gossip {
@@ -181,6 +215,7 @@ impl Gossip {
             events,
             stats,
             local_addr,
+            keyring,
         })
     }
 
@@ -190,6 +225,32 @@ impl Gossip {
 
     pub fn stats(&self) -> &TransportStats {
         &self.stats
+    }
+
+    /// Whether gossip is encrypted (a keyring is installed).
+    pub fn encrypted(&self) -> bool {
+        self.keyring.get().is_some()
+    }
+
+    /// Runs a key operation across the pool (serf's key queries) and
+    /// returns what the members answered once all have, or at the query's
+    /// deadline.
+    pub async fn key_operation(
+        &self,
+        op: KeyOperation,
+        relay_factor: u8,
+    ) -> Result<KeySummary, String> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::KeyOperation {
+            op,
+            relay_factor,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| "gossip has stopped".to_string())?;
+        rx.await.map_err(|_| "gossip has stopped".to_string())?
     }
 
     /// Every member serf knows, ourselves included, in name order.
@@ -299,6 +360,8 @@ pub async fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String
 #[derive(Clone)]
 struct Shared {
     label: String,
+    keyring: KeyringCell,
+    encryption: Encryption,
     tcp_timeout: StdDuration,
     inward: mpsc::Sender<Inward>,
     stats: Arc<TransportStats>,
@@ -306,8 +369,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn inbound(&self) -> Inbound<'_> {
-        Inbound::new(&self.label, None)
+    /// The keyring as it is now (stream tasks take one per stream).
+    fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.keyring.get()
+    }
+
+    fn inbound<'a>(&'a self, keyring: Option<&'a Keyring>) -> Inbound<'a> {
+        let mut inbound = Inbound::new(&self.label, keyring);
+        inbound.verify_incoming = self.encryption.verify_incoming;
+        inbound
+    }
+
+    fn outbound<'a>(&'a self, keyring: Option<&'a Keyring>) -> Outbound<'a> {
+        let keyring = keyring.filter(|_| self.encryption.verify_outgoing);
+        Outbound::new(&self.label, keyring)
     }
 
     /// Counts bad input and logs it, at most once per
@@ -353,6 +428,7 @@ struct Driver {
     active_join: Option<JoinReply>,
     queued_joins: VecDeque<(Vec<SocketAddr>, JoinReply)>,
     leave_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    key_operations: BTreeMap<QueryId, KeyReply>,
 }
 
 impl Driver {
@@ -391,7 +467,8 @@ impl Driver {
     fn on_packet(&mut self, bytes: &[u8], from: SocketAddr) {
         let stats = self.shared.stats.clone();
         stats.packets_received.fetch_add(1, Ordering::Relaxed);
-        let decoded = match decode_packet_with(bytes, &self.shared.inbound()) {
+        let inbound = self.shared.inbound(self.serf.keyring());
+        let decoded = match decode_packet_with(bytes, &inbound) {
             Ok(d) => d,
             Err(e) => {
                 self.shared.bad(&stats.bad_packets, "a packet", from, &e);
@@ -509,6 +586,18 @@ impl Driver {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
+            Command::KeyOperation {
+                op,
+                relay_factor,
+                reply,
+            } => match self.serf.key_operation(now, &op, relay_factor) {
+                Ok(id) => {
+                    self.key_operations.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            },
         }
     }
 
@@ -576,7 +665,21 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                 }
             }
-            SerfEvent::MemberUpdate(_) | SerfEvent::User(_) | SerfEvent::Query(_) => {}
+            SerfEvent::KeyringChanged(ring) => self
+                .shared
+                .keyring
+                .replace(ring, self.shared.encryption.keyring_file.as_deref()),
+            SerfEvent::KeyOperationFinished { query, summary } => {
+                if let Some(reply) = self.key_operations.remove(query) {
+                    let _ = reply.send(Ok(summary.clone()));
+                }
+            }
+            SerfEvent::MemberUpdate(_)
+            | SerfEvent::User(_)
+            | SerfEvent::Query(_)
+            | SerfEvent::QueryAck { .. }
+            | SerfEvent::QueryResponse { .. }
+            | SerfEvent::QueryFinished(_) => {}
         }
         // No subscriber is not an error.
         let _ = self.events.send(event);
@@ -585,8 +688,9 @@ impl Driver {
     fn on_output(&mut self, output: Output) {
         match output {
             Output::Packet { to, msgs } => {
-                let mut out = Outbound::new(&self.shared.label, None);
-                out.crc = self.peer_takes_crc(to);
+                let crc = self.peer_takes_crc(to);
+                let mut out = self.shared.outbound(self.serf.keyring());
+                out.crc = crc;
                 match encode_packet(&msgs, &out, &mut self.rng) {
                     Ok(bytes) => match self.udp.try_send_to(&bytes, to) {
                         Ok(_) => {
@@ -635,7 +739,7 @@ impl Driver {
     }
 
     fn encode_stream(&mut self, msg: &Message, with_label: bool) -> Result<Vec<u8>, WireError> {
-        let out = Outbound::new(&self.shared.label, None);
+        let out = self.shared.outbound(self.serf.keyring());
         let mut bytes = if with_label {
             label_header(&self.shared.label)?
         } else {
@@ -677,7 +781,14 @@ async fn exchange(to: SocketAddr, bytes: &[u8], shared: &Shared) -> Result<Messa
         .map_err(|e| format!("write to {to}: {e}"))?;
     let mut buf = Vec::new();
     // The answer carries no label header.
-    read_message(&mut stream, &mut buf, 0, &shared.inbound()).await
+    let keyring = shared.keyring();
+    read_message(
+        &mut stream,
+        &mut buf,
+        0,
+        &shared.inbound(keyring.as_deref()),
+    )
+    .await
 }
 
 /// Reads from `stream` into `buf` until the message starting at `start`
@@ -773,7 +884,8 @@ async fn serve_stream(
     from: SocketAddr,
     shared: &Shared,
 ) -> Result<(), String> {
-    let inbound = shared.inbound();
+    let keyring = shared.keyring();
+    let inbound = shared.inbound(keyring.as_deref());
     let mut buf = Vec::new();
     let start = loop {
         match stream_start(&buf, &inbound).map_err(|e| e.to_string())? {

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod events;
 pub mod gossip;
 pub mod http;
+pub mod keyring;
 pub mod log;
 pub mod raft;
 pub mod reconcile;

@@ -243,7 +243,7 @@ fn a_serf_agent_in_the_pool_sees_consul_events_and_can_fire_them() {
         "user=cat > '{}'/\"$SERF_USER_EVENT\".payload",
         dir.display()
     );
-    let serf = SerfAgent::start_with(bin, "serfnode", &[format!("-event-handler={handler}")]);
+    let serf = SerfAgent::start_with(bin, "serfnode", &[&format!("-event-handler={handler}")]);
     let cluster = Cluster::start(1, &[&format!("-retry-join={}", serf.addr())]);
     cluster.leader();
     let tribune = cluster.servers[0].client.clone();

@@ -9,92 +9,13 @@
 
 mod support;
 
-use serde_json::Value;
 use std::process::Command;
-use std::time::Duration;
 use support::cluster::Cluster;
-use support::serf::{serf_binary, SerfAgent};
-use support::{free_port, wait_for, Client};
-
-/// memberlist's LAN profile detects a failure in a few seconds (1 s
-/// probes, suspicion of at least 4 × log10(n) probe intervals, at most six
-/// times that); `Config::lan().detection_bound(2)` is about 25 s. Allow
-/// more for loaded CI machines.
-const FAILURE_LIMIT: Duration = Duration::from_secs(40);
-const JOIN_LIMIT: Duration = Duration::from_secs(20);
-
-/// `/v1/agent/members` as name → (Status, member).
-fn tribune_member(client: &Client, name: &str) -> Option<Value> {
-    let resp = client
-        .try_request("GET", "/v1/agent/members", None, &[])
-        .ok()?;
-    if resp.status != 200 {
-        return None;
-    }
-    resp.json()
-        .as_array()?
-        .iter()
-        .find(|m| m["Name"] == name)
-        .cloned()
-}
-
-fn tribune_status(client: &Client, name: &str) -> Option<u64> {
-    tribune_member(client, name).and_then(|m| m["Status"].as_u64())
-}
-
-/// Both sides see each other alive, with tribune's Consul tags on serf's
-/// side and serf's versions on tribune's.
-fn assert_mutually_alive(cluster: &Cluster, serf: &SerfAgent) {
-    let server = &cluster.servers[0];
-    let member = wait_for(JOIN_LIMIT, "tribune to list serfnode alive", || {
-        tribune_member(&server.client, "serfnode").filter(|m| m["Status"] == 1)
-    });
-    assert_eq!(member["Addr"], "127.0.0.1");
-    assert_eq!(member["Port"], serf.bind_port);
-    assert_eq!(member["ProtocolMax"], 5);
-    let (_, tags) = wait_for(JOIN_LIMIT, "serf to list the tribune server alive", || {
-        serf.status_of(&server.name).filter(|(s, _)| s == "alive")
-    });
-    assert_eq!(tags["role"], "consul", "tags: {tags}");
-    assert_eq!(tags["dc"], "dc1");
-    assert_eq!(tags["port"], server.rpc_port.to_string());
-    assert!(
-        tags["id"].as_str().is_some_and(|id| id.len() == 36),
-        "{tags}"
-    );
-}
-
-/// Both directions of failure detection: serf's SIGKILL is seen by
-/// tribune, then tribune's by the serf agent.
-fn assert_failures_detected(cluster: &mut Cluster, serf: &mut SerfAgent) {
-    // A second serf agent stays to watch tribune fail.
-    let bin = "serf";
-    let watcher = SerfAgent::start(bin, "watcher");
-    let out = watcher.run(&[
-        "join",
-        &format!("127.0.0.1:{}", cluster.servers[0].lan_port),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    wait_for(JOIN_LIMIT, "the watcher to see the tribune server", || {
-        watcher
-            .status_of(&cluster.servers[0].name)
-            .filter(|(s, _)| s == "alive")
-    });
-
-    serf.kill();
-    let client = cluster.servers[0].client.clone();
-    wait_for(FAILURE_LIMIT, "tribune to mark serfnode failed", || {
-        (tribune_status(&client, "serfnode") == Some(4)).then_some(())
-    });
-
-    let name = cluster.servers[0].name.clone();
-    cluster.servers[0].kill();
-    wait_for(
-        FAILURE_LIMIT,
-        "serf to mark the tribune server failed",
-        || watcher.status_of(&name).filter(|(s, _)| s == "failed"),
-    );
-}
+use support::serf::{
+    assert_failures_detected, assert_mutually_alive, serf_binary, tribune_status, SerfAgent,
+    JOIN_LIMIT,
+};
+use support::{free_port, wait_for};
 
 #[test]
 fn serf_agent_joins_a_tribune_server() {
@@ -107,7 +28,7 @@ fn serf_agent_joins_a_tribune_server() {
     assert!(out.status.success(), "serf join: {out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Successfully joined cluster"));
     assert_mutually_alive(&cluster, &serf);
-    assert_failures_detected(&mut cluster, &mut serf);
+    assert_failures_detected(&mut cluster, &mut serf, &[]);
 }
 
 #[test]
@@ -117,7 +38,7 @@ fn tribune_server_retry_joins_a_serf_agent() {
     let mut cluster = Cluster::start(1, &[&format!("-retry-join={}", serf.addr())]);
     cluster.leader();
     assert_mutually_alive(&cluster, &serf);
-    assert_failures_detected(&mut cluster, &mut serf);
+    assert_failures_detected(&mut cluster, &mut serf, &[]);
 }
 
 #[test]

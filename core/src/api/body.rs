@@ -896,6 +896,22 @@ pub fn decode_catalog_deregister(
     Ok((body.node, some(body.service_id), some(body.check_id)))
 }
 
+/// The body of `POST/PUT/DELETE /v1/operator/keyring`: `{"Key": "..."}`,
+/// a base64 gossip key of 16, 24 or 32 bytes.
+pub fn decode_keyring_request(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct KeyringBody {
+        key: String,
+    }
+    let body: KeyringBody = decode(bytes)?;
+    if body.key.is_empty() {
+        return Err(ApiError::MissingField("Key"));
+    }
+    crate::gossip::crypto::decode_key(&body.key)
+        .map_err(|e| ApiError::Invalid(format!("Invalid key: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -980,5 +996,25 @@ mod tests {
         );
         let s = decode_session_create(br#"{"LockDelay":15}"#, "n").expect("valid");
         assert_eq!(s.lock_delay, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn keyring_bodies_carry_one_valid_key() {
+        let key = decode_keyring_request(br#"{"Key":"AAAAAAAAAAAAAAAAAAAAAA=="}"#);
+        assert_eq!(key, Ok(vec![0; 16]));
+        assert_eq!(
+            decode_keyring_request(b""),
+            Err(ApiError::MissingField("Key"))
+        );
+        assert_eq!(
+            decode_keyring_request(br#"{"Key":"AAAA"}"#),
+            Err(ApiError::Invalid(
+                "Invalid key: key size must be 16, 24 or 32 bytes".into()
+            ))
+        );
+        assert!(matches!(
+            decode_keyring_request(br#"{"Key":7}"#),
+            Err(ApiError::BodyDecode(_))
+        ));
     }
 }

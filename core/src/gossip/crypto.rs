@@ -89,9 +89,10 @@ pub enum KeyringError {
 impl fmt::Display for KeyringError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyringError::BadKey(reason) => write!(f, "bad key: {reason}"),
-            KeyringError::NotInstalled => f.write_str("requested key is not in the keyring"),
-            KeyringError::RemovePrimary => f.write_str("removing the primary key is not allowed"),
+            KeyringError::BadKey(reason) => f.write_str(reason),
+            // memberlist's texts: serf sends them to the querying node.
+            KeyringError::NotInstalled => f.write_str("Requested key is not in the keyring"),
+            KeyringError::RemovePrimary => f.write_str("Removing the primary key is not allowed"),
         }
     }
 }

@@ -22,7 +22,9 @@
 //!   push/pull state) and its tags (inside node meta).
 //! - [`serf_state`]: the serf layer ([`serf_state::Serf`]) over the
 //!   membership machine: member statuses, join/leave intents, Lamport
-//!   clocks ([`lamport`]), user events, queries, reaping.
+//!   clocks ([`lamport`]), user events, queries, reaping; queries this
+//!   node starts (`serf_query`) and serf's keyring management over them
+//!   (`serf_keys`: install, use, remove and list keys across the pool).
 //! - [`crypto`], [`lzw`], [`msgpack`]: the building blocks, each matching
 //!   its Go counterpart byte for byte.
 //! - [`error`]: the one error type, [`WireError`].
@@ -39,7 +41,9 @@ pub mod message;
 pub mod msgpack;
 pub mod serf;
 mod serf_events;
+mod serf_keys;
 mod serf_members;
+mod serf_query;
 pub mod serf_state;
 mod serf_types;
 pub mod sim;
@@ -54,8 +58,8 @@ mod swim_types;
 pub use config::Config;
 pub use error::WireError;
 pub use serf_state::{
-    MemberStatus, QueryEvent, Serf, SerfConfig, SerfError, SerfEvent, SerfMember, SerfOutput,
-    SerfState, SerfStats, UserEventRecord,
+    KeyOperation, KeySummary, MemberStatus, QueryEvent, QueryId, QueryParams, Serf, SerfConfig,
+    SerfError, SerfEvent, SerfMember, SerfOutput, SerfState, SerfStats, UserEventRecord,
 };
 pub use swim::{
     LocalNode, Member, MemberEvent, Memberlist, MemberlistError, Output, Stats, StreamId,
@@ -63,6 +67,8 @@ pub use swim::{
 
 #[cfg(test)]
 mod round_model;
+#[cfg(test)]
+mod serf_query_tests;
 #[cfg(test)]
 mod serf_sim;
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::serf::{
 use super::serf_state::{PendingQuery, Serf};
 use super::serf_types::{
     MemberStatus, QueryEvent, SerfError, SerfEvent, SerfOutput, SerfState, UserEventRecord,
-    CONFLICT_QUERY, PING_QUERY, USER_EVENT_BYTES_MAX,
+    CONFLICT_QUERY, INTERNAL_QUERY_PREFIX, PING_QUERY, USER_EVENT_BYTES_MAX,
 };
 use super::swim::Output;
 use crate::time::{Duration, Instant};
@@ -129,9 +129,8 @@ impl Serf {
             SerfMessage::Join(join) => self.handle_join_intent(now, &join),
             SerfMessage::UserEvent(event) => self.handle_user_event(&event),
             SerfMessage::Query(query) => self.handle_query(now, query),
-            SerfMessage::QueryResponse(_) => {
-                // tribune starts no queries, so no response is awaited.
-                self.stats.unknown_query_responses += 1;
+            SerfMessage::QueryResponse(response) => {
+                self.handle_query_response(now, response);
                 false
             }
             SerfMessage::Relay(relay) => {
@@ -174,7 +173,7 @@ impl Serf {
 
     /// `handleQuery`: de-duplicate, ack if asked, answer serf's own
     /// queries, hand the rest to the owner; true to re-gossip.
-    fn handle_query(&mut self, now: Instant, q: serf::Query) -> bool {
+    pub(super) fn handle_query(&mut self, now: Instant, q: serf::Query) -> bool {
         self.query_clock.witness(q.ltime);
         let n = self.query_buffer.len() as u64;
         let now_time = self.query_clock.time();
@@ -223,6 +222,11 @@ impl Serf {
         match q.name.as_str() {
             PING_QUERY => {}
             CONFLICT_QUERY => self.answer_conflict(&q, &pending),
+            _ if self.answer_key_query(&q, &pending) => {}
+            // serf answers its own queries and hands the rest on.
+            name if name.starts_with(INTERNAL_QUERY_PREFIX) => {
+                self.stats.unknown_internal_queries += 1;
+            }
             _ => self.deliver_query(q, pending),
         }
         rebroadcast
@@ -297,7 +301,7 @@ impl Serf {
         Ok(())
     }
 
-    fn response_to(&self, ltime: u64, id: u32, payload: Vec<u8>) -> serf::QueryResponse {
+    pub(super) fn response_to(&self, ltime: u64, id: u32, payload: Vec<u8>) -> serf::QueryResponse {
         serf::QueryResponse {
             ltime,
             id,
@@ -310,7 +314,11 @@ impl Serf {
     /// Sends a response straight to the querier and, with a relay factor,
     /// through that many other live members too (`relayResponse`), so one
     /// lost packet doesn't lose the answer.
-    fn send_query_response(&mut self, pending: &PendingQuery, response: serf::QueryResponse) {
+    pub(super) fn send_query_response(
+        &mut self,
+        pending: &PendingQuery,
+        response: serf::QueryResponse,
+    ) {
         let direct = encode_serf(&SerfMessage::QueryResponse(response));
         self.send_to(pending.to, direct.clone());
         let k = usize::from(pending.relay_factor);

@@ -11,19 +11,19 @@ use super::sim::NetConfig;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
-fn all(n: usize) -> Vec<usize> {
+pub(super) fn all(n: usize) -> Vec<usize> {
     (0..n).collect()
 }
 
-fn except(n: usize, out: &[usize]) -> Vec<usize> {
+pub(super) fn except(n: usize, out: &[usize]) -> Vec<usize> {
     (0..n).filter(|i| !out.contains(i)).collect()
 }
 
-const STEP: Duration = Duration::from_millis(100);
+pub(super) const STEP: Duration = Duration::from_millis(100);
 
 /// `n` nodes joined through node 0 and converged: everyone sees everyone
 /// alive.
-fn converged(n: usize, config: &SerfConfig, net: NetConfig, seed: u64) -> SerfSim {
+pub(super) fn converged(n: usize, config: &SerfConfig, net: NetConfig, seed: u64) -> SerfSim {
     let mut sim = SerfSim::new(n, config, net, seed);
     for i in 1..n {
         sim.join(i, 0, false);
@@ -387,8 +387,8 @@ fn serf_query_reaches_every_node_once_and_acks_go_to_the_source() {
         });
     }
     sim.run_for(Duration::from_secs(1));
-    // tribune starts no queries, so node 0 counts the n acks and n answers
-    // as responses nobody waits for.
+    // Node 0 did not start this query through `Serf::query`, so it counts
+    // the n acks and n answers as responses nobody waits for.
     assert_eq!(
         sim.nodes[0].serf.stats().unknown_query_responses,
         2 * n as u64

@@ -43,10 +43,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::crypto::Keyring;
+pub use super::serf_keys::{KeyOperation, KeySummary};
+use super::serf_query::OutgoingQuery;
 pub use super::serf_types::{
-    MemberStatus, QueryEvent, SerfConfig, SerfError, SerfEvent, SerfMember, SerfOutput, SerfState,
-    SerfStats, UserEventRecord, CONFLICT_QUERY, INTERNAL_QUERY_PREFIX, PING_QUERY, SERF_VSN,
-    USER_EVENT_BYTES_MAX,
+    MemberStatus, QueryEvent, QueryId, QueryParams, SerfConfig, SerfError, SerfEvent, SerfMember,
+    SerfOutput, SerfState, SerfStats, UserEventRecord, CONFLICT_QUERY, INSTALL_KEY_QUERY,
+    INTERNAL_QUERY_PREFIX, LIST_KEYS_QUERY, PING_QUERY, REMOVE_KEY_QUERY, SERF_VSN,
+    USER_EVENT_BYTES_MAX, USE_KEY_QUERY,
 };
 
 /// A member with serf's bookkeeping (`memberState`).
@@ -123,6 +127,11 @@ pub struct Serf {
     /// The query ring: ids seen per Lamport time (serf's `queryBuffer`).
     pub(super) query_buffer: Vec<Option<(u64, Vec<u32>)>>,
     pub(super) pending_queries: BTreeMap<(u64, u32), PendingQuery>,
+    /// Queries we started, collecting acks and answers until their
+    /// deadline (serf's `queryResponse` map).
+    pub(super) outgoing_queries: BTreeMap<QueryId, OutgoingQuery>,
+    /// The gossip keyring (encryption on) or `None`.
+    pub(super) keyring: Option<Keyring>,
     pub(super) joins: Vec<JoinBatch>,
     pub(super) leave: Option<LeavePhase>,
     /// Force-left members to erase once their leave had time to spread.
@@ -172,6 +181,7 @@ impl Serf {
         };
         let list = Memberlist::new(now, config.memberlist.clone(), local, rng.next_u64())?;
         let mut serf = Serf {
+            keyring: config.keyring.clone(),
             event_buffer: vec![None; config.event_buffer],
             query_buffer: vec![None; config.query_buffer],
             next_reap_at: now + config.reap_interval.max(Duration(1)),
@@ -187,6 +197,7 @@ impl Serf {
             recent_intents: BTreeMap::new(),
             event_min_time: 0,
             pending_queries: BTreeMap::new(),
+            outgoing_queries: BTreeMap::new(),
             joins: Vec::new(),
             leave: None,
             prunes: BTreeMap::new(),
@@ -241,6 +252,12 @@ impl Serf {
 
     pub fn stats(&self) -> &SerfStats {
         &self.stats
+    }
+
+    /// The keyring to encrypt (primary key) and decrypt (every key) gossip
+    /// with; `None` when encryption is off.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
     }
 
     /// The memberlist underneath, for its table, stats and health.
@@ -417,7 +434,10 @@ impl Serf {
             self.prunes.remove(&name);
             self.erase_member(&name);
         }
-        self.pending_queries.retain(|_, q| now <= q.deadline);
+        // Dropped at the deadline itself, which `poll_timeout` names:
+        // keeping it would ask for a timeout at `now` again, forever.
+        self.pending_queries.retain(|_, q| now < q.deadline);
+        self.finish_due_queries(now);
         if let Some(LeavePhase::Propagate { until }) = self.leave {
             if now >= until {
                 self.leave = None;
@@ -447,6 +467,7 @@ impl Serf {
             Some(self.next_reconnect_at),
             self.prunes.values().min().copied(),
             self.pending_queries.values().map(|q| q.deadline).min(),
+            self.outgoing_queries.values().map(|q| q.deadline).min(),
             leave,
         ]
         .into_iter()

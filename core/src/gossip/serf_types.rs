@@ -2,6 +2,7 @@
 //! about a member, what it tells the owner, and what it counts.
 
 use super::config::Config;
+use super::crypto::Keyring;
 use super::error::WireError;
 use super::message::Vsn;
 use super::swim::{MemberlistError, Output};
@@ -23,6 +24,10 @@ pub const SERF_VSN: Vsn = [1, 5, 2, 2, 5, 4];
 pub const INTERNAL_QUERY_PREFIX: &str = "_serf_";
 pub const PING_QUERY: &str = "_serf_ping";
 pub const CONFLICT_QUERY: &str = "_serf_conflict";
+pub const INSTALL_KEY_QUERY: &str = "_serf_install-key";
+pub const USE_KEY_QUERY: &str = "_serf_use-key";
+pub const REMOVE_KEY_QUERY: &str = "_serf_remove-key";
+pub const LIST_KEYS_QUERY: &str = "_serf_list-keys";
 
 /// serf's `Config`, the parts that decide behaviour. Defaults are serf's
 /// `DefaultConfig` except `reconnect_timeout`, which is Consul's 72 hours.
@@ -54,6 +59,16 @@ pub struct SerfConfig {
     pub user_event_size_limit: usize,
     /// Largest encoded query response we send.
     pub query_response_size_limit: usize,
+    /// Largest encoded query we send (`QuerySizeLimit`).
+    pub query_size_limit: usize,
+    /// A query's default timeout is `gossip_interval × this × ⌈log10(n +
+    /// 1)⌉` for `n` live members (`QueryTimeoutMult`).
+    pub query_timeout_mult: u32,
+    /// The gossip keyring when encryption is on. serf's key queries
+    /// (`_serf_install-key`, ...) change it; the shell encrypts with
+    /// [`Serf::keyring`](super::serf_state::Serf::keyring) and learns of
+    /// changes from [`SerfEvent::KeyringChanged`].
+    pub keyring: Option<Keyring>,
 }
 
 impl SerfConfig {
@@ -82,6 +97,9 @@ impl SerfConfig {
             query_buffer: 512,
             user_event_size_limit: 512,
             query_response_size_limit: 1024,
+            query_size_limit: 1024,
+            query_timeout_mult: 16,
+            keyring: None,
         }
     }
 }
@@ -139,10 +157,9 @@ pub struct UserEventRecord {
 }
 
 /// A query for the owner to answer with [`Serf::respond_query`]
-/// (serf's `Query` event). Internal `_serf_ping` and `_serf_conflict`
-/// queries are answered by serf itself and never surface; other
-/// `_serf_` queries (key management) do, so the shell that owns the
-/// keyring can answer them.
+/// (serf's `Query` event). serf's internal `_serf_` queries (ping,
+/// conflict, the key queries) are answered by serf itself and never
+/// surface.
 ///
 /// [`Serf::respond_query`]: super::serf_state::Serf::respond_query
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +197,56 @@ pub enum SerfEvent {
     },
     /// A graceful leave is complete; the shell may shut down.
     LeaveFinished,
+    /// `from` acknowledged a query we started with `request_ack`.
+    QueryAck {
+        query: QueryId,
+        from: String,
+    },
+    /// `from` answered a query we started ([`Serf::query`]); each node's
+    /// first answer only.
+    ///
+    /// [`Serf::query`]: super::serf_state::Serf::query
+    QueryResponse {
+        query: QueryId,
+        from: String,
+        payload: Vec<u8>,
+    },
+    /// A query we started reached its deadline: no more acks or answers.
+    QueryFinished(QueryId),
+    /// A key query changed our keyring (now `0`): the shell encrypts with
+    /// it from now on and persists it.
+    KeyringChanged(Keyring),
+    /// A key operation we started ([`Serf::key_operation`]) has every
+    /// member's answer, or reached its deadline.
+    ///
+    /// [`Serf::key_operation`]: super::serf_state::Serf::key_operation
+    KeyOperationFinished {
+        query: QueryId,
+        summary: super::serf_keys::KeySummary,
+    },
+}
+
+/// A query this node started: its Lamport time and random id, which
+/// answers carry back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueryId {
+    pub ltime: u64,
+    pub id: u32,
+}
+
+/// serf's `QueryParam`: who should answer, and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryParams {
+    /// Only these nodes answer (empty: every node).
+    pub filter_nodes: Vec<String>,
+    /// Only nodes whose tag matches the expression answer.
+    pub filter_tags: BTreeMap<String, String>,
+    /// Ask every node that passes the filters for an ack.
+    pub request_ack: bool,
+    /// Each answer is also relayed through this many other members.
+    pub relay_factor: u8,
+    /// `None`: serf's default (see `SerfConfig::query_timeout_mult`).
+    pub timeout: Option<Duration>,
 }
 
 /// What the serf state machine asks of its shell, in the order decided.
@@ -227,8 +294,15 @@ pub struct SerfStats {
     /// Tag filters using regular-expression syntax beyond literals and
     /// `^`/`$` anchors: counted and treated as not matching.
     pub unsupported_filters: u64,
-    /// Responses to queries we did not send (tribune sends none).
+    /// Responses to queries we did not send, or that have finished.
     pub unknown_query_responses: u64,
+    /// A second ack or answer from the same node to one of our queries.
+    pub duplicate_query_responses: u64,
+    /// `_serf_` queries serf does not know (dropped, as serf does).
+    pub unknown_internal_queries: u64,
+    /// Key-query answers that would not fit the response limit even
+    /// without keys (never sent).
+    pub oversized_key_responses: u64,
     pub relays_forwarded: u64,
     /// Addresses in queries or relays that are not IP addresses.
     pub bad_addresses: u64,
@@ -266,6 +340,11 @@ pub enum SerfError {
         len: usize,
         limit: usize,
     },
+    /// A query over `SerfConfig::query_size_limit` once encoded.
+    QueryTooLarge {
+        len: usize,
+        limit: usize,
+    },
     /// A configuration value serf refuses.
     Config(&'static str),
 }
@@ -288,6 +367,9 @@ impl fmt::Display for SerfError {
                     f,
                     "query response of {len} bytes exceeds the limit of {limit}"
                 )
+            }
+            SerfError::QueryTooLarge { len, limit } => {
+                write!(f, "query of {len} bytes exceeds limit of {limit} bytes")
             }
             SerfError::Config(what) => write!(f, "serf config: {what}"),
         }

@@ -23,11 +23,16 @@ pub async fn start(
     let lan_addr = lan_listener
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
+    let data_dir = std::path::Path::new(config.data_dir.as_deref().unwrap_or("."));
+    let (keyring, encryption) = crate::keyring::setup(config, data_dir)?;
+    let mut serf = lan_serf_config(config, node_id);
+    serf.keyring = keyring;
     let gossip_config = GossipConfig {
         name: config.node_name.clone(),
         advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
-        serf: lan_serf_config(config, node_id),
+        serf,
         label: String::new(),
+        encryption,
     };
     // No RPC hook: a client serves no server RPC.
     let gossip = Gossip::start(gossip_config, lan_listener, None).await?;

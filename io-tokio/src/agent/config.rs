@@ -77,9 +77,15 @@ pub struct AgentConfig {
     pub recursor_timeout: Duration,
     /// The rest of `dns_config`.
     pub dns: DnsOptions,
+    /// `-encrypt` / `encrypt`: the base64 gossip key (checked here; a
+    /// keyring file in the data directory wins over it at start).
+    pub encrypt: Option<String>,
+    /// `encrypt_verify_incoming` / `encrypt_verify_outgoing` (default on).
+    pub encrypt_verify_incoming: bool,
+    pub encrypt_verify_outgoing: bool,
 }
 
-const VALUE_FLAGS: [&str; 22] = [
+const VALUE_FLAGS: [&str; 23] = [
     "node",
     "datacenter",
     "bind",
@@ -102,6 +108,7 @@ const VALUE_FLAGS: [&str; 22] = [
     "join",
     "retry-join-wan",
     "join-wan",
+    "encrypt",
 ];
 
 fn specs() -> Vec<FlagSpec> {
@@ -173,6 +180,9 @@ struct FileConfig {
     watches: Option<Vec<Value>>,
     /// Anti-entropy full-sync interval (Consul's undocumented `ae_interval`).
     ae_interval: Option<String>,
+    encrypt: Option<String>,
+    encrypt_verify_incoming: Option<bool>,
+    encrypt_verify_outgoing: Option<bool>,
 }
 
 /// Services and checks collected from every config file, in file order.
@@ -470,7 +480,10 @@ fn load_text(
         alt_domain,
         enable_script_checks,
         enable_local_script_checks,
-        ae_interval
+        ae_interval,
+        encrypt,
+        encrypt_verify_incoming,
+        encrypt_verify_outgoing
     );
     for (from, to) in [
         (file.retry_join, &mut into.retry_join),
@@ -661,6 +674,16 @@ impl AgentConfig {
                 None => RECURSOR_TIMEOUT_DEFAULT,
             },
             dns: dns_options(&file.dns_config)?,
+            encrypt: match parsed.value("encrypt").or(file.encrypt.as_deref()) {
+                Some(key) => {
+                    crate::keyring::decode_encrypt(key)
+                        .map_err(|e| format!("encrypt has invalid key: {e}"))?;
+                    Some(key.trim().to_string())
+                }
+                None => None,
+            },
+            encrypt_verify_incoming: file.encrypt_verify_incoming.unwrap_or(true),
+            encrypt_verify_outgoing: file.encrypt_verify_outgoing.unwrap_or(true),
         };
         config.validate()?;
         Ok(config)
@@ -850,6 +873,29 @@ mod tests {
         let e = AgentConfig::from_args(&args(&["-dev", "-hcl", "ports {"])).unwrap_err();
         assert!(e.starts_with("Error parsing -hcl:1:7: "), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn encrypt_keys_from_flags_and_files() {
+        let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+        let plain = AgentConfig::from_args(&args(&["-dev"])).expect("valid");
+        assert_eq!(plain.encrypt, None);
+        assert!(plain.encrypt_verify_incoming && plain.encrypt_verify_outgoing);
+        let flag = format!("-encrypt={key}");
+        let c = AgentConfig::from_args(&args(&["-dev", &flag])).expect("valid");
+        assert_eq!(c.encrypt.as_deref(), Some(key));
+        let c = AgentConfig::from_args(&args(&[
+            "-dev",
+            "-hcl",
+            "encrypt = \"AAAAAAAAAAAAAAAAAAAAAA==\"\nencrypt_verify_incoming = false",
+        ]))
+        .expect("valid");
+        assert_eq!(c.encrypt.as_deref(), Some("AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(!c.encrypt_verify_incoming && c.encrypt_verify_outgoing);
+        for bad in ["-encrypt=AAAA", "-encrypt=not base64!", "-encrypt="] {
+            let e = AgentConfig::from_args(&args(&["-dev", bad])).unwrap_err();
+            assert!(e.starts_with("encrypt has invalid key: "), "{bad}: {e}");
+        }
     }
 
     #[test]

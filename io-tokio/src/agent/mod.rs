@@ -189,7 +189,8 @@ async fn serve(config: AgentConfig, args: Vec<String>) -> i32 {
         rng.next_u64(),
     ));
     tokio::spawn(reload_on_hangup(node.clone()));
-    print_banner(&config, &node_id, &bound, dns_port);
+    let encrypted = node.gossip().is_some_and(|g| g.encrypted());
+    print_banner(&config, &node_id, &bound, dns_port, encrypted);
     crate::log::info(&format!(
         "agent: started in {} µs; rng seed {seed:#018x}",
         started.elapsed().as_micros()
@@ -251,7 +252,7 @@ fn dns_config(config: &AgentConfig) -> DnsConfig {
     dns
 }
 
-fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) {
+fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32, encrypted: bool) {
     println!("==> Starting tribune agent...");
     println!("              Version: '{}'", env!("CARGO_PKG_VERSION"));
     println!("              Node ID: '{node_id}'");
@@ -274,7 +275,7 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32) 
         "         Cluster Addr: {} (LAN: -1, WAN: -1)",
         config.bind_addr
     );
-    println!("       Gossip Encrypt: false");
+    println!("       Gossip Encrypt: {encrypted}");
     println!();
     println!("==> tribune agent running! HTTP API at http://{http}");
     if config.dev {

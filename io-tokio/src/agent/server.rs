@@ -144,11 +144,15 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         let (raft, node) = (raft.clone(), node.clone());
         Arc::new(move |stream| RpcServer::serve_stream(stream, raft.clone(), node.clone()))
     };
+    let (keyring, encryption) = crate::keyring::setup(config, data_dir)?;
+    let mut serf = lan_serf_config(config, node_id, rpc_port);
+    serf.keyring = keyring;
     let gossip_config = GossipConfig {
         name: config.node_name.clone(),
         advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
-        serf: lan_serf_config(config, node_id, rpc_port),
+        serf,
         label: String::new(),
+        encryption,
     };
     let gossip = Gossip::start(gossip_config, lan_listener, Some(hook)).await?;
     node.attach_gossip(gossip.clone());
@@ -188,11 +192,21 @@ async fn start_wan(
         .map_err(|e| format!("listener address: {e}"))?;
     let mut serf = SerfConfig::wan();
     serf.tags = lan_serf_config(config, node_id, rpc_port).tags;
+    // The WAN pool is encrypted with the same `-encrypt` key, kept in a
+    // keyring file of its own (Consul's `serf/remote.keyring`).
+    let data_dir = Path::new(config.data_dir.as_deref().unwrap_or("."));
+    let path = data_dir.join("serf").join("remote.keyring");
+    serf.keyring = crate::keyring::load_or_init(&path, config.encrypt.as_deref())?;
     let wan_config = GossipConfig {
         name: format!("{}.{}", config.node_name, config.datacenter),
         advertise: SocketAddr::new(advertise_ip(addr.ip()), addr.port()),
         serf,
         label: String::new(),
+        encryption: crate::keyring::Encryption {
+            verify_incoming: config.encrypt_verify_incoming,
+            verify_outgoing: config.encrypt_verify_outgoing,
+            keyring_file: Some(path),
+        },
     };
     let wan = Gossip::start(wan_config, listener, None).await?;
     node.attach_wan(wan.clone());

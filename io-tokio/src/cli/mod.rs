@@ -27,6 +27,7 @@ macro_rules! or_exit {
 mod catalog;
 mod event;
 mod info;
+mod keyring;
 mod kv;
 mod lock;
 mod maint;
@@ -117,6 +118,8 @@ pub fn run_with(args: &[String], ui: &mut Ui) -> i32 {
         "force-leave" => maint::force_leave(rest, ui),
         "join" => maint::join(rest, ui),
         "operator" => operator::run(rest, ui),
+        "keygen" => keyring::keygen(rest, ui),
+        "keyring" => keyring::run(rest, ui),
         _ => {
             ui.error(&usage());
             EXIT_UNKNOWN_COMMAND
@@ -137,6 +140,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     ("info", "Provides debugging information for operators."),
     ("join", "Tell tribune agent to join cluster"),
+    ("keygen", "Generates a new encryption key"),
+    ("keyring", "Manages gossip layer encryption keys"),
     ("kv", "Interact with the key-value store"),
     ("leave", "Gracefully leaves the cluster and shuts down"),
     ("lock", "Execute a command holding a lock"),

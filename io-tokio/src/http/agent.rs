@@ -36,6 +36,9 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
                     .map(|a| a.to_string())
                     .unwrap_or_default()
                     .into();
+                if let Some(gossip) = ctx.node.gossip() {
+                    value["Stats"]["serf_lan"]["encrypted"] = gossip.encrypted().to_string().into();
+                }
                 reply = Reply::json(&value);
             }
             if let Some(upstream) = ctx.node.upstream() {

@@ -12,6 +12,7 @@ mod catalog;
 mod errors;
 mod event;
 mod health;
+mod keyring;
 mod kv;
 pub(crate) mod reply;
 mod session;

@@ -1,4 +1,5 @@
-//! `/v1/status/leader`, `/v1/status/peers` and `/v1/operator/raft/*`.
+//! `/v1/status/leader`, `/v1/status/peers` and `/v1/operator/raft/*`
+//! (`/v1/operator/keyring` is in [`super::keyring`]).
 //!
 //! A `-dev` agent is a one-server cluster that leads; a server in a Raft
 //! cluster answers from its view of the configuration.
@@ -72,6 +73,7 @@ pub async fn operator(ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
             ctx.require(&[Method::DELETE])?;
             remove_peer(&ctx).await
         }
+        "keyring" => super::keyring::handle(ctx).await,
         _ => Err(HttpError::NotFound),
     }
 }

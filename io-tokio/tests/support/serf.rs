@@ -1,18 +1,21 @@
-//! A real `serf agent` (HashiCorp serf, Debian's `serf` package) on
-//! loopback, driven through its CLI and RPC port; SIGKILLed on drop.
+//! A real `serf agent` (HashiCorp serf, Debian's `serf` package) for the
+//! gossip interop tests, and tribune's view of members through
+//! `/v1/agent/members`.
+//!
+//! Without a `serf` binary [`serf_binary`] prints a notice and the test
+//! passes, unless `CI` is set: then it fails, so CI cannot skip serf
+//! tests silently.
 
-use super::{free_port, free_udp_tcp_port, wait_for};
+use super::cluster::Cluster;
+use super::{free_port, free_udp_tcp_port, wait_for, Client};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// How long a started serf agent gets to answer on its RPC port.
-const START_LIMIT: Duration = Duration::from_secs(20);
+/// How long a join, or the view of a joined member, may take.
+pub const JOIN_LIMIT: Duration = Duration::from_secs(20);
 
-/// `serf` when the binary is on PATH; `None` (the test should pass with a
-/// notice) when it is not, unless `CI` is set: then this fails, so CI
-/// cannot skip serf tests silently.
 pub fn serf_binary() -> Option<&'static str> {
     let found = Command::new("serf")
         .arg("version")
@@ -44,8 +47,8 @@ impl SerfAgent {
         SerfAgent::start_with(bin, node, &[])
     }
 
-    /// Starts `serf agent` with `extra` arguments (event handlers, ...).
-    pub fn start_with(bin: &str, node: &str, extra: &[String]) -> SerfAgent {
+    /// Starts `serf agent` with `extra` flags (e.g. `-encrypt=KEY`).
+    pub fn start_with(bin: &str, node: &str, extra: &[&str]) -> SerfAgent {
         let bind_port = free_udp_tcp_port(&[]);
         let rpc_port = free_port();
         let log = std::env::temp_dir().join(format!(
@@ -70,7 +73,7 @@ impl SerfAgent {
             rpc_port,
             log,
         };
-        wait_for(START_LIMIT, "serf's RPC to answer", || {
+        wait_for(JOIN_LIMIT, "serf's RPC to answer", || {
             agent.run(&["members"]).status.success().then_some(())
         });
         agent
@@ -138,4 +141,86 @@ impl Drop for SerfAgent {
         }
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// `/v1/agent/members` as name → (Status, member).
+pub fn tribune_member(client: &Client, name: &str) -> Option<Value> {
+    let resp = client
+        .try_request("GET", "/v1/agent/members", None, &[])
+        .ok()?;
+    if resp.status != 200 {
+        return None;
+    }
+    resp.json()
+        .as_array()?
+        .iter()
+        .find(|m| m["Name"] == name)
+        .cloned()
+}
+
+pub fn tribune_status(client: &Client, name: &str) -> Option<u64> {
+    tribune_member(client, name).and_then(|m| m["Status"].as_u64())
+}
+
+/// memberlist's LAN profile detects a failure in a few seconds (1 s
+/// probes, suspicion of at least 4 × log10(n) probe intervals, at most six
+/// times that); `Config::lan().detection_bound(2)` is about 25 s. Allow
+/// more for loaded CI machines.
+pub const FAILURE_LIMIT: Duration = Duration::from_secs(40);
+
+/// Both sides see each other alive, with tribune's Consul tags on serf's
+/// side and serf's versions on tribune's.
+pub fn assert_mutually_alive(cluster: &Cluster, serf: &SerfAgent) {
+    let server = &cluster.servers[0];
+    let member = wait_for(JOIN_LIMIT, "tribune to list serfnode alive", || {
+        tribune_member(&server.client, "serfnode").filter(|m| m["Status"] == 1)
+    });
+    assert_eq!(member["Addr"], "127.0.0.1");
+    assert_eq!(member["Port"], serf.bind_port);
+    assert_eq!(member["ProtocolMax"], 5);
+    let (_, tags) = wait_for(JOIN_LIMIT, "serf to list the tribune server alive", || {
+        serf.status_of(&server.name).filter(|(s, _)| s == "alive")
+    });
+    assert_eq!(tags["role"], "consul", "tags: {tags}");
+    assert_eq!(tags["dc"], "dc1");
+    assert_eq!(tags["port"], server.rpc_port.to_string());
+    assert!(
+        tags["id"].as_str().is_some_and(|id| id.len() == 36),
+        "{tags}"
+    );
+}
+
+/// Both directions of failure detection: serf's SIGKILL is seen by
+/// tribune, then tribune's by the serf agent. `watcher_flags` start the
+/// second serf agent that stays to watch tribune fail (its `-encrypt`).
+pub fn assert_failures_detected(
+    cluster: &mut Cluster,
+    serf: &mut SerfAgent,
+    watcher_flags: &[&str],
+) {
+    let watcher = SerfAgent::start_with("serf", "watcher", watcher_flags);
+    let out = watcher.run(&[
+        "join",
+        &format!("127.0.0.1:{}", cluster.servers[0].lan_port),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(JOIN_LIMIT, "the watcher to see the tribune server", || {
+        watcher
+            .status_of(&cluster.servers[0].name)
+            .filter(|(s, _)| s == "alive")
+    });
+
+    serf.kill();
+    let client = cluster.servers[0].client.clone();
+    wait_for(FAILURE_LIMIT, "tribune to mark serfnode failed", || {
+        (tribune_status(&client, "serfnode") == Some(4)).then_some(())
+    });
+
+    let name = cluster.servers[0].name.clone();
+    cluster.servers[0].kill();
+    wait_for(
+        FAILURE_LIMIT,
+        "serf to mark the tribune server failed",
+        || watcher.status_of(&name).filter(|(s, _)| s == "failed"),
+    );
 }
