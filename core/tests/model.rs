@@ -430,7 +430,10 @@ impl Model {
                 self.health(index, &reg.node.name, critical, fx);
                 CommandResult::Done
             }
-            Command::Deregister { .. } => unreachable!("not generated"),
+            Command::Deregister { .. }
+            | Command::RestoreBegin { .. }
+            | Command::RestoreChunk { .. }
+            | Command::RestoreCommit { .. } => unreachable!("not generated"),
         }
     }
 
