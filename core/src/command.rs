@@ -127,6 +127,10 @@ pub enum Command {
     RestoreCommit {
         id: u64,
     },
+    /// Drops the staged archive of a restore that failed part-way.
+    RestoreAbort {
+        id: u64,
+    },
 }
 
 /// One result row of a txn (Consul's `TxnResult{KV}`).
@@ -237,6 +241,7 @@ impl fmt::Display for Command {
                 )
             }
             Command::RestoreCommit { id } => write!(f, "restore {id:016x} commit"),
+            Command::RestoreAbort { id } => write!(f, "restore {id:016x} abort"),
         }
     }
 }

@@ -193,6 +193,15 @@ impl Fsm {
                 }
             }
             Command::RestoreCommit { id } => self.apply_restore_commit(*id, fx),
+            Command::RestoreAbort { id } => match &self.restore {
+                Some(staging) if staging.id == *id => {
+                    self.restore = None;
+                    CommandResult::Done
+                }
+                _ => {
+                    CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id: *id }))
+                }
+            },
         }
     }
 

@@ -295,7 +295,9 @@ pub fn command_codec(data: &[u8]) {
 fn restore_command(command: &Command) {
     let chunk_id = match command {
         Command::RestoreChunk { id, .. } => Some(*id),
-        Command::RestoreBegin { .. } | Command::RestoreCommit { .. } => None,
+        Command::RestoreBegin { .. }
+        | Command::RestoreCommit { .. }
+        | Command::RestoreAbort { .. } => None,
         _ => return,
     };
     let mut fsm = staging_fixture();

@@ -19,6 +19,8 @@
 //! commit like everyone else. Only the commit changes the store, and a
 //! commit that finds anything wrong changes nothing but dropping the staged
 //! bytes; so a restore that fails or stops half-way leaves the old store.
+//! A shell whose restore failed part-way writes `RestoreAbort{id}` so the
+//! staged bytes do not wait for the next restore to be dropped.
 //!
 //! Indexes after a restore: Consul keeps the restored store's indexes and
 //! moves the Raft log past them (hashicorp/raft's `Restore` continues at

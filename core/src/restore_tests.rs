@@ -268,6 +268,11 @@ fn bad_restores_are_refused_and_change_nothing() {
     refused(vec![Command::RestoreCommit { id: 3 }], |e| {
         *e == RestoreError::NotStaged { id: 3 }
     });
+    // An aborted restore cannot be committed.
+    let mut aborted = good[..n - 1].to_vec();
+    aborted.push(Command::RestoreAbort { id: 3 });
+    aborted.push(Command::RestoreCommit { id: 3 });
+    refused(aborted, |e| *e == RestoreError::NotStaged { id: 3 });
     let too_large = Command::RestoreBegin {
         id: 1,
         total_len: crate::limits::RESTORE_ARCHIVE_BYTES_MAX as u64 + 1,
@@ -295,6 +300,13 @@ fn a_new_begin_abandons_the_unfinished_restore() {
         CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id: 1 }))
     );
     let (result, _) = apply(&mut fsm, first.last().expect("commit"));
+    assert_eq!(
+        result,
+        CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id: 1 }))
+    );
+    assert_eq!(fsm.restore.as_ref().map(|s| s.id), Some(2));
+    // Nor does its abort.
+    let (result, _) = apply(&mut fsm, &Command::RestoreAbort { id: 1 });
     assert_eq!(
         result,
         CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id: 1 }))

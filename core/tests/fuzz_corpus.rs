@@ -422,7 +422,7 @@ fn seed_commands() -> Vec<(&'static str, Command)> {
 /// `fuzzing::command_codec` also applies to the staging fixture: a begin, a
 /// chunk that completes the staged archive (its commit then replaces the
 /// store), one out of order, a commit of the staging fixture's restore
-/// (refused: half of it is missing) and one of no restore.
+/// (refused: half of it is missing), one of no restore, and an abort.
 fn seed_restore_commands() -> Vec<(&'static str, Command)> {
     let archive = fuzzing::fixture_archive();
     let half = fuzzing::staging_fixture_offset();
@@ -461,6 +461,12 @@ fn seed_restore_commands() -> Vec<(&'static str, Command)> {
             "restore-commit-unknown",
             Command::RestoreCommit {
                 id: FIXTURE_RESTORE + 2,
+            },
+        ),
+        (
+            "restore-abort",
+            Command::RestoreAbort {
+                id: FIXTURE_RESTORE,
             },
         ),
     ]

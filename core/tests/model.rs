@@ -433,7 +433,8 @@ impl Model {
             Command::Deregister { .. }
             | Command::RestoreBegin { .. }
             | Command::RestoreChunk { .. }
-            | Command::RestoreCommit { .. } => unreachable!("not generated"),
+            | Command::RestoreCommit { .. }
+            | Command::RestoreAbort { .. } => unreachable!("not generated"),
         }
     }
 
