@@ -121,6 +121,7 @@ pub enum Command {
     RestoreChunk {
         id: u64,
         offset: u64,
+        #[serde(with = "crate::restore::byte_buf")]
         data: Vec<u8>,
     },
     /// Checks the staged archive and replaces the whole store with it.

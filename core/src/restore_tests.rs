@@ -408,3 +408,28 @@ fn snapshots_stay_version_1_until_a_restore_needs_more() {
         Err(SnapshotError::Inconsistent(_))
     ));
 }
+
+#[test]
+fn byte_strings_encode_as_postcard_encodes_a_list_of_bytes() {
+    let data = vec![0, 1, 0x80, 0xff, 7];
+    let chunk = Command::RestoreChunk {
+        id: 1,
+        offset: 2,
+        data: data.clone(),
+    };
+    // The same fields with a plain Vec<u8>, as serde derives it.
+    #[derive(serde::Serialize)]
+    enum Plain {
+        RestoreChunk { id: u64, offset: u64, data: Vec<u8> },
+    }
+    let tag = postcard::to_allocvec(&chunk).expect("encodes");
+    let plain = postcard::to_allocvec(&Plain::RestoreChunk {
+        id: 1,
+        offset: 2,
+        data,
+    })
+    .expect("encodes");
+    // Only the variant index differs (the real enum has more variants).
+    assert_eq!(tag[1..], plain[1..]);
+    assert_eq!(Command::decode(&chunk.encode()), Ok(chunk));
+}
