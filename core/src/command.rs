@@ -8,6 +8,7 @@ use crate::catalog::{CatalogError, Registration};
 use crate::ids::SessionId;
 use crate::kv::KvEntry;
 use crate::limits::COMMAND_BYTES_MAX;
+use crate::restore::RestoreError;
 use crate::session::Session;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -108,6 +109,29 @@ pub enum Command {
     SessionDestroy {
         id: SessionId,
     },
+    /// Starts staging a snapshot archive of `total_len` bytes whose CRC-32C
+    /// is `checksum` (`PUT /v1/snapshot`; see `crate::restore`). Abandons
+    /// any unfinished restore.
+    RestoreBegin {
+        id: u64,
+        total_len: u64,
+        checksum: u32,
+    },
+    /// The archive's bytes at `offset`, in order.
+    RestoreChunk {
+        id: u64,
+        offset: u64,
+        #[serde(with = "crate::restore::byte_buf")]
+        data: Vec<u8>,
+    },
+    /// Checks the staged archive and replaces the whole store with it.
+    RestoreCommit {
+        id: u64,
+    },
+    /// Drops the staged archive of a restore that failed part-way.
+    RestoreAbort {
+        id: u64,
+    },
 }
 
 /// One result row of a txn (Consul's `TxnResult{KV}`).
@@ -144,6 +168,7 @@ pub enum ApplyError {
     SessionExists(SessionId),
     Catalog(CatalogError),
     VerbNotAllowed(KvVerb),
+    Restore(RestoreError),
 }
 
 impl fmt::Display for ApplyError {
@@ -157,6 +182,7 @@ impl fmt::Display for ApplyError {
             ApplyError::SessionExists(id) => write!(f, "Session ID {id} already exists"),
             ApplyError::Catalog(e) => e.fmt(f),
             ApplyError::VerbNotAllowed(v) => write!(f, "KV verb {v:?} is not a write"),
+            ApplyError::Restore(e) => e.fmt(f),
         }
     }
 }
@@ -205,6 +231,18 @@ impl fmt::Display for Command {
             Command::Deregister { node, .. } => write!(f, "deregister on node {node:?}"),
             Command::SessionCreate(session) => write!(f, "session create {}", session.id),
             Command::SessionDestroy { id } => write!(f, "session destroy {id}"),
+            Command::RestoreBegin { id, total_len, .. } => {
+                write!(f, "restore {id:016x} begin, {total_len} bytes")
+            }
+            Command::RestoreChunk { id, offset, data } => {
+                write!(
+                    f,
+                    "restore {id:016x} chunk at {offset}, {} bytes",
+                    data.len()
+                )
+            }
+            Command::RestoreCommit { id } => write!(f, "restore {id:016x} commit"),
+            Command::RestoreAbort { id } => write!(f, "restore {id:016x} abort"),
         }
     }
 }

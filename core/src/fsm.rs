@@ -8,6 +8,8 @@ use crate::catalog::{Catalog, Registration, Touched};
 use crate::command::{ApplyError, Command, CommandResult, KvOp, KvVerb, TxnOutcome};
 use crate::ids::{RaftIndex, SessionId};
 use crate::kv::{Kv, KvSnapshot};
+use crate::limits::STORE_INDEX_MAX;
+use crate::restore::{RestoreError, Staging};
 use crate::session::{Behavior, Session, Sessions};
 use crate::time::Duration;
 use crate::txn;
@@ -55,6 +57,9 @@ pub struct Effects {
     pub lock_delays: Vec<(String, Duration)>,
     pub sessions_created: Vec<(SessionId, Duration)>,
     pub sessions_removed: Vec<SessionId>,
+    /// A restore replaced the whole store: every waiter must wake, every
+    /// timer be re-armed from the new sessions, every cache be dropped.
+    pub store_replaced: bool,
 }
 
 impl Effects {
@@ -63,6 +68,7 @@ impl Effects {
         self.lock_delays.clear();
         self.sessions_created.clear();
         self.sessions_removed.clear();
+        self.store_replaced = false;
     }
 }
 
@@ -73,10 +79,23 @@ pub struct Fsm {
     pub catalog: Catalog,
     pub sessions: Sessions,
     pub indexes: TableIndexes,
+    /// The log index of the last applied entry.
     pub last_applied: RaftIndex,
+    /// What a restore added to log indexes to make store indexes (see
+    /// `crate::restore`): the entry at log index `i` writes at `i +
+    /// index_offset`. Zero until a restore needs it.
+    pub index_offset: u64,
+    /// The archive a restore is staging, if one is under way.
+    pub restore: Option<Staging>,
 }
 
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// The snapshot version [`Fsm::snapshot`] writes when a store has a
+/// restore's offset or staged archive: version 1's body, then
+/// [`RestoreState`]. A store without either is written as version 1,
+/// byte for byte as before, so servers and archives of earlier releases
+/// read it.
+pub const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_1: u8 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct FsmSnapshot {
@@ -87,8 +106,21 @@ struct FsmSnapshot {
     last_applied: RaftIndex,
 }
 
+/// What version 2 appends to version 1.
+#[derive(Serialize, Deserialize)]
+struct RestoreState {
+    index_offset: u64,
+    staging: Option<Staging>,
+}
+
+#[derive(Serialize)]
+struct RestoreStateRef<'a> {
+    index_offset: u64,
+    staging: Option<&'a Staging>,
+}
+
 /// Why a snapshot was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SnapshotError {
     Empty,
@@ -109,19 +141,22 @@ impl fmt::Display for SnapshotError {
 }
 
 impl Fsm {
-    /// Applies the committed command at `index`. `index` must grow.
+    /// Applies the committed command at log index `log_index`, which must
+    /// grow. What it writes gets the store index `log_index +
+    /// index_offset`.
     pub fn apply(
         &mut self,
-        index: RaftIndex,
+        log_index: RaftIndex,
         command: &Command,
         fx: &mut Effects,
     ) -> CommandResult {
         assert!(
-            index > self.last_applied,
-            "apply index {index} after {}",
+            log_index > self.last_applied,
+            "apply index {log_index} after {}",
             self.last_applied
         );
-        self.last_applied = index;
+        self.last_applied = log_index;
+        let index = self.store_index();
         match command {
             Command::Kv(op) => self.apply_kv(index, op, fx),
             Command::Txn(ops) => self.apply_txn(index, ops, fx),
@@ -136,7 +171,76 @@ impl Fsm {
                 self.destroy_session(index, *id, fx);
                 CommandResult::Bool(true)
             }
+            Command::RestoreBegin {
+                id,
+                total_len,
+                checksum,
+            } => match Staging::begin(*id, *total_len, *checksum) {
+                Ok(staging) => {
+                    self.restore = Some(staging);
+                    CommandResult::Done
+                }
+                Err(e) => CommandResult::Failed(ApplyError::Restore(e)),
+            },
+            Command::RestoreChunk { id, offset, data } => {
+                let appended = match &mut self.restore {
+                    Some(staging) if staging.id == *id => staging.append(*offset, data),
+                    _ => Err(RestoreError::NotStaged { id: *id }),
+                };
+                match appended {
+                    Ok(()) => CommandResult::Done,
+                    Err(e) => CommandResult::Failed(ApplyError::Restore(e)),
+                }
+            }
+            Command::RestoreCommit { id } => self.apply_restore_commit(*id, fx),
+            Command::RestoreAbort { id } => match &self.restore {
+                Some(staging) if staging.id == *id => {
+                    self.restore = None;
+                    CommandResult::Done
+                }
+                _ => {
+                    CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id: *id }))
+                }
+            },
         }
+    }
+
+    /// The highest index the store's rows and tables may hold: the store
+    /// index of the last applied entry.
+    pub fn store_index(&self) -> RaftIndex {
+        self.last_applied.saturating_add(self.index_offset)
+    }
+
+    /// Replaces the store with the staged archive's. The restored rows and
+    /// table indexes are kept (as Consul keeps them); the offset grows so
+    /// that the next entry writes above them and above everything the old
+    /// store showed (whose highest index is below the commit's).
+    fn apply_restore_commit(&mut self, id: u64, fx: &mut Effects) -> CommandResult {
+        let staging = match self.restore.take() {
+            Some(staging) if staging.id == id => staging,
+            other => {
+                self.restore = other;
+                return CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id }));
+            }
+        };
+        let restored = match staging.finish() {
+            Ok(restored) => restored,
+            Err(e) => return CommandResult::Failed(ApplyError::Restore(e)),
+        };
+        let index_offset = self
+            .index_offset
+            .max(restored.store_index().saturating_sub(self.last_applied));
+        *self = Fsm {
+            kv: restored.kv,
+            catalog: restored.catalog,
+            sessions: restored.sessions,
+            indexes: restored.indexes,
+            last_applied: self.last_applied,
+            index_offset,
+            restore: None,
+        };
+        fx.store_replaced = true;
+        CommandResult::Done
     }
 
     fn touch(&mut self, index: RaftIndex, table: Table, fx: &mut Effects) {
@@ -323,6 +427,9 @@ impl Fsm {
         self.touch(index, Table::Sessions, fx);
     }
 
+    /// The whole replicated state, a staged restore included. Version 1
+    /// when there is nothing of version 2's to write (see
+    /// [`SNAPSHOT_VERSION`]).
     pub fn snapshot(&self) -> Vec<u8> {
         let snapshot = FsmSnapshot {
             kv: self.kv.snapshot(),
@@ -331,8 +438,20 @@ impl Fsm {
             indexes: self.indexes,
             last_applied: self.last_applied,
         };
-        let mut out = vec![SNAPSHOT_VERSION];
-        out.extend(postcard::to_allocvec(&snapshot).expect("in-memory store always serializes"));
+        let version_2 = self.index_offset != 0 || self.restore.is_some();
+        let out = vec![match version_2 {
+            true => SNAPSHOT_VERSION,
+            false => SNAPSHOT_VERSION_1,
+        }];
+        // Owned, in-memory data always serializes into a Vec.
+        let mut out = postcard::to_extend(&snapshot, out).expect("in-memory store serializes");
+        if version_2 {
+            let restore = RestoreStateRef {
+                index_offset: self.index_offset,
+                staging: self.restore.as_ref(),
+            };
+            out = postcard::to_extend(&restore, out).expect("in-memory store serializes");
+        }
         out
     }
 
@@ -340,11 +459,21 @@ impl Fsm {
     /// internally inconsistent input instead of panicking later.
     pub fn restore(bytes: &[u8]) -> Result<Fsm, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
             return Err(SnapshotError::UnknownVersion(version));
         }
-        let snapshot: FsmSnapshot = match postcard::take_from_bytes(body) {
-            Ok((snapshot, [])) => snapshot,
+        let Ok((snapshot, rest)) = postcard::take_from_bytes::<FsmSnapshot>(body) else {
+            return Err(SnapshotError::Malformed);
+        };
+        let restore = match (version, rest) {
+            (SNAPSHOT_VERSION_1, []) => RestoreState {
+                index_offset: 0,
+                staging: None,
+            },
+            (SNAPSHOT_VERSION, rest) => match postcard::take_from_bytes(rest) {
+                Ok((restore, [])) => restore,
+                _ => return Err(SnapshotError::Malformed),
+            },
             _ => return Err(SnapshotError::Malformed),
         };
         let fsm = Fsm {
@@ -353,6 +482,8 @@ impl Fsm {
             sessions: snapshot.sessions,
             indexes: snapshot.indexes,
             last_applied: snapshot.last_applied,
+            index_offset: restore.index_offset,
+            restore: restore.staging,
         };
         fsm.validate().map_err(SnapshotError::Inconsistent)?;
         Ok(fsm)
@@ -362,7 +493,19 @@ impl Fsm {
     /// untrusted snapshots so a damaged one is refused instead of crashing
     /// the process later.
     pub fn validate(&self) -> Result<(), String> {
-        let last = self.last_applied;
+        let last = self
+            .last_applied
+            .checked_add(self.index_offset)
+            .filter(|&last| last <= STORE_INDEX_MAX)
+            .ok_or_else(|| {
+                format!(
+                    "store index {} + {} is above the limit {STORE_INDEX_MAX}",
+                    self.last_applied, self.index_offset
+                )
+            })?;
+        if let Some(staging) = &self.restore {
+            staging.validate()?;
+        }
         let tables = [
             self.indexes.kv,
             self.indexes.nodes,
@@ -371,9 +514,7 @@ impl Fsm {
             self.indexes.sessions,
         ];
         if tables.iter().any(|&i| i > last) {
-            return Err(format!(
-                "a table index is above the last applied index {last}"
-            ));
+            return Err(format!("a table index is above the store index {last}"));
         }
         self.kv.validate(last)?;
         self.catalog.validate(last)?;

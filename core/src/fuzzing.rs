@@ -11,9 +11,12 @@
 //! such property is one the decoders or the store promise:
 //! - a decoded command re-encodes to bytes that decode to the same command,
 //!   and applying it keeps the store's invariants; a refused write leaves
-//!   the store unchanged;
+//!   the store unchanged; store indexes only grow (table indexes too,
+//!   except across a restore, which replaces the store); restore commands
+//!   also meet a restore under way and, for a chunk, its commit;
 //! - a snapshot that restores passes `check_invariants` and survives a
-//!   second snapshot/restore unchanged;
+//!   second snapshot/restore unchanged; a restore staged in it commits or
+//!   is refused, keeping the invariants either way;
 //! - query parsing respects the documented limits (`wait` capped, no
 //!   `?index=0`, never both `stale` and `consistent`), and Go durations
 //!   round-trip through their formatting;
@@ -55,6 +58,8 @@ pub const FIXTURE_DATACENTER: &str = "dc1";
 /// The fixture's session (the ID in Consul's session docs), which holds
 /// `locks/leader`. Seeds that name it reach the lock paths.
 pub const FIXTURE_SESSION: Uuid = Uuid::new(0xadf4238a_882b_9ddc_4a9d_5b6758e4159e);
+/// The restore [`staging_fixture`] has under way.
+pub const FIXTURE_RESTORE: u64 = 0x7e57_0de5;
 
 // ---------------------------------------------------------------- fixture
 
@@ -128,8 +133,55 @@ pub fn fixture() -> (Fsm, LocalAgent) {
 }
 
 fn apply_next(fsm: &mut Fsm, command: &Command) -> CommandResult {
-    let mut effects = Effects::default();
-    fsm.apply(fsm.last_applied + 1, command, &mut effects)
+    apply_next_with(fsm, command, &mut Effects::default())
+}
+
+fn apply_next_with(fsm: &mut Fsm, command: &Command, effects: &mut Effects) -> CommandResult {
+    fsm.apply(fsm.last_applied + 1, command, effects)
+}
+
+/// The fixture's store as a snapshot archive (what `GET /v1/snapshot`
+/// answers).
+pub fn fixture_archive() -> Vec<u8> {
+    let (fsm, _) = fixture();
+    let meta = crate::snapshot_archive::ArchiveMeta {
+        index: fsm.last_applied,
+        term: 1,
+        created_unix_ms: 1_700_000_000_000,
+        datacenter: FIXTURE_DATACENTER.into(),
+        node: FIXTURE_NODE.into(),
+        tool_version: "0.1.0".into(),
+    };
+    crate::snapshot_archive::encode(&meta, &fsm.snapshot())
+}
+
+/// The fixture with a restore of [`fixture_archive`] under way (ID
+/// [`FIXTURE_RESTORE`]): begun, and its first half staged. A chunk of the
+/// rest at offset [`staging_fixture_offset`], then a commit, finish it.
+pub fn staging_fixture() -> Fsm {
+    let (mut fsm, _) = fixture();
+    let archive = fixture_archive();
+    let begin = Command::RestoreBegin {
+        id: FIXTURE_RESTORE,
+        total_len: archive.len() as u64,
+        checksum: crate::checksum::checksum(&archive),
+    };
+    let half = Command::RestoreChunk {
+        id: FIXTURE_RESTORE,
+        offset: 0,
+        data: archive[..staging_fixture_offset()].to_vec(),
+    };
+    for command in [begin, half] {
+        let result = apply_next(&mut fsm, &command);
+        assert_eq!(result, CommandResult::Done, "staging fixture: {command}");
+    }
+    fsm.check_invariants();
+    fsm
+}
+
+/// Where [`staging_fixture`]'s staged bytes end.
+pub fn staging_fixture_offset() -> usize {
+    fixture_archive().len() / 2
 }
 
 /// Applies what the agent queued; the agent only proposes registrations the
@@ -153,16 +205,24 @@ fn drain_agent(fsm: &mut Fsm, agent: &mut LocalAgent) {
 /// and a faithful snapshot.
 fn apply_checked(fsm: &mut Fsm, command: &Command) -> CommandResult {
     let before = fsm.clone();
-    let result = apply_next(fsm, command);
+    let mut effects = Effects::default();
+    let result = apply_next_with(fsm, command, &mut effects);
     fsm.check_invariants();
     assert_eq!(fsm.last_applied, before.last_applied + 1);
-    let (old, new) = (before.indexes, fsm.indexes);
     assert!(
-        new.kv >= old.kv
-            && new.nodes >= old.nodes
-            && new.services >= old.services
-            && new.checks >= old.checks
-            && new.sessions >= old.sessions,
+        fsm.store_index() > before.store_index(),
+        "store index stood still"
+    );
+    let (old, new) = (before.indexes, fsm.indexes);
+    // A restore may go back to older tables (as in Consul); it wakes every
+    // blocking query instead.
+    let forward = new.kv >= old.kv
+        && new.nodes >= old.nodes
+        && new.services >= old.services
+        && new.checks >= old.checks
+        && new.sessions >= old.sessions;
+    assert!(
+        forward || effects.store_replaced,
         "a table index went backwards: {old:?} -> {new:?}"
     );
     let refused = matches!(
@@ -228,6 +288,26 @@ pub fn command_codec(data: &[u8]) {
     let (mut fsm, _) = fixture();
     apply_checked(&mut fsm, &command);
     render_all(&fsm);
+    restore_command(&command);
+}
+
+/// A restore command also meets a restore under way, and a chunk is
+/// followed by its commit, so the fuzzer reaches staging, validation and
+/// the replacement of the store.
+fn restore_command(command: &Command) {
+    let chunk_id = match command {
+        Command::RestoreChunk { id, .. } => Some(*id),
+        Command::RestoreBegin { .. }
+        | Command::RestoreCommit { .. }
+        | Command::RestoreAbort { .. } => None,
+        _ => return,
+    };
+    let mut fsm = staging_fixture();
+    apply_checked(&mut fsm, command);
+    if let Some(id) = chunk_id {
+        apply_checked(&mut fsm, &Command::RestoreCommit { id });
+    }
+    render_all(&fsm);
 }
 
 // ---------------------------------------------------------------- snapshots
@@ -247,6 +327,11 @@ pub fn snapshot_restore(data: &[u8]) {
         "snapshot of a restored store restores differently"
     );
     render_all(&fsm);
+    if let Some(id) = fsm.restore.as_ref().map(|staging| staging.id) {
+        let mut committed = fsm;
+        apply_checked(&mut committed, &Command::RestoreCommit { id });
+        render_all(&committed);
+    }
 }
 
 // ---------------------------------------------------------------- queries
@@ -966,6 +1051,27 @@ mod tests {
         assert!(fsm.kv.get("gone").is_none());
         assert_eq!(fsm.catalog.services.len(), 2, "consul and web1");
         assert_eq!(agent.checks().len(), 1);
+    }
+
+    #[test]
+    fn staging_fixture_finishes_into_the_fixture() {
+        let (fixture, _) = fixture();
+        let archive = fixture_archive();
+        let mut fsm = staging_fixture();
+        let rest = Command::RestoreChunk {
+            id: FIXTURE_RESTORE,
+            offset: staging_fixture_offset() as u64,
+            data: archive[staging_fixture_offset()..].to_vec(),
+        };
+        assert_eq!(apply_checked(&mut fsm, &rest), CommandResult::Done);
+        let commit = Command::RestoreCommit {
+            id: FIXTURE_RESTORE,
+        };
+        assert_eq!(apply_checked(&mut fsm, &commit), CommandResult::Done);
+        assert_eq!(fsm.kv, fixture.kv);
+        assert_eq!(fsm.catalog, fixture.catalog);
+        assert_eq!(fsm.sessions, fixture.sessions);
+        assert_eq!(fsm.restore, None);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod kv;
 pub mod kv_key;
 pub mod limits;
 pub mod reconcile;
+pub mod restore;
 pub mod rng;
 pub mod rpc_frame;
 pub mod server;

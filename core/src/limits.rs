@@ -83,6 +83,18 @@ pub const RPC_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest snapshot a follower assembles. The whole store lives in memory,
 /// so this bounds what one leader can make a follower buffer.
 pub const RAFT_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Largest snapshot archive a restore (`PUT /v1/snapshot`) takes. The
+/// archive is staged in the replicated store until its commit, so a Raft
+/// snapshot taken meanwhile holds the store and the staged archive: each
+/// gets half of what a follower assembles.
+pub const RESTORE_ARCHIVE_BYTES_MAX: usize = RAFT_SNAPSHOT_BYTES_MAX / 2;
+/// Archive bytes carried by one `RestoreChunk` command.
+pub const RESTORE_CHUNK_BYTES_MAX: usize = 512 * 1024;
+/// Highest index a store may hold (2^53 - 1). Indexes reach clients as JSON
+/// numbers, which JavaScript clients read as doubles; a restored store that
+/// claims more is damaged, and refusing it keeps `index + 1` from ever
+/// overflowing.
+pub const STORE_INDEX_MAX: u64 = (1 << 53) - 1;
 /// Every server RPC call has a deadline; this is the default for calls
 /// openraft does not give one (a forwarded write waits for commit).
 pub const RPC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,6 +174,9 @@ const _: () = assert!(GOSSIP_STREAM_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(GOSSIP_USER_STATE_BYTES_MAX <= GOSSIP_STREAM_DECOMPRESSED_BYTES_MAX);
 
 const _: () = assert!(KV_VALUE_BYTES_MAX < COMMAND_BYTES_MAX);
+// A chunk command is its data plus an enum tag and three varints.
+const _: () = assert!(RESTORE_CHUNK_BYTES_MAX + 64 * 1024 <= COMMAND_BYTES_MAX);
+const _: () = assert!(2 * RESTORE_ARCHIVE_BYTES_MAX <= RAFT_SNAPSHOT_BYTES_MAX);
 const _: () = assert!(HTTP_JSON_BODY_BYTES_MAX < COMMAND_BYTES_MAX);
 const _: () = assert!(SESSION_TTL_MIN.as_nanos() < SESSION_TTL_MAX.as_nanos());
 const _: () = assert!(SESSION_LOCK_DELAY_DEFAULT.as_nanos() <= SESSION_LOCK_DELAY_MAX.as_nanos());

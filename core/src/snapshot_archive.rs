@@ -39,7 +39,7 @@ impl ArchiveMeta {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ArchiveError {
     NotASnapshot,
@@ -58,7 +58,7 @@ impl fmt::Display for ArchiveError {
             ArchiveError::Truncated => f.write_str("snapshot archive is truncated"),
             ArchiveError::Checksum => f.write_str("snapshot archive checksum mismatch"),
             ArchiveError::BadMeta => f.write_str("snapshot metadata does not decode"),
-            ArchiveError::State(e) => write!(f, "snapshot state is invalid: {e:?}"),
+            ArchiveError::State(e) => write!(f, "snapshot state is invalid: {e}"),
         }
     }
 }

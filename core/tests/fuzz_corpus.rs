@@ -18,10 +18,14 @@ use tribune_core::api::body::{
     decode_keyring_request, decode_session_create, decode_txn,
 };
 use tribune_core::api::query::{parse_query, read_options};
-use tribune_core::command::{Command, KvOp, KvVerb};
+use tribune_core::checksum::checksum;
+use tribune_core::command::{Command, CommandResult, KvOp, KvVerb};
 use tribune_core::fsm::{Effects, Fsm};
-use tribune_core::fuzzing::{self, FIXTURE_DATACENTER, FIXTURE_NODE, FIXTURE_SESSION};
+use tribune_core::fuzzing::{
+    self, FIXTURE_DATACENTER, FIXTURE_NODE, FIXTURE_RESTORE, FIXTURE_SESSION,
+};
 use tribune_core::ids::Uuid;
+use tribune_core::restore;
 use tribune_core::rpc_frame::{self, Frame, FrameKind};
 use tribune_core::wal;
 
@@ -180,6 +184,12 @@ fn write_archive_seeds(write: fn(&str, String, &[u8])) {
         "snapshot_archive",
         "bad-garbage-state.bin".into(),
         &encode(&meta, b"\x01garbage"),
+    );
+    // Taken while a restore was staged (snapshot version 2 inside).
+    write(
+        "snapshot_archive",
+        "valid-restore-staged.bin".into(),
+        &encode(&meta, &fuzzing::staging_fixture().snapshot()),
     );
 }
 
@@ -409,6 +419,80 @@ fn seed_commands() -> Vec<(&'static str, Command)> {
     ]
 }
 
+/// The restore commands (`PUT /v1/snapshot` on a server), which
+/// `fuzzing::command_codec` also applies to the staging fixture: a begin, a
+/// chunk that completes the staged archive (its commit then replaces the
+/// store), one out of order, a commit of the staging fixture's restore
+/// (refused: half of it is missing), one of no restore, and an abort.
+fn seed_restore_commands() -> Vec<(&'static str, Command)> {
+    let archive = fuzzing::fixture_archive();
+    let half = fuzzing::staging_fixture_offset();
+    vec![
+        (
+            "restore-begin",
+            Command::RestoreBegin {
+                id: FIXTURE_RESTORE + 1,
+                total_len: archive.len() as u64,
+                checksum: checksum(&archive),
+            },
+        ),
+        (
+            "restore-chunk-completes",
+            Command::RestoreChunk {
+                id: FIXTURE_RESTORE,
+                offset: half as u64,
+                data: archive[half..].to_vec(),
+            },
+        ),
+        (
+            "restore-chunk-out-of-order",
+            Command::RestoreChunk {
+                id: FIXTURE_RESTORE,
+                offset: 1,
+                data: archive[1..half].to_vec(),
+            },
+        ),
+        (
+            "restore-commit-incomplete",
+            Command::RestoreCommit {
+                id: FIXTURE_RESTORE,
+            },
+        ),
+        (
+            "restore-commit-unknown",
+            Command::RestoreCommit {
+                id: FIXTURE_RESTORE + 2,
+            },
+        ),
+        (
+            "restore-abort",
+            Command::RestoreAbort {
+                id: FIXTURE_RESTORE,
+            },
+        ),
+    ]
+}
+
+/// Stores with a restore's state (snapshot version 2): one staging an
+/// archive, and one restored from a store with a longer history than its
+/// own log (so its store indexes run ahead of its log indexes).
+fn seed_restore_snapshots() -> Vec<(&'static str, Vec<u8>)> {
+    let staging = fuzzing::staging_fixture();
+    let mut ahead = Fsm::default();
+    let mut effects = Effects::default();
+    for command in restore::commands(1, &fuzzing::fixture_archive()) {
+        effects.clear();
+        let result = ahead.apply(ahead.last_applied + 1, &command, &mut effects);
+        assert_eq!(result, CommandResult::Done, "{command}");
+    }
+    assert!(ahead.index_offset > 0, "the fixture's history is longer");
+    ahead.check_invariants();
+    vec![
+        ("restore-staged", staging.snapshot()),
+        ("restored-ahead-of-its-log", ahead.snapshot()),
+    ]
+}
+
 /// Stores worth restoring: empty, the fuzzing fixture, and the fixture after
 /// every seed command (locks released, tombstones, a second session).
 fn seed_snapshots() -> Vec<(&'static str, Vec<u8>)> {
@@ -436,7 +520,7 @@ fn write_binary_seeds() {
         fs::create_dir_all(&dir).expect("corpus dir");
         fs::write(dir.join(name), data).expect("seed written");
     }
-    for (name, command) in seed_commands() {
+    for (name, command) in seed_commands().into_iter().chain(seed_restore_commands()) {
         write(
             "command_codec",
             format!("valid-{name}.bin"),
@@ -462,9 +546,19 @@ fn write_binary_seeds() {
         write("wal_recovery", name.into(), &data);
     }
     write_archive_seeds(write);
-    for (name, snapshot) in seed_snapshots() {
+    for (name, snapshot) in seed_snapshots().into_iter().chain(seed_restore_snapshots()) {
         write("snapshot_restore", format!("valid-{name}.bin"), &snapshot);
     }
+    // A staging area holding more than its begin announced.
+    let mut overfull = fuzzing::staging_fixture();
+    if let Some(staging) = &mut overfull.restore {
+        staging.total_len = 1;
+    }
+    write(
+        "snapshot_restore",
+        "bad-restore-staged-past-its-length.bin".into(),
+        &overfull.snapshot(),
+    );
     let (fixture, _) = fuzzing::fixture();
     let snapshot = fixture.snapshot();
     write("snapshot_restore", "bad-empty.bin".into(), b"");

@@ -430,7 +430,11 @@ impl Model {
                 self.health(index, &reg.node.name, critical, fx);
                 CommandResult::Done
             }
-            Command::Deregister { .. } => unreachable!("not generated"),
+            Command::Deregister { .. }
+            | Command::RestoreBegin { .. }
+            | Command::RestoreChunk { .. }
+            | Command::RestoreCommit { .. }
+            | Command::RestoreAbort { .. } => unreachable!("not generated"),
         }
     }
 

@@ -73,6 +73,10 @@ pub struct Inner {
     /// In a cluster, what the agent and the leader's timers want written
     /// goes here (to [`Node::run_proposals`]) instead of being applied.
     proposals: Option<mpsc::UnboundedSender<Proposal>>,
+    /// Bumped when the whole store is replaced (a snapshot restore), so
+    /// readers that cache by table index (the DNS threads) start afresh:
+    /// a restored store may repeat indexes with other contents.
+    generation: u64,
 }
 
 /// A write the node itself wants (catalog sync, session expiry).
@@ -95,10 +99,6 @@ pub struct Node {
     pub identity: Identity,
     /// User events this agent has seen (not replicated state).
     pub events: crate::events::Events,
-    /// Bumped when the whole store is replaced (a snapshot restore), so
-    /// readers that cache by table index (the DNS threads) start afresh:
-    /// a restored store may repeat indexes with other contents.
-    generation: std::sync::atomic::AtomicU64,
     /// Set when the node is a server in a Raft cluster.
     cluster: OnceLock<Arc<Cluster>>,
     /// Set when the agent runs the serf LAN pool.
@@ -150,6 +150,10 @@ impl Inner {
     fn apply(&mut self, now: Instant, index: u64, command: &Command) -> CommandResult {
         self.effects.clear();
         let result = self.fsm.apply(index, command, &mut self.effects);
+        if self.effects.store_replaced {
+            self.store_replaced(now);
+            return result;
+        }
         self.leader.on_applied(now, &self.effects);
         for id in self.watches.fire(&self.effects.touched) {
             if let Some(waiter) = self.waiters.remove(&id) {
@@ -158,6 +162,28 @@ impl Inner {
             }
         }
         result
+    }
+
+    /// After the whole store was replaced (a restore committed, or a Raft
+    /// snapshot was installed): session timers are re-armed from the new
+    /// sessions, cached DNS answers are dropped, every blocking query wakes
+    /// and answers from the new store, and the agent's own node is
+    /// repaired at once (anti-entropy), as the new catalog may not know it.
+    fn store_replaced(&mut self, now: Instant) {
+        let seed = self.rng.next_u64();
+        self.leader = Leader::new(now, seed, &self.fsm);
+        self.generation += 1;
+        let waiting: Vec<WaiterId> = self.waiters.keys().copied().collect();
+        for id in waiting {
+            self.watches.cancel(id);
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let _ = waiter.send(());
+            }
+        }
+        let repairs = tribune_core::anti_entropy::diff(&self.agent, &self.fsm.catalog);
+        for command in repairs {
+            self.propose(now, command, true);
+        }
     }
 
     /// Writes `command` at once (`-dev`) or queues it for Raft.
@@ -264,11 +290,11 @@ impl Node {
                 queued_runs: Vec::new(),
                 leading: !replicated,
                 proposals,
+                generation: 0,
             }),
             timers_changed: Notify::new(),
             identity,
             events: crate::events::Events::default(),
-            generation: std::sync::atomic::AtomicU64::new(0),
             cluster: OnceLock::new(),
             gossip: OnceLock::new(),
             wan: OnceLock::new(),
@@ -458,7 +484,9 @@ impl Node {
         if !self.replicated {
             let arms_timers = matches!(
                 command,
-                Command::SessionCreate(_) | Command::SessionDestroy { .. }
+                Command::SessionCreate(_)
+                    | Command::SessionDestroy { .. }
+                    | Command::RestoreCommit { .. }
             );
             let result = self.lock().write(clock::now(), command);
             if arms_timers {
@@ -824,9 +852,9 @@ impl Node {
             return self.dns_answer_from_server(upstream, config, question);
         }
         let inner = self.lock_shared();
-        // Checked under the lock a restore holds while it bumps the
+        // Read under the lock a restore holds while it bumps the
         // generation, so a cache never answers for another store.
-        let generation = self.generation();
+        let generation = inner.generation;
         if *cache_generation != generation {
             *cache = ServiceCache::default();
             *cache_generation = generation;
@@ -867,35 +895,19 @@ impl Node {
 
     /// Which store the state is: changes only when a snapshot is restored.
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+        self.lock_shared().generation
     }
 
-    /// Replaces the whole store with a restored snapshot (`PUT
-    /// /v1/snapshot`). Session timers are re-armed from the restored
-    /// sessions, every blocking query wakes and answers from the new store,
-    /// cached DNS answers are dropped, and the agent's own node is repaired
-    /// at once (anti-entropy), as a restored catalog may not know it.
-    /// Later writes continue above both logs' last index.
+    /// Replaces the whole store with an installed Raft snapshot, with the
+    /// effects of `Inner::store_replaced`. Later writes continue above
+    /// both logs' last index. (`PUT /v1/snapshot` goes through the log
+    /// instead: see `tribune_core::restore`.)
     pub fn restore(&self, fsm: Fsm) {
         let now = clock::now();
         let mut inner = self.lock();
-        let seed = inner.rng.next_u64();
-        inner.leader = Leader::new(now, seed, &fsm);
         inner.last_log_index = inner.last_log_index.max(fsm.last_applied);
         inner.fsm = fsm;
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let waiting: Vec<WaiterId> = inner.waiters.keys().copied().collect();
-        for id in waiting {
-            inner.watches.cancel(id);
-            if let Some(waiter) = inner.waiters.remove(&id) {
-                let _ = waiter.send(());
-            }
-        }
-        let repairs = tribune_core::anti_entropy::diff(&inner.agent, &inner.fsm.catalog);
-        for command in repairs {
-            inner.propose(now, command, true);
-        }
+        inner.store_replaced(now);
         drop(inner);
         self.timers_changed.notify_one();
     }
@@ -957,7 +969,8 @@ impl Store for Node {
         let result = inner.apply(now, index, command);
         inner.last_log_index = index;
         let arms_timers = !inner.effects.sessions_created.is_empty()
-            || !inner.effects.sessions_removed.is_empty();
+            || !inner.effects.sessions_removed.is_empty()
+            || inner.effects.store_replaced;
         drop(inner);
         if arms_timers {
             self.timers_changed.notify_one();

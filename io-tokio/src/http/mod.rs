@@ -167,8 +167,10 @@ async fn handle(
         Err(e) => return HttpError::Api(e).into_response(),
     };
     let token = extract_token(&req, &query);
+    let restore_on_client = node.upstream().is_some() && restores_here(req.method(), &path);
     if (node.upstream().is_some() || remote_datacenter(&node, &query).is_some())
         && served_by_servers(&path)
+        && !restore_on_client
     {
         return forward(&node, req, raw_query, &query, token).await;
     }
@@ -217,6 +219,14 @@ fn served_by_servers(path: &str) -> bool {
         group,
         Some("kv" | "txn" | "catalog" | "health" | "session" | "snapshot" | "status" | "operator")
     )
+}
+
+/// A snapshot restore on a client agent is not forwarded whole: the agent
+/// checks the archive and writes it to a server one command at a time
+/// (`snapshot.rs`), so the archive is bounded by the restore limit, not by
+/// one RPC frame or one call's deadline.
+fn restores_here(method: &Method, path: &str) -> bool {
+    method == Method::PUT && path == "/v1/snapshot"
 }
 
 /// The datacenter a request names with `?dc=` when it is not this one and

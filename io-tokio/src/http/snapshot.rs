@@ -1,10 +1,21 @@
 //! `/v1/snapshot`: `GET` returns the whole store as a checksummed archive
-//! (`tribune_core::snapshot_archive`), `PUT` restores one. A restore
-//! validates the whole archive and store first; a bad one changes nothing.
+//! (`tribune_core::snapshot_archive`), `PUT` restores one.
+//!
+//! A restore validates the whole archive and store first, then writes it
+//! through the log as `tribune_core::restore` commands (a begin, chunks of
+//! at most `RESTORE_CHUNK_BYTES_MAX`, a commit), so every server replaces
+//! its store at the same entry, `-dev` included. Only the commit changes
+//! the store: a bad archive, or a failure part-way, changes nothing. A
+//! client agent runs this handler itself (it is not forwarded whole), and
+//! each command goes to a server as its own write.
 
 use crate::http::{Ctx, HttpError, Reply};
+use crate::state::Node;
+use bytes::Bytes;
 use hyper::Method;
-use tribune_core::limits::RAFT_SNAPSHOT_BYTES_MAX;
+use std::sync::Arc;
+use tribune_core::command::{Command, CommandResult};
+use tribune_core::limits::RESTORE_ARCHIVE_BYTES_MAX;
 use tribune_core::snapshot_archive::{self, ArchiveMeta};
 
 pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
@@ -18,27 +29,43 @@ pub async fn handle(mut ctx: Ctx, tail: &str) -> Result<Reply, HttpError> {
         ctx.node.read_barrier(options.consistency).await?;
         return Ok(save(&ctx));
     }
-    if ctx.node.cluster().is_some() {
-        // Replacing one server's store would make it diverge from the
-        // others; a restore must travel through the Raft log, which is not
-        // built yet. Refused before the body is read.
-        return Err(HttpError::Internal(
-            "snapshot restore into a Raft server is not supported yet (it must travel \
-             through the Raft log); a -dev agent restores snapshots"
-                .into(),
-        ));
-    }
     let body = ctx
-        .body(RAFT_SNAPSHOT_BYTES_MAX, |len| {
+        .body(RESTORE_ARCHIVE_BYTES_MAX, |len| {
             HttpError::Internal(format!(
-                "snapshot of {len} bytes exceeds the limit of {RAFT_SNAPSHOT_BYTES_MAX} bytes"
+                "snapshot of {len} bytes exceeds the limit of {RESTORE_ARCHIVE_BYTES_MAX} bytes"
             ))
         })
         .await?;
-    let (_, fsm) = snapshot_archive::restore(&body)
+    snapshot_archive::restore(&body)
         .map_err(|e| HttpError::Internal(format!("failed to restore snapshot: {e}")))?;
-    ctx.node.restore(fsm);
+    // Its own task: a client that hangs up does not stop a restore half-way.
+    let restore = tokio::spawn(write_restore(ctx.node.clone(), body));
+    restore
+        .await
+        .map_err(|e| HttpError::Internal(format!("snapshot restore stopped: {e}")))??;
     Ok(Reply::empty())
+}
+
+/// Writes `archive` through the log, one command at a time; on a failure
+/// before the commit, drops what was staged (best effort: the next
+/// restore's begin drops it too).
+async fn write_restore(node: Arc<Node>, archive: Bytes) -> Result<(), HttpError> {
+    let id = node.random_below(u64::MAX);
+    for command in tribune_core::restore::commands(id, &archive) {
+        let commit = matches!(command, Command::RestoreCommit { .. });
+        let error = match node.write(command).await {
+            Ok(CommandResult::Failed(e)) => HttpError::from(e),
+            Ok(_) => continue,
+            Err(e) => HttpError::from(e),
+        };
+        if !commit {
+            if let Err(e) = node.write(Command::RestoreAbort { id }).await {
+                crate::log::warn(&format!("snapshot restore {id:016x}: abort failed: {e:?}"));
+            }
+        }
+        return Err(error);
+    }
+    Ok(())
 }
 
 fn save(ctx: &Ctx) -> Reply {
