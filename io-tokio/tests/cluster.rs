@@ -423,3 +423,34 @@ fn consistent_read_on_an_isolated_leader_fails_instead_of_answering_stale() {
     });
     assert_eq!(value, "1");
 }
+
+#[test]
+fn a_size_threshold_snapshots_a_log_of_few_large_entries() {
+    // The entry count alone would not snapshot for 100,000 entries.
+    let cluster = Cluster::start(
+        1,
+        &[
+            "-hcl=raft_snapshot_bytes = 1048576",
+            "-hcl=raft_snapshot_threshold = 100000",
+        ],
+    );
+    cluster.leader();
+    let client = &cluster.servers[0].client;
+    let snapshot_index = || -> Option<u64> {
+        let stats = client.get("/v1/agent/self").expect(200).json();
+        stats["Stats"]["raft"]["last_snapshot_index"]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    assert_eq!(snapshot_index(), Some(0));
+    let value = "x".repeat(200 * 1024);
+    for i in 0..8 {
+        let resp = client.put(&format!("/v1/kv/big/{i}"), &value);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let index = wait_for(WAIT, "a size-triggered snapshot", || {
+        snapshot_index().filter(|&i| i > 0)
+    });
+    assert!(index >= 5, "snapshot at {index}");
+}

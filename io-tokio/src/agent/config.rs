@@ -52,6 +52,11 @@ pub struct AgentConfig {
     /// Entries kept behind a snapshot for slow followers (Consul's
     /// `raft_trailing_logs`, 10240).
     pub raft_trailing_logs: u64,
+    /// Also take a snapshot once this many bytes were appended to the Raft
+    /// log since the last one (`raft_snapshot_bytes`, 256 MiB; tribune's,
+    /// Consul snapshots by entry count only): a few huge entries must not
+    /// grow the log without bound.
+    pub raft_snapshot_bytes: u64,
     /// `performance.raft_multiplier` (1–10): scales Raft's heartbeat and
     /// election timeouts, as in Consul. Default 2: heartbeats every
     /// 100 ms, elections after 0.6–1.2 s of silence.
@@ -161,6 +166,7 @@ struct FileConfig {
     start_join_wan: Option<Vec<String>>,
     raft_snapshot_threshold: Option<u64>,
     raft_trailing_logs: Option<u64>,
+    raft_snapshot_bytes: Option<u64>,
     performance: FilePerformance,
     domain: Option<String>,
     alt_domain: Option<String>,
@@ -476,6 +482,7 @@ fn load_text(
         bootstrap_expect,
         raft_snapshot_threshold,
         raft_trailing_logs,
+        raft_snapshot_bytes,
         domain,
         alt_domain,
         enable_script_checks,
@@ -634,6 +641,10 @@ impl AgentConfig {
                 .collect(),
             raft_snapshot_threshold: file.raft_snapshot_threshold.unwrap_or(16384).max(1),
             raft_trailing_logs: file.raft_trailing_logs.unwrap_or(10240),
+            raft_snapshot_bytes: file
+                .raft_snapshot_bytes
+                .unwrap_or(256 * 1024 * 1024)
+                .max(1024 * 1024),
             raft_multiplier: match file.performance.raft_multiplier {
                 None => 2,
                 Some(m @ 1..=10) => m,

@@ -134,7 +134,12 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         client,
         config.bootstrap_expect,
     ));
-    let _ = cluster.wal_stats.set(wal_stats);
+    let _ = cluster.wal_stats.set(wal_stats.clone());
+    tokio::spawn(snapshot_by_size(
+        raft.clone(),
+        wal_stats,
+        config.raft_snapshot_bytes,
+    ));
     node.attach(cluster.clone());
     // Both listeners serve for the life of the process. The LAN port is
     // shared: gossip takes memberlist's streams and hands connections
@@ -292,6 +297,30 @@ pub(super) async fn retry_join(gossip: Gossip, addrs: Vec<String>, default_port:
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+/// Takes a snapshot whenever `threshold` bytes were appended to the log
+/// since the last one this task asked for (openraft's own policy counts
+/// entries only). Each server watches its own log, as each snapshots its
+/// own store.
+async fn snapshot_by_size(raft: Raft, wal: crate::storage::WalStatsHandle, threshold: u64) {
+    let mut since = wal.stats().bytes;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let bytes = wal.stats().bytes;
+        if bytes.saturating_sub(since) < threshold {
+            continue;
+        }
+        since = bytes;
+        match raft.trigger().snapshot().await {
+            Ok(()) => crate::log::info(&format!(
+                "raft: {} MiB appended since the last size-triggered snapshot: snapshotting",
+                threshold / (1024 * 1024)
+            )),
+            Err(e) => crate::log::warn(&format!("raft: size-triggered snapshot: {e}")),
+        }
     }
 }
 
