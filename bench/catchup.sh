@@ -53,8 +53,14 @@ count=$(( STORE_MB * 1024 / VALUE_KB ))
 head -c $((VALUE_KB * 1024)) /dev/urandom > "$WORK/value"
 echo "writing $count values of $VALUE_KB KiB (${STORE_MB} MiB) with s3 stopped..." >&2
 t0=$(date +%s.%N)
-seq 1 "$count" | xargs -P "$WRITERS" -I{} \
-  curl -sf -o /dev/null -X PUT --data-binary @"$WORK/value" "$leader_url/v1/kv/big/{}"
+# A write that fails (no leader for a moment) is retried; failures are counted.
+: > "$WORK/failures"
+seq 1 "$count" | xargs -P "$WRITERS" -I{} sh -c '
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    curl -sf -o /dev/null -X PUT --data-binary @"$1" "$2/v1/kv/big/$3" && exit 0
+    echo "$3" >> "$4"; sleep 1
+  done; exit 1' _ "$WORK/value" "$leader_url" {} "$WORK/failures" || true
+failures=$(wc -l < "$WORK/failures")
 t1=$(date +%s.%N)
 stat_of() { curl -s "$1/v1/agent/self" | jq -r ".Stats.raft.$2"; }
 target=$(stat_of "$leader_url" last_log_index)
@@ -81,7 +87,7 @@ echo
 echo "| measure | value |"
 echo "|---|---:|"
 echo "| store written | ${STORE_MB} MiB in $count values |"
-echo "| write time | $(printf '%.1f' "$(echo "$t1 - $t0" | bc)") s |"
+echo "| write time | $(printf '%.1f' "$(echo "$t1 - $t0" | bc)") s ($failures failed attempts, retried) |"
 echo "| snapshot file | $(( snap_bytes / 1024 / 1024 )) MiB |"
 echo "| s3 catch-up after SIGCONT | $(printf '%.1f' "$(echo "$c1 - $c0" | bc)") s |"
 echo "| s3 applied / target index | $applied / $target |"

@@ -103,6 +103,10 @@ struct State<C: RaftTypeConfig> {
 /// The state machine adapter. Clones share one state.
 pub struct StateMachine<C: RaftTypeConfig> {
     state: Arc<Mutex<State<C>>>,
+    /// Held while a snapshot file is written, taken before `state`: a
+    /// built snapshot is written without holding `state` (applies go on),
+    /// and an installed one cannot be overwritten by an older build.
+    files: Arc<Mutex<()>>,
     store: Arc<dyn Store>,
     /// Where snapshots are kept across restarts; `None`: memory only.
     snapshot_dir: Option<PathBuf>,
@@ -112,6 +116,7 @@ impl<C: RaftTypeConfig> Clone for StateMachine<C> {
     fn clone(&self) -> Self {
         StateMachine {
             state: Arc::clone(&self.state),
+            files: Arc::clone(&self.files),
             store: Arc::clone(&self.store),
             snapshot_dir: self.snapshot_dir.clone(),
         }
@@ -136,6 +141,7 @@ impl<C: RaftTypeConfig> StateMachine<C> {
                 membership: StoredMembershipOf::<C>::default(),
                 snapshot: None,
             })),
+            files: Arc::new(Mutex::new(())),
             store,
             snapshot_dir: None,
         }
@@ -177,6 +183,12 @@ impl<C: RaftTypeConfig> StateMachine<C> {
         // The state changes only as a whole, so a poisoned lock still
         // guards a consistent value.
         self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_files(&self) -> MutexGuard<'_, ()> {
+        self.files
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -294,6 +306,7 @@ where
         snapshot: Bytes,
     ) -> Result<(), io::Error> {
         let contents = validate_snapshot::<C>(meta, &snapshot).map_err(invalid_data)?;
+        let _files = self.lock_files();
         let mut state = self.lock();
         let already_kept = state
             .snapshot
@@ -325,20 +338,42 @@ where
     type SnapshotData = Bytes;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Bytes>, io::Error> {
-        // Built under the lock, so the store and the last applied log id
-        // agree: applies wait meanwhile. A large store would need a
-        // copy-on-write store to encode outside the lock.
-        let mut state = self.lock();
-        let bytes = Bytes::from(encode_snapshot_bytes::<C>(
-            self.store.snapshot(),
-            &state.last_applied,
-            &state.membership,
-        ));
-        let meta = SnapshotMetaOf::<C> {
-            last_log_id: state.last_applied.clone(),
-            last_membership: state.membership.clone(),
+        // Encoded under the lock, so the store and the last applied log id
+        // agree (applies wait meanwhile; a copy-on-write store would lift
+        // that too). The file is written after the lock is released: for a
+        // large store that write and its fsync take seconds, during which
+        // applies continue.
+        let (meta, bytes) = {
+            let state = self.lock();
+            let bytes = Bytes::from(encode_snapshot_bytes::<C>(
+                self.store.snapshot(),
+                &state.last_applied,
+                &state.membership,
+            ));
+            let meta = SnapshotMetaOf::<C> {
+                last_log_id: state.last_applied.clone(),
+                last_membership: state.membership.clone(),
+            };
+            (meta, bytes)
         };
-        self.keep_snapshot(&mut state, meta.clone(), bytes.clone())?;
+        let _files = self.lock_files();
+        let superseded = |state: &State<C>| {
+            state
+                .snapshot
+                .as_ref()
+                .is_some_and(|(kept, _)| kept.last_log_id >= meta.last_log_id)
+        };
+        // An installed (or built) snapshot at least as new was kept while
+        // this one was encoded: keep that one.
+        if !superseded(&self.lock()) {
+            if let Some(dir) = &self.snapshot_dir {
+                write_atomically(dir, &bytes)?;
+            }
+            let mut state = self.lock();
+            if !superseded(&state) {
+                state.snapshot = Some((meta.clone(), bytes.clone()));
+            }
+        }
         Ok(SnapshotOf::<C, Bytes> {
             meta,
             snapshot: bytes,
