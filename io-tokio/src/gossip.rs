@@ -232,6 +232,20 @@ impl Gossip {
         self.keyring.get().is_some()
     }
 
+    /// Sends the command `make` builds to the driver and waits for the
+    /// answer on its reply channel.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| "gossip has stopped".to_string())?;
+        rx.await.map_err(|_| "gossip has stopped".to_string())?
+    }
+
     /// Runs a key operation across the pool (serf's key queries) and
     /// returns what the members answered once all have, or at the query's
     /// deadline.
@@ -240,17 +254,12 @@ impl Gossip {
         op: KeyOperation,
         relay_factor: u8,
     ) -> Result<KeySummary, String> {
-        let (reply, rx) = oneshot::channel();
-        let command = Command::KeyOperation {
+        self.ask(|reply| Command::KeyOperation {
             op,
             relay_factor,
             reply,
-        };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| "gossip has stopped".to_string())?;
-        rx.await.map_err(|_| "gossip has stopped".to_string())?
+        })
+        .await
     }
 
     /// Every member serf knows, ourselves included, in name order.
@@ -265,12 +274,7 @@ impl Gossip {
     /// Joins through `addrs` (push/pull with each); the number that
     /// answered, or an error when none did.
     pub async fn join(&self, addrs: Vec<SocketAddr>) -> Result<usize, String> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Join(addrs, tx))
-            .await
-            .map_err(|_| "gossip has stopped".to_string())?;
-        rx.await.map_err(|_| "gossip has stopped".to_string())?
+        self.ask(|reply| Command::Join(addrs, reply)).await
     }
 
     /// Leaves gracefully; returns when the leave has been gossiped (or
@@ -291,17 +295,12 @@ impl Gossip {
     /// Declares a failed member left (Consul's `force-leave`); with `prune`
     /// it is erased from the member list at once.
     pub async fn force_leave(&self, node: &str, prune: bool) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        let command = Command::ForceLeave {
+        self.ask(|reply| Command::ForceLeave {
             node: node.to_string(),
             prune,
             reply,
-        };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| "gossip has stopped".to_string())?;
-        rx.await.map_err(|_| "gossip has stopped".to_string())?
+        })
+        .await
     }
 
     /// Fires a user event to the pool.
@@ -311,18 +310,13 @@ impl Gossip {
         payload: &[u8],
         coalesce: bool,
     ) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        let command = Command::UserEvent {
+        self.ask(|reply| Command::UserEvent {
             name: name.to_string(),
             payload: payload.to_vec(),
             coalesce,
             reply,
-        };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| "gossip has stopped".to_string())?;
-        rx.await.map_err(|_| "gossip has stopped".to_string())?
+        })
+        .await
     }
 
     /// serf's events from now on. A subscriber that falls more than

@@ -6,7 +6,6 @@ use super::server::{advertise_ip, listen, retry_join};
 use crate::gossip::{Gossip, GossipConfig};
 use crate::state::Node;
 use crate::upstream::Upstream;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tribune_core::gossip::SerfConfig;
@@ -56,23 +55,9 @@ pub async fn start(
     Ok(())
 }
 
-/// serf's LAN configuration with Consul's client tags (`client_serf.go`):
-/// the role, datacenter, node ID, protocol versions and build.
+/// serf's LAN configuration with Consul's client tags (`client_serf.go`).
 fn lan_serf_config(config: &AgentConfig, node_id: &str) -> SerfConfig {
     let mut serf = SerfConfig::lan();
-    let tags: BTreeMap<String, String> = [
-        ("role", "node".to_string()),
-        ("dc", config.datacenter.clone()),
-        ("segment", String::new()),
-        ("id", node_id.to_string()),
-        ("vsn", "2".to_string()),
-        ("vsn_min", "2".to_string()),
-        ("vsn_max", "3".to_string()),
-        ("build", env!("CARGO_PKG_VERSION").to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    serf.tags = tags;
+    serf.tags = super::server::agent_tags(config, node_id, "node");
     serf
 }

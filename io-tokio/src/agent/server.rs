@@ -182,6 +182,28 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     Ok(())
 }
 
+/// The tags every agent announces (`role` is `consul` for a server, `node`
+/// for a client): datacenter, segment, node ID, protocol versions, build.
+pub(super) fn agent_tags(
+    config: &AgentConfig,
+    node_id: &str,
+    role: &str,
+) -> BTreeMap<String, String> {
+    [
+        ("role", role.to_string()),
+        ("dc", config.datacenter.clone()),
+        ("segment", String::new()),
+        ("id", node_id.to_string()),
+        ("vsn", "2".to_string()),
+        ("vsn_min", "2".to_string()),
+        ("vsn_max", "3".to_string()),
+        ("build", env!("CARGO_PKG_VERSION").to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Joins the WAN pool, where the servers of every datacenter gossip as
 /// `<node>.<datacenter>` with the same tags as on the LAN (Consul's
 /// `setupSerf` for the WAN).
@@ -226,21 +248,13 @@ async fn start_wan(
 /// versions, build, and the bootstrap mode.
 fn lan_serf_config(config: &AgentConfig, node_id: &str, rpc_port: u16) -> SerfConfig {
     let mut serf = SerfConfig::lan();
-    let mut tags: BTreeMap<String, String> = [
-        ("role", "consul".to_string()),
-        ("dc", config.datacenter.clone()),
-        ("segment", String::new()),
-        ("id", node_id.to_string()),
+    let mut tags = agent_tags(config, node_id, "consul");
+    for (key, value) in [
         ("port", rpc_port.to_string()),
-        ("vsn", "2".to_string()),
-        ("vsn_min", "2".to_string()),
-        ("vsn_max", "3".to_string()),
         ("raft_vsn", "3".to_string()),
-        ("build", env!("CARGO_PKG_VERSION").to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ] {
+        tags.insert(key.to_string(), value);
+    }
     match config.bootstrap_expect {
         // Consul treats an expectation of one as `-bootstrap`.
         Some(1) => {
