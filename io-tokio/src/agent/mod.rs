@@ -271,8 +271,17 @@ fn print_banner(config: &AgentConfig, node_id: &str, http: &str, dns_port: i32, 
         config.client_addr,
         http.rsplit(':').next().unwrap_or("")
     );
+    // The dev agent runs no gossip pool; clients run no WAN pool.
+    let lan = match config.dev {
+        true => -1,
+        false => i32::from(config.serf_lan_port),
+    };
+    let wan = match (config.server && !config.dev, config.serf_wan_port) {
+        (true, Some(port)) => i32::from(port),
+        _ => -1,
+    };
     println!(
-        "         Cluster Addr: {} (LAN: -1, WAN: -1)",
+        "         Cluster Addr: {} (LAN: {lan}, WAN: {wan})",
         config.bind_addr
     );
     println!("       Gossip Encrypt: {encrypted}");
