@@ -59,6 +59,23 @@ pub const ID_TAG: &str = "id";
 pub const SERVER_ROLE: &str = "consul";
 pub const CLIENT_ROLE: &str = "node";
 
+/// The alive servers of `datacenter` among `members`, each with its
+/// server RPC port (the `port` tag), in the members' order: where a client
+/// agent sends requests and where servers find each other.
+pub fn alive_servers<'a>(
+    members: &'a [SerfMember],
+    datacenter: &'a str,
+) -> impl Iterator<Item = (&'a SerfMember, u16)> + 'a {
+    members.iter().filter_map(move |m| {
+        let tag = |name: &str| m.tags.get(name).map(String::as_str);
+        let server = m.status == MemberStatus::Alive
+            && tag(ROLE_TAG) == Some(SERVER_ROLE)
+            && tag(DATACENTER_TAG) == Some(datacenter);
+        let port = tag(PORT_TAG)?.parse().ok()?;
+        server.then_some((m, port))
+    })
+}
+
 /// What a member is to the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {

@@ -869,3 +869,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn alive_servers_are_the_alive_consul_members_of_the_datacenter_with_a_port() {
+    let mut no_port = server("s4", 14, 8300, MemberStatus::Alive);
+    no_port.tags.remove(PORT_TAG);
+    let mut other_dc = server("s5", 15, 8300, MemberStatus::Alive);
+    other_dc.tags.insert(DATACENTER_TAG.into(), "dc2".into());
+    let members = vec![
+        server("s1", 11, 8300, MemberStatus::Alive),
+        server("s2", 12, 8301, MemberStatus::Failed),
+        client("c1", 21, MemberStatus::Alive),
+        server("s3", 13, 8302, MemberStatus::Alive),
+        no_port,
+        other_dc,
+    ];
+    let found: Vec<(&str, u16)> = alive_servers(&members, "dc1")
+        .map(|(m, port)| (m.name.as_str(), port))
+        .collect();
+    assert_eq!(found, [("s1", 8300), ("s3", 8302)]);
+}

@@ -434,12 +434,10 @@ impl Cluster {
                 }
             }
             if let Some(gossip) = &gossip {
-                for member in gossip.members().await {
-                    let is_server = member.tags.get("role").map(String::as_str) == Some("consul")
-                        && member.tags.get("dc") == Some(&self.me.datacenter)
-                        && member.status == tribune_core::gossip::MemberStatus::Alive;
-                    if is_server
-                        && member.name != self.me.name
+                let members = gossip.members().await;
+                let dc = &self.me.datacenter;
+                for (member, _) in tribune_core::reconcile::alive_servers(&members, dc) {
+                    if member.name != self.me.name
                         && !targets.iter().any(|(_, t)| *t == member.addr)
                     {
                         targets.push((member.name.clone(), member.addr));

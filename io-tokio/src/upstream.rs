@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-use tribune_core::gossip::{MemberStatus, SerfEvent, SerfMember};
+use tribune_core::gossip::{SerfEvent, SerfMember};
 use tribune_core::limits::RPC_CALL_TIMEOUT;
 use tribune_core::rng::Rng;
 use tribune_core::rpc_frame::FrameKind;
@@ -66,15 +66,8 @@ pub struct Upstream {
 /// The RPC addresses of the alive servers of `datacenter` among `members`,
 /// sorted.
 pub fn servers_of(members: &[SerfMember], datacenter: &str) -> Vec<SocketAddr> {
-    let mut found: Vec<SocketAddr> = members
-        .iter()
-        .filter(|m| m.status == MemberStatus::Alive)
-        .filter(|m| m.tags.get("role").map(String::as_str) == Some("consul"))
-        .filter(|m| m.tags.get("dc").map(String::as_str) == Some(datacenter))
-        .filter_map(|m| {
-            let port: u16 = m.tags.get("port")?.parse().ok()?;
-            Some(SocketAddr::new(m.addr.ip(), port))
-        })
+    let mut found: Vec<SocketAddr> = tribune_core::reconcile::alive_servers(members, datacenter)
+        .map(|(m, port)| SocketAddr::new(m.addr.ip(), port))
         .collect();
     found.sort();
     found.dedup();

@@ -109,7 +109,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         rpc_addr: local(&rpc_listener)?,
         lan_addr: local(&lan_listener)?,
     };
-    let (lan_addr, rpc_port) = (me.lan_addr, me.rpc_addr.port());
+    let rpc_port = me.rpc_addr.port();
     let raft_dir = data_dir.join("raft");
     let wal_dir = raft_dir.join("wal");
     let mut log = WalLog::<TypeConfig>::open(&wal_dir)
@@ -149,20 +149,9 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         let (raft, node) = (raft.clone(), node.clone());
         Arc::new(move |stream| RpcServer::serve_stream(stream, raft.clone(), node.clone()))
     };
-    let (keyring, encryption) = crate::keyring::setup(config, data_dir)?;
-    let mut serf = lan_serf_config(config, node_id, rpc_port);
-    serf.keyring = keyring;
-    let gossip_config = GossipConfig {
-        name: config.node_name.clone(),
-        advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
-        serf,
-        label: String::new(),
-        encryption,
-    };
-    let gossip = Gossip::start(gossip_config, lan_listener, Some(hook)).await?;
-    node.attach_gossip(gossip.clone());
+    let serf = lan_serf_config(config, node_id, rpc_port);
+    let gossip = start_lan(config, node, serf, lan_listener, Some(hook)).await?;
     tokio::spawn(crate::reconcile::run(node.clone(), gossip.clone()));
-    tokio::spawn(crate::events::ingest(node.clone(), &gossip));
     if !config.join.is_empty() {
         tokio::spawn(retry_join(
             gossip.clone(),
@@ -180,6 +169,35 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
     tokio::spawn(follow_leadership(node.clone(), raft));
     tokio::spawn(cluster.form(config.join.clone(), Some(gossip)));
     Ok(())
+}
+
+/// Starts an agent's LAN pool on `listener` (encrypted as the config and
+/// the keyring file say), attaches it to the node and delivers its user
+/// events; servers and client agents alike.
+pub(super) async fn start_lan(
+    config: &AgentConfig,
+    node: &Arc<Node>,
+    mut serf: SerfConfig,
+    listener: TcpListener,
+    hook: Option<RpcHook>,
+) -> Result<Gossip, String> {
+    let lan_addr = listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let data_dir = Path::new(config.data_dir.as_deref().unwrap_or("."));
+    let (keyring, encryption) = crate::keyring::setup(config, data_dir)?;
+    serf.keyring = keyring;
+    let gossip_config = GossipConfig {
+        name: config.node_name.clone(),
+        advertise: SocketAddr::new(advertise_ip(lan_addr.ip()), lan_addr.port()),
+        serf,
+        label: String::new(),
+        encryption,
+    };
+    let gossip = Gossip::start(gossip_config, listener, hook).await?;
+    node.attach_gossip(gossip.clone());
+    tokio::spawn(crate::events::ingest(node.clone(), &gossip));
+    Ok(gossip)
 }
 
 /// The tags every agent announces (`role` is `consul` for a server, `node`
