@@ -44,6 +44,9 @@ const HOLD_RETRY: Duration = Duration::from_millis(50);
 /// Between two rounds of the join exchange.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
 
+/// A term and the log index of the configuration a leader leads with.
+type Leading = (u64, Option<u64>);
+
 /// Who leads, as this server last heard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaderIs {
@@ -90,7 +93,14 @@ pub struct Cluster {
     known: Mutex<BTreeMap<u64, ServerInfo>>,
     /// When a leader's AppendEntries was last accepted.
     last_contact: Mutex<Option<std::time::Instant>>,
+    /// The term and configuration (its log index) this server last led
+    /// with, and when it first saw itself leading them: a new leader, or
+    /// one whose voters just changed, gets an election timeout from then
+    /// for a quorum to acknowledge it before it counts as having lost it.
+    leading_since: Mutex<Option<(Leading, openraft::TokioInstant)>>,
     bootstrap_expect: Option<u32>,
+    /// Leadership confirmations for linearizable reads.
+    pub leader_check: crate::read_index::LeaderCheck,
     /// The Raft log's counters (fsyncs and records), set by the agent.
     pub wal_stats: std::sync::OnceLock<crate::storage::WalStatsHandle>,
 }
@@ -117,7 +127,9 @@ impl Cluster {
             client,
             known: Mutex::new(known),
             last_contact: Mutex::new(None),
+            leading_since: Mutex::new(None),
             bootstrap_expect,
+            leader_check: crate::read_index::LeaderCheck::default(),
             wal_stats: std::sync::OnceLock::new(),
         }
     }
@@ -130,7 +142,12 @@ impl Cluster {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         match m.current_leader {
-            Some(id) if id == self.me.id && m.state == ServerState::Leader => LeaderIs::Me,
+            Some(id) if id == self.me.id && m.state == ServerState::Leader => {
+                match self.quorum_lost(&m) {
+                    false => LeaderIs::Me,
+                    true => LeaderIs::Unknown,
+                }
+            }
             Some(id) if id != self.me.id => match m.membership_config.get_node(&id) {
                 Some(node) => LeaderIs::Other {
                     id,
@@ -140,6 +157,39 @@ impl Cluster {
             },
             _ => LeaderIs::Unknown,
         }
+    }
+
+    /// Whether this leader has gone longer than the election timeout
+    /// without a quorum acknowledging it (Consul's leader steps down then,
+    /// hashicorp/raft's `checkLeaderLease`). openraft keeps such a leader
+    /// leading until a higher term reaches it, so its writes would wait
+    /// for a commit that cannot come; counting it as no leader instead
+    /// sends them to "No cluster leader" after the hold, as in Consul, and
+    /// `/v1/status/leader` answers "". Once a quorum acknowledges it again
+    /// it leads as before.
+    fn quorum_lost(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> bool {
+        if m.membership_config.voter_ids().count() <= 1 {
+            return false;
+        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        use openraft::Instant as _;
+        let now = openraft::TokioInstant::now();
+        let since = {
+            let mut leading = self.leading_since.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (
+                m.current_term,
+                m.membership_config.log_id().map(|id| id.index),
+            );
+            match *leading {
+                Some((led, since)) if led == key => since,
+                _ => {
+                    *leading = Some((key, now));
+                    now
+                }
+            }
+        };
+        let acked = m.last_quorum_acked.as_deref().copied().unwrap_or(since);
+        now.saturating_duration_since(acked.max(since)) > lease
     }
 
     /// The leader's server RPC address, if one is known.

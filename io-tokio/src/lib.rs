@@ -18,6 +18,7 @@ pub mod http;
 pub mod keyring;
 pub mod log;
 pub mod raft;
+pub mod read_index;
 pub mod reconcile;
 pub mod state;
 pub mod storage;

@@ -33,6 +33,9 @@ use tribune_core::server::{Leader, Output};
 use tribune_core::time::Instant;
 use tribune_core::watch::{WaiterId, WatchTarget, Watches};
 
+/// How often a leader waiting for a commit checks that it still leads.
+const LEADERSHIP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Facts about this agent that handlers show.
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -542,7 +545,24 @@ impl Node {
                 });
             }
         }
-        crate::raft::rpc_server::client_write(&cluster.raft, command).await
+        // Wait for the commit while this server still leads with a quorum
+        // behind it; a leader cut off from the quorum would wait forever.
+        // The entry may still commit later under a new leader, so the
+        // outcome is unknown and not retried: Consul's ErrLeadershipLost.
+        let write = crate::raft::rpc_server::client_write(&cluster.raft, command);
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                reply = &mut write => return reply,
+                () = tokio::time::sleep(LEADERSHIP_CHECK) => {
+                    if cluster.leader() != LeaderIs::Me {
+                        return Err(ForwardError::Failed(
+                            "leadership lost while committing log".into(),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until a read in `consistency` mode may be served from this
@@ -580,20 +600,16 @@ impl Node {
             .map_err(|e| WriteError::NotCommitted(format!("waiting to apply {index}: {e}")))
     }
 
-    /// The leader's read index.
+    /// The leader's read index: its last log index, once leadership is
+    /// confirmed by a quorum (`consistent`, [`crate::read_index`]) or
+    /// under its lease (`default`, falling back to a quorum round when the
+    /// lease lapsed).
     async fn read_index(&self, linearizable: bool) -> Result<ServerReply, ForwardError> {
-        use openraft::error::{LinearizableReadError, RaftError};
         use openraft::raft::ReadPolicy;
         let Some(cluster) = self.cluster.get() else {
             return Err(ForwardError::Failed("not in a cluster".into()));
         };
-        let policies: &[ReadPolicy] = if linearizable {
-            &[ReadPolicy::ReadIndex]
-        } else {
-            // The lease may have lapsed (no quorum ack recently): confirm
-            // with a quorum instead of failing the read.
-            &[ReadPolicy::LeaseRead, ReadPolicy::ReadIndex]
-        };
+        let term = crate::read_index::leading_term(cluster)?;
         // Every write acknowledged before this read began is committed, so
         // it is in the leader's log by now (leader completeness): waiting
         // for the last log index, taken before leadership is confirmed,
@@ -603,29 +619,19 @@ impl Node {
         // it would answer from a store missing acknowledged writes (found
         // by tests/cluster.rs, SIGKILL of every server).
         let last_log_index = cluster.last_log_index();
-        let mut last_error = String::new();
-        for policy in policies {
-            let attempt = tokio::time::timeout(
+        if !linearizable {
+            if let Ok(Ok(linearizer)) = tokio::time::timeout(
                 RPC_HOLD_TIMEOUT,
-                cluster.raft.get_read_linearizer(policy.clone()),
+                cluster.raft.get_read_linearizer(ReadPolicy::LeaseRead),
             )
-            .await;
-            match attempt {
-                Ok(Ok(linearizer)) => {
-                    let index = linearizer.read_log_id().index().max(last_log_index);
-                    return Ok(ServerReply::ReadIndex(index));
-                }
-                Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(to)))) => {
-                    return Err(ForwardError::NotLeader {
-                        leader_id: to.leader_id,
-                        leader_addr: to.leader_node.map(|n| n.rpc_addr),
-                    })
-                }
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => last_error = "timed out confirming leadership".into(),
+            .await
+            {
+                let index = linearizer.read_log_id().index().max(last_log_index);
+                return Ok(ServerReply::ReadIndex(index));
             }
         }
-        Err(ForwardError::Failed(last_error))
+        cluster.leader_check.confirm(cluster, term).await?;
+        Ok(ServerReply::ReadIndex(last_log_index))
     }
 
     /// Answers a server request as this node (the leader's side of
@@ -642,6 +648,9 @@ impl Node {
                 ServerRequest::Hello(info) => cluster.hello(info),
                 ServerRequest::RenewSession(id) => self.renew_as_leader(id),
                 ServerRequest::ReadIndex { linearizable } => self.read_index(linearizable).await,
+                ServerRequest::ConfirmLeader { term, leader } => Ok(ServerReply::LeaderConfirmed(
+                    crate::read_index::follows(cluster, term, leader),
+                )),
                 ServerRequest::AddServer(info) => match cluster.leader() {
                     LeaderIs::Me => cluster.add_server(info).await,
                     // A joining server knows no leader yet: pass it on.

@@ -388,10 +388,11 @@ fn leave_removes_a_server_from_the_configuration() {
 }
 
 /// A leader cut off from both followers (SIGSTOP) must not answer
-/// consistent reads from its possibly stale store; stale reads still work.
-/// Once the followers run again, consistent reads succeed.
+/// consistent reads from its possibly stale store nor hold writes forever;
+/// stale reads still work. Once the followers run again, consistent reads
+/// and writes succeed.
 #[test]
-fn consistent_read_on_an_isolated_leader_fails_instead_of_answering_stale() {
+fn isolated_leader_fails_consistent_reads_and_writes_instead_of_hanging() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
     let client = &cluster.servers[leader].client;
@@ -411,6 +412,16 @@ fn consistent_read_on_an_isolated_leader_fails_instead_of_answering_stale() {
     assert!(started.elapsed() < Duration::from_secs(20));
     let stale = client.get("/v1/kv/x?stale&raw").expect(200);
     assert_eq!(stale.text(), "1");
+    // Writes fail too instead of waiting forever for a commit (Consul's
+    // leader steps down without a quorum): one already proposed with
+    // "leadership lost", a later one with "No cluster leader" after the
+    // hold, and the leader reports none.
+    let write = client.put("/v1/kv/y", "2");
+    assert_eq!(write.status, 500, "write answered: {}", write.text());
+    let write = client.put("/v1/kv/z", "3");
+    assert_eq!(write.status, 500, "write answered: {}", write.text());
+    assert_eq!(write.text().trim(), "No cluster leader");
+    assert_eq!(client.get("/v1/status/leader").expect(200).json(), "");
     for &i in &followers {
         cluster.servers[i].cont_signal();
     }
@@ -422,6 +433,10 @@ fn consistent_read_on_an_isolated_leader_fails_instead_of_answering_stale() {
         (resp.status == 200).then(|| resp.text())
     });
     assert_eq!(value, "1");
+    let written = wait_for(WAIT, "a write after the followers resume", || {
+        try_put(client, "after", "yes").filter(|r| r.status == 200)
+    });
+    assert_eq!(written.text(), "true");
 }
 
 #[test]

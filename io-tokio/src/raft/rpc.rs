@@ -88,6 +88,10 @@ pub enum ServerRequest {
         config: Box<tribune_core::dns::DnsConfig>,
         question: tribune_core::dns::Question,
     },
+    /// A leader confirming a linearizable read: does the receiver, a
+    /// voter, follow `leader` in `term`? (`crate::read_index`; appended
+    /// last so earlier variants keep their encoding)
+    ConfirmLeader { term: u64, leader: u64 },
 }
 
 /// An HTTP request a client agent forwards to a server.
@@ -130,6 +134,8 @@ pub enum ServerReply {
     Http(HttpAnswer),
     Catalog(tribune_core::catalog::Catalog),
     Dns(Box<tribune_core::dns::Answer>),
+    /// The answer to `ConfirmLeader` (appended last, as it).
+    LeaderConfirmed(bool),
 }
 
 /// The answer to a forwarded write.
@@ -479,6 +485,13 @@ pub fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
             with_kind(
                 0,
                 encode_body(&ServerRequest::ReadIndex { linearizable: true }),
+            ),
+        ),
+        (
+            "valid-confirm-leader",
+            with_kind(
+                0,
+                encode_body(&ServerRequest::ConfirmLeader { term: 3, leader: 7 }),
             ),
         ),
         (

@@ -127,8 +127,16 @@ impl Server {
         self.spawn();
     }
 
+    /// SIGSTOP, returning once every thread of the process has stopped:
+    /// `kill` only queues the signal, and a thread that is running keeps
+    /// serving requests for a moment (a read just after `kill` was once
+    /// confirmed by a "stopped" follower).
     pub fn stop_signal(&self) {
-        signal(self.pid(), nix::sys::signal::Signal::SIGSTOP);
+        let pid = self.pid();
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        wait_for(Duration::from_secs(10), "every thread stopped", || {
+            all_threads_stopped(pid).then_some(())
+        });
     }
 
     pub fn cont_signal(&self) {
@@ -154,6 +162,20 @@ impl Server {
         }
         resp.json().as_str().map(str::to_string)
     }
+}
+
+/// Every thread of `pid` is in state `T` (stopped) in `/proc`.
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // "tid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("T")
+    })
 }
 
 fn signal(pid: i32, signal: nix::sys::signal::Signal) {
