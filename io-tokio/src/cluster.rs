@@ -101,6 +101,8 @@ pub struct Cluster {
     bootstrap_expect: Option<u32>,
     /// Leadership confirmations for linearizable reads.
     pub leader_check: crate::read_index::LeaderCheck,
+    /// The file system under the Raft state, checked before proposing.
+    pub disk: std::sync::OnceLock<crate::disk_space::DiskSpace>,
     /// The Raft log's counters (fsyncs and records), set by the agent.
     pub wal_stats: std::sync::OnceLock<crate::storage::WalStatsHandle>,
 }
@@ -130,6 +132,7 @@ impl Cluster {
             leading_since: Mutex::new(None),
             bootstrap_expect,
             leader_check: crate::read_index::LeaderCheck::default(),
+            disk: std::sync::OnceLock::new(),
             wal_stats: std::sync::OnceLock::new(),
         }
     }

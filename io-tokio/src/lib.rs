@@ -11,6 +11,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod coord;
+pub mod disk_space;
 pub mod dns;
 pub mod events;
 pub mod gossip;

@@ -528,6 +528,9 @@ impl Node {
         cluster: &Cluster,
         mut command: Command,
     ) -> Result<ForwardReply, ForwardError> {
+        if let Some(disk) = cluster.disk.get() {
+            disk.check().map_err(ForwardError::Failed)?;
+        }
         {
             let now = clock::now();
             let mut inner = self.lock();

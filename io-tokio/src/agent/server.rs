@@ -135,6 +135,10 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         config.bootstrap_expect,
     ));
     let _ = cluster.wal_stats.set(wal_stats.clone());
+    let _ = cluster.disk.set(crate::disk_space::DiskSpace::new(
+        &raft_dir,
+        &raft_dir.join("snapshots"),
+    ));
     tokio::spawn(snapshot_by_size(
         raft.clone(),
         wal_stats,

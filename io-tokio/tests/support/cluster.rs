@@ -209,15 +209,21 @@ impl Cluster {
     /// Starts `n` servers with `-bootstrap-expect=n`, each retry-joining
     /// the first, plus `extra` agent arguments for all.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        // A test that panicked released it; the guarded state is nothing.
-        let serial = ONE_CLUSTER_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = std::env::temp_dir().join(format!(
             "tribune-cluster-{}-{}",
             std::process::id(),
             free_port()
         ));
+        Cluster::start_in(dir, n, extra)
+    }
+
+    /// Like [`Cluster::start`], with the servers' data directories (and
+    /// logs) under `dir`, which is emptied when the cluster is dropped.
+    pub fn start_in(dir: PathBuf, n: usize, extra: &[&str]) -> Cluster {
+        // A test that panicked released it; the guarded state is nothing.
+        let serial = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::fs::create_dir_all(&dir).expect("create cluster dir");
         let mut servers: Vec<Server> = Vec::new();
         // Distinct ports; the LAN port serves gossip on UDP as well.
