@@ -217,6 +217,38 @@ fn fire_cost(divisor: u64) -> (f64, f64, f64) {
     (miss_ns, hit_ns, no_prefix_ns)
 }
 
+/// `Fsm::snapshot` and `Fsm::restore` of a store of `keys` values of
+/// `value_bytes` each: (snapshot MB/s, restore MB/s, snapshot bytes).
+fn snapshot_rate(keys: u64, value_bytes: usize) -> (f64, f64, usize) {
+    let mut fsm = Fsm::default();
+    let mut fx = Effects::default();
+    let mut op = KvOp {
+        value: vec![b'v'; value_bytes],
+        ..KvOp::new(KvVerb::Set, String::new())
+    };
+    for i in 0..keys {
+        write_key(&mut op.key, scatter(i));
+        op.value[0] = i as u8;
+        let cmd = Command::Kv(op.clone());
+        black_box(fsm.apply(i + 1, &cmd, &mut fx));
+        fx.clear();
+    }
+    let mut encode = Vec::new();
+    let mut decode = Vec::new();
+    let mut bytes = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        bytes = black_box(fsm.snapshot());
+        encode.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let restored = Fsm::restore(&bytes).expect("own snapshot restores");
+        decode.push(start.elapsed().as_secs_f64());
+        assert_eq!(restored.kv.len(), fsm.kv.len());
+    }
+    let mb = bytes.len() as f64 / 1e6;
+    (mb / median(encode), mb / median(decode), bytes.len())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == CHILD_FLAG) {
@@ -272,6 +304,14 @@ fn main() {
         size_of::<Option<tribune_core::ids::SessionId>>(),
         11 * slot + 16,
     );
+
+    println!("\n## Fsm::snapshot / Fsm::restore (KV only, 16 B keys)\n");
+    println!("| store | snapshot bytes | snapshot MB/s | restore MB/s |");
+    println!("|---|---:|---:|---:|");
+    for (keys, value_bytes) in [(1_000_000 / divisor, 100), (20_000 / divisor, 10_240)] {
+        let (encode, decode, bytes) = snapshot_rate(keys.max(1), value_bytes);
+        println!("| {keys} keys × {value_bytes} B values | {bytes} | {encode:.0} | {decode:.0} |");
+    }
 
     let (miss_ns, hit_ns, no_prefix_ns) = fire_cost(divisor);
     println!("\n## Watches::fire, one touched key\n");

@@ -73,6 +73,7 @@ impl KvVerb {
 pub struct KvOp {
     pub verb: KvVerb,
     pub key: String,
+    #[serde(with = "crate::restore::byte_buf")]
     pub value: Vec<u8>,
     pub flags: u64,
     /// CAS / check-index index.

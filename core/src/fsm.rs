@@ -106,6 +106,16 @@ struct FsmSnapshot {
     last_applied: RaftIndex,
 }
 
+/// [`FsmSnapshot`]'s encoding, written from the store in place.
+#[derive(Serialize)]
+struct FsmSnapshotRef<'a> {
+    kv: crate::kv::KvSnapshotRef<'a>,
+    catalog: &'a Catalog,
+    sessions: &'a Sessions,
+    indexes: TableIndexes,
+    last_applied: RaftIndex,
+}
+
 /// What version 2 appends to version 1.
 #[derive(Serialize, Deserialize)]
 struct RestoreState {
@@ -431,10 +441,10 @@ impl Fsm {
     /// when there is nothing of version 2's to write (see
     /// [`SNAPSHOT_VERSION`]).
     pub fn snapshot(&self) -> Vec<u8> {
-        let snapshot = FsmSnapshot {
-            kv: self.kv.snapshot(),
-            catalog: self.catalog.clone(),
-            sessions: self.sessions.clone(),
+        let snapshot = FsmSnapshotRef {
+            kv: self.kv.snapshot_ref(),
+            catalog: &self.catalog,
+            sessions: &self.sessions,
             indexes: self.indexes,
             last_applied: self.last_applied,
         };

@@ -18,6 +18,10 @@ use std::ops::Bound;
 /// One stored key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
+    #[serde(
+        serialize_with = "crate::restore::byte_buf::serialize",
+        deserialize_with = "crate::restore::byte_buf::deserialize_boxed"
+    )]
     pub value: Box<[u8]>,
     pub flags: u64,
     pub lock_index: u64,
@@ -64,6 +68,31 @@ pub struct KeyState {
 pub struct KvSnapshot {
     pub entries: Vec<(Box<str>, KvEntry)>,
     pub tombstones: Vec<(Box<str>, RaftIndex)>,
+}
+
+/// [`KvSnapshot`]'s encoding written from the table in place, without
+/// copying it first (a snapshot of a large store would otherwise hold the
+/// store twice, once as the copy and once encoded).
+pub struct KvSnapshotRef<'a>(&'a Kv);
+
+impl Serialize for KvSnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("KvSnapshot", 2)?;
+        out.serialize_field("entries", &InOrder(&self.0.entries))?;
+        out.serialize_field("tombstones", &InOrder(&self.0.tombstones))?;
+        out.end()
+    }
+}
+
+/// A table as the sequence of `(key, value)` pairs a `Vec<(Box<str>, V)>`
+/// would encode to.
+struct InOrder<'a, V>(&'a BTreeMap<KvKey, V>);
+
+impl<V: Serialize> Serialize for InOrder<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(k, v)| (k.as_str(), v)))
+    }
 }
 
 /// Iterates the entries under `prefix` in key order.
@@ -313,6 +342,11 @@ impl Kv {
         }
     }
 
+    /// The table's snapshot encoding, borrowed (see [`KvSnapshotRef`]).
+    pub fn snapshot_ref(&self) -> KvSnapshotRef<'_> {
+        KvSnapshotRef(self)
+    }
+
     pub fn snapshot(&self) -> KvSnapshot {
         KvSnapshot {
             entries: self
@@ -484,5 +518,62 @@ mod tests {
         assert!(kv.is_empty());
         let restored = Kv::restore(kv.snapshot());
         assert_eq!(restored, kv);
+    }
+
+    /// Snapshots written in place, with values as byte strings, are byte
+    /// for byte what copying the table and encoding values as sequences of
+    /// `u8` wrote, so stores and archives of earlier releases still load.
+    #[test]
+    fn snapshot_in_place_encodes_as_earlier_releases_did() {
+        let mut kv = Kv::default();
+        kv.set(1, "a", b"\x00\xffvalue", 7);
+        kv.set(2, "b/long", &[0x80; 300], 0);
+        kv.set(3, "gone", b"x", 0);
+        kv.delete(4, "gone");
+        let in_place = postcard::to_allocvec(&kv.snapshot_ref()).expect("encodes");
+        assert_eq!(
+            in_place,
+            postcard::to_allocvec(&kv.snapshot()).expect("encodes")
+        );
+
+        #[derive(serde::Serialize)]
+        struct EarlierEntry {
+            value: Vec<u8>,
+            flags: u64,
+            lock_index: u64,
+            session: Option<SessionId>,
+            create_index: RaftIndex,
+            modify_index: RaftIndex,
+        }
+        #[derive(serde::Serialize)]
+        struct Earlier<'a> {
+            entries: Vec<(&'a str, EarlierEntry)>,
+            tombstones: Vec<(&'a str, RaftIndex)>,
+        }
+        let earlier = Earlier {
+            entries: kv
+                .entries
+                .iter()
+                .map(|(k, e)| {
+                    let entry = EarlierEntry {
+                        value: e.value.to_vec(),
+                        flags: e.flags,
+                        lock_index: e.lock_index,
+                        session: e.session,
+                        create_index: e.create_index,
+                        modify_index: e.modify_index,
+                    };
+                    (k.as_str(), entry)
+                })
+                .collect(),
+            tombstones: kv
+                .tombstones
+                .iter()
+                .map(|(k, i)| (k.as_str(), *i))
+                .collect(),
+        };
+        assert_eq!(in_place, postcard::to_allocvec(&earlier).expect("encodes"));
+        let decoded: KvSnapshot = postcard::from_bytes(&in_place).expect("decodes");
+        assert_eq!(Kv::restore(decoded), kv);
     }
 }

@@ -252,10 +252,11 @@ pub fn commands(id: u64, archive: &[u8]) -> impl Iterator<Item = Command> + '_ {
         .chain(std::iter::once(Command::RestoreCommit { id }))
 }
 
-/// Archive bytes as one byte string rather than a sequence of `u8`s.
-/// postcard encodes both alike (a length, then the bytes), so this changes
-/// no encoding; it copies the bytes at once instead of one element at a
-/// time, which matters for an archive of hundreds of MiB.
+/// Bytes (archive chunks, KV values) as one byte string rather than a
+/// sequence of `u8`s. postcard encodes both alike (a length, then the
+/// bytes), so this changes no encoding; it copies the bytes at once instead
+/// of one element at a time, which matters for an archive of hundreds of
+/// MiB or a snapshot of a large store.
 pub(crate) mod byte_buf {
     use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
@@ -267,6 +268,13 @@ pub(crate) mod byte_buf {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         deserializer.deserialize_byte_buf(ByteBuf)
+    }
+
+    /// [`deserialize`] into a boxed slice (a stored KV value).
+    pub fn deserialize_boxed<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Box<[u8]>, D::Error> {
+        deserialize(deserializer).map(Vec::into_boxed_slice)
     }
 
     struct ByteBuf;

@@ -51,7 +51,9 @@ impl DiskSpace {
         let Ok(stats) = nix::sys::statvfs::statvfs(&self.raft_dir) else {
             return Ok(());
         };
-        let free = stats.blocks_available().saturating_mul(stats.fragment_size());
+        let free = stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size());
         let needed = self.reserve.saturating_add(self.snapshot_size());
         match free >= needed {
             true => Ok(()),
