@@ -229,6 +229,23 @@ impl Client {
         body: Option<&[u8]>,
         headers: &[&str],
     ) -> std::io::Result<Resp> {
+        self.raw(&self.message(method, path, body, headers))
+    }
+
+    /// [`Client::try_request`] with `timeout` for each read and write
+    /// instead of 30 s.
+    pub fn try_request_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> std::io::Result<Resp> {
+        self.raw_within(&self.message(method, path, body, &[]), timeout)
+    }
+
+    /// An HTTP/1.1 request with `Connection: close`.
+    fn message(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[&str]) -> Vec<u8> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
             self.port
@@ -246,16 +263,21 @@ impl Client {
         head.push_str("\r\n");
         let mut message = head.into_bytes();
         message.extend_from_slice(body.unwrap_or_default());
-        self.raw(&message)
+        message
     }
 
     /// Writes `bytes` as they are and reads the response. The write happens
     /// on its own thread so a server that answers before reading the whole
     /// body (413) is read rather than deadlocked on.
     pub fn raw(&self, bytes: &[u8]) -> std::io::Result<Resp> {
+        self.raw_within(bytes, IO_TIMEOUT)
+    }
+
+    /// [`Client::raw`] with `timeout` for each read and write.
+    pub fn raw_within(&self, bytes: &[u8], timeout: Duration) -> std::io::Result<Resp> {
         let stream = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         let mut writer = stream.try_clone()?;
         let message = bytes.to_vec();
         let write = std::thread::spawn(move || {
