@@ -4,12 +4,14 @@
 //! and SIGKILLs (then restarts) servers. Every operation is recorded in
 //! sim-tests' history format, with unknown outcomes (timeouts, broken
 //! forwarding, "leadership lost") as `info`, and the history is checked for
-//! linearizability with the same checker `lincheck` runs.
+//! linearizability with the same checker `lincheck` runs. A second run
+//! does the same with Consul locks and checks their fencing tokens.
 
 mod support;
 
 use sim_tests::history::{Event, EventType, Function, History};
 use sim_tests::linearizability;
+use sim_tests::lock_exclusivity::{self, Exclusivity, FencedWrite, LockHold};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -192,29 +194,9 @@ fn client_loop(
     (ok_writes, ok_reads)
 }
 
-#[test]
-fn kv_stays_linearizable_while_leaders_are_paused_and_servers_killed() {
-    let seed = std::env::var("TRIBUNE_JEPSEN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
-    eprintln!("jepsen: seed {seed} (replay the choices with TRIBUNE_JEPSEN_SEED={seed})");
-    let mut cluster = Cluster::start(3, &[]);
-    cluster.leader();
-    let servers: Vec<Client> = cluster.servers.iter().map(|s| s.client.clone()).collect();
-    let recorder = Arc::new(Recorder {
-        start: Instant::now(),
-        events: Mutex::new(Vec::new()),
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|process| {
-            let (servers, recorder, stop) = (servers.clone(), recorder.clone(), stop.clone());
-            std::thread::spawn(move || client_loop(process, servers, recorder, stop, seed))
-        })
-        .collect();
-
-    // The nemesis: alternately pause the leader and kill a server.
+/// The nemesis: [`ROUNDS`] rounds that alternately pause the leader and
+/// kill (then restart) a server chosen by `seed`. Returns what it did.
+fn nemesis(cluster: &mut Cluster, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);
     let mut faults = Vec::new();
     for round in 0..ROUNDS {
@@ -233,6 +215,38 @@ fn kv_stays_linearizable_while_leaders_are_paused_and_servers_killed() {
             cluster.servers[victim].restart();
         }
     }
+    faults
+}
+
+/// The seed of a run: `TRIBUNE_JEPSEN_SEED`, else the process ID.
+fn seed() -> u64 {
+    let seed = std::env::var("TRIBUNE_JEPSEN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    eprintln!("jepsen: seed {seed} (replay the choices with TRIBUNE_JEPSEN_SEED={seed})");
+    seed
+}
+
+#[test]
+fn kv_stays_linearizable_while_leaders_are_paused_and_servers_killed() {
+    let seed = seed();
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let servers: Vec<Client> = cluster.servers.iter().map(|s| s.client.clone()).collect();
+    let recorder = Arc::new(Recorder {
+        start: Instant::now(),
+        events: Mutex::new(Vec::new()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|process| {
+            let (servers, recorder, stop) = (servers.clone(), recorder.clone(), stop.clone());
+            std::thread::spawn(move || client_loop(process, servers, recorder, stop, seed))
+        })
+        .collect();
+
+    let faults = nemesis(&mut cluster, seed);
     stop.store(true, Ordering::Relaxed);
     let (mut ok_writes, mut ok_reads) = (0, 0);
     for client in clients {
@@ -286,4 +300,169 @@ fn kv_stays_linearizable_while_leaders_are_paused_and_servers_killed() {
         "jepsen: {} operations on {} keys, linearizable",
         report.operations, report.keys
     );
+}
+
+/// A resource guarded by the lock: it accepts a write only with a token at
+/// least as large as any it accepted before (Kleppmann's fencing).
+#[derive(Default)]
+struct Resource {
+    highest: u64,
+    accepted: Vec<FencedWrite>,
+}
+
+/// Recorded by the lock clients.
+#[derive(Default)]
+struct LockLog {
+    holds: Vec<LockHold>,
+    resource: Resource,
+}
+
+/// A session bound to no health check (so only its TTL or a destroy ends
+/// it), or `None` when no server answered.
+fn create_session(client: &Client) -> Option<String> {
+    let body = br#"{"TTL": "10s", "LockDelay": "0s", "Checks": []}"#;
+    let resp = client
+        .try_request_within("PUT", "/v1/session/create", Some(body), REQUEST_TIMEOUT)
+        .ok()?;
+    (resp.status == 200).then(|| resp.json()["ID"].as_str().expect("ID").to_string())
+}
+
+/// Gives a session up: destroys it if a server answers (releasing what it
+/// may hold sooner than its TTL would); the client makes a new one.
+fn abandon(client: &Client, session: Option<String>) {
+    if let Some(id) = session {
+        let path = format!("/v1/session/destroy/{id}");
+        let _ = client.try_request_within("PUT", &path, None, REQUEST_TIMEOUT);
+    }
+}
+
+/// One lock client: acquire, read its `LockIndex` as the fencing token,
+/// write to the resource with it, release; any unknown outcome abandons
+/// the session (it may still hold the lock) for a new one.
+fn lock_loop(
+    name: String,
+    servers: Vec<Client>,
+    log: Arc<Mutex<LockLog>>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> u64 {
+    let mut rng = Rng(seed);
+    let now = || start.elapsed().as_micros() as u64;
+    let mut session: Option<String> = None;
+    let mut holds = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let server = &servers[rng.below(servers.len() as u64) as usize];
+        let Some(id) = session.clone().or_else(|| create_session(server)) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        session = Some(id.clone());
+        let acquire = server.try_request_within(
+            "PUT",
+            &format!("/v1/kv/lock?acquire={id}"),
+            Some(name.as_bytes()),
+            REQUEST_TIMEOUT,
+        );
+        let acquired_at = now();
+        match mutation_outcome(&acquire) {
+            Outcome::Ok => {}
+            Outcome::Fail => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Outcome::Unknown => {
+                abandon(server, session.take());
+                continue;
+            }
+        }
+        // The token: the key's LockIndex while this session holds it.
+        let Ok(entry) =
+            server.try_request_within("GET", "/v1/kv/lock?consistent", None, REQUEST_TIMEOUT)
+        else {
+            session = None;
+            continue;
+        };
+        let entry = entry.json();
+        if entry[0]["Session"].as_str() != Some(id.as_str()) {
+            // Lost already (session invalidated): it never used the lock.
+            session = None;
+            continue;
+        }
+        let token = entry[0]["LockIndex"].as_u64().expect("LockIndex");
+        {
+            let mut log = log.lock().expect("lock log");
+            let time = now();
+            let resource = &mut log.resource;
+            if token >= resource.highest {
+                resource.highest = token;
+                resource.accepted.push(FencedWrite {
+                    lock: "lock".into(),
+                    token,
+                    time,
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(30)));
+        let release = server.try_request_within(
+            "PUT",
+            &format!("/v1/kv/lock?release={id}"),
+            None,
+            REQUEST_TIMEOUT,
+        );
+        let release_failed = !matches!(mutation_outcome(&release), Outcome::Ok);
+        log.lock().expect("lock log").holds.push(LockHold {
+            lock: "lock".into(),
+            holder: format!("{name} {id}"),
+            token,
+            acquired: acquired_at,
+            released: Some(now()),
+        });
+        holds += 1;
+        // The lock may still be held: a new session, so the next acquire
+        // cannot succeed on the old hold without a new token.
+        if release_failed {
+            abandon(server, session.take());
+        }
+    }
+    holds
+}
+
+/// Consul locks under the same nemesis: every acquisition gets a fresh
+/// fencing token (`LockIndex`), tokens follow the order of acquisition,
+/// and a resource that refuses stale tokens only ever sees them grow.
+#[test]
+fn lock_tokens_stay_unique_and_ordered_while_leaders_are_paused_and_servers_killed() {
+    let seed = seed();
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let servers: Vec<Client> = cluster.servers.iter().map(|s| s.client.clone()).collect();
+    let log = Arc::new(Mutex::new(LockLog::default()));
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (servers, log, stop) = (servers.clone(), log.clone(), stop.clone());
+            let seed = seed ^ (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            std::thread::spawn(move || lock_loop(format!("c{i}"), servers, log, start, stop, seed))
+        })
+        .collect();
+    let faults = nemesis(&mut cluster, seed);
+    stop.store(true, Ordering::Relaxed);
+    let holds: u64 = clients
+        .into_iter()
+        .map(|c| c.join().expect("lock client"))
+        .sum();
+    let log = log.lock().expect("lock log");
+    eprintln!(
+        "jepsen: faults {faults:?}; {holds} lock holds, {} fenced writes accepted",
+        log.resource.accepted.len()
+    );
+    if let Err(violation) =
+        lock_exclusivity::check(&log.holds, &log.resource.accepted, Exclusivity::Fenced)
+    {
+        cluster.dump_logs();
+        panic!("lock violation: {violation:#?}");
+    }
+    assert!(holds >= 20, "only {holds} holds");
 }
