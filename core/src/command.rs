@@ -133,6 +133,13 @@ pub enum Command {
     RestoreAbort {
         id: u64,
     },
+    /// Forgets the tombstones of deleted keys up to store index `index`
+    /// (Consul's `ReapTombstones`), proposed by the leader once they are
+    /// older than the tombstone TTL. Appended last: earlier commands keep
+    /// their encoding.
+    ReapTombstones {
+        index: crate::ids::RaftIndex,
+    },
 }
 
 /// One result row of a txn (Consul's `TxnResult{KV}`).
@@ -244,6 +251,7 @@ impl fmt::Display for Command {
             }
             Command::RestoreCommit { id } => write!(f, "restore {id:016x} commit"),
             Command::RestoreAbort { id } => write!(f, "restore {id:016x} abort"),
+            Command::ReapTombstones { index } => write!(f, "reap tombstones up to {index}"),
         }
     }
 }

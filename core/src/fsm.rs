@@ -60,6 +60,9 @@ pub struct Effects {
     /// A restore replaced the whole store: every waiter must wake, every
     /// timer be re-armed from the new sessions, every cache be dropped.
     pub store_replaced: bool,
+    /// The apply deleted keys, leaving tombstones at this store index (for
+    /// the leader's tombstone reaping).
+    pub tombstoned: Option<RaftIndex>,
 }
 
 impl Effects {
@@ -69,6 +72,7 @@ impl Effects {
         self.sessions_created.clear();
         self.sessions_removed.clear();
         self.store_replaced = false;
+        self.tombstoned = None;
     }
 }
 
@@ -167,6 +171,19 @@ impl Fsm {
         );
         self.last_applied = log_index;
         let index = self.store_index();
+        let result = self.apply_command(index, command, fx);
+        if self.kv.newest_tombstone() == Some(index) {
+            fx.tombstoned = Some(index);
+        }
+        result
+    }
+
+    fn apply_command(
+        &mut self,
+        index: RaftIndex,
+        command: &Command,
+        fx: &mut Effects,
+    ) -> CommandResult {
         match command {
             Command::Kv(op) => self.apply_kv(index, op, fx),
             Command::Txn(ops) => self.apply_txn(index, ops, fx),
@@ -212,6 +229,14 @@ impl Fsm {
                     CommandResult::Failed(ApplyError::Restore(RestoreError::NotStaged { id: *id }))
                 }
             },
+            Command::ReapTombstones { index: up_to } => {
+                let reaped = self.kv.reap_tombstones(*up_to);
+                // Waiters on those keys or their prefixes wake: the index
+                // they see may go back, as after Consul's reaping.
+                fx.touched
+                    .extend(reaped.into_iter().map(crate::watch::WatchKey::Kv));
+                CommandResult::Done
+            }
         }
     }
 

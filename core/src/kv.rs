@@ -30,11 +30,15 @@ pub struct KvEntry {
     pub modify_index: RaftIndex,
 }
 
-/// The key/value table. `locks` is derived (rebuilt on restore).
+/// The key/value table. `locks` and `tombstones_by_index` are derived
+/// (rebuilt on restore).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
     entries: BTreeMap<KvKey, KvEntry>,
     tombstones: BTreeMap<KvKey, RaftIndex>,
+    /// `tombstones` by index, for reaping the oldest (derived, rebuilt on
+    /// restore).
+    tombstones_by_index: BTreeSet<(RaftIndex, KvKey)>,
     locks: BTreeSet<(SessionId, Box<str>)>,
 }
 
@@ -189,7 +193,7 @@ impl Kv {
                 KvWrite::Changed
             }
             None => {
-                self.tombstones.remove(key.as_bytes());
+                self.remove_tombstone(key);
                 self.entries.insert(
                     KvKey::new(key),
                     KvEntry {
@@ -287,7 +291,7 @@ impl Kv {
                 if let Some(session) = entry.session {
                     self.locks.remove(&(session, Box::from(key)));
                 }
-                self.tombstones.insert(KvKey::new(key), index);
+                self.insert_tombstone(key, index);
                 KvWrite::Changed
             }
             None => KvWrite::Unchanged,
@@ -330,7 +334,7 @@ impl Kv {
                 self.locks.remove(&(session, Box::from(key)));
             }
         }
-        self.tombstones.remove(key.as_bytes());
+        self.remove_tombstone(key);
         if let Some(entry) = state.entry {
             if let Some(session) = entry.session {
                 self.locks.insert((session, key.into()));
@@ -338,8 +342,41 @@ impl Kv {
             self.entries.insert(KvKey::new(key), entry);
         }
         if let Some(index) = state.tombstone {
-            self.tombstones.insert(KvKey::new(key), index);
+            self.insert_tombstone(key, index);
         }
+    }
+
+    fn insert_tombstone(&mut self, key: &str, index: RaftIndex) {
+        if let Some(old) = self.tombstones.insert(KvKey::new(key), index) {
+            self.tombstones_by_index.remove(&(old, KvKey::new(key)));
+        }
+        self.tombstones_by_index.insert((index, KvKey::new(key)));
+    }
+
+    fn remove_tombstone(&mut self, key: &str) {
+        if let Some(index) = self.tombstones.remove(key.as_bytes()) {
+            self.tombstones_by_index.remove(&(index, KvKey::new(key)));
+        }
+    }
+
+    /// The index of the newest tombstone, if any.
+    pub fn newest_tombstone(&self) -> Option<RaftIndex> {
+        self.tombstones_by_index.last().map(|(index, _)| *index)
+    }
+
+    /// Forgets every tombstone with an index up to `index` (Consul's
+    /// tombstone reaping); returns the keys they described, oldest first.
+    pub fn reap_tombstones(&mut self, index: RaftIndex) -> Vec<String> {
+        let mut reaped = Vec::new();
+        while let Some((at, key)) = self.tombstones_by_index.first() {
+            if *at > index {
+                break;
+            }
+            self.tombstones.remove(key.as_bytes());
+            reaped.push(key.as_str().to_string());
+            self.tombstones_by_index.pop_first();
+        }
+        reaped
     }
 
     /// The table's snapshot encoding, borrowed (see [`KvSnapshotRef`]).
@@ -373,6 +410,11 @@ impl Kv {
                 .entries
                 .into_iter()
                 .map(|(k, e)| (KvKey::new(&k), e))
+                .collect(),
+            tombstones_by_index: snapshot
+                .tombstones
+                .iter()
+                .map(|(k, i)| (*i, KvKey::new(k)))
                 .collect(),
             tombstones: snapshot
                 .tombstones
@@ -417,6 +459,14 @@ impl Kv {
             .find(|(_, i)| **i == 0 || **i > last_applied)
         {
             return Err(format!("tombstone {key:?} has index {index}"));
+        }
+        if self.tombstones_by_index.len() != self.tombstones.len()
+            || self
+                .tombstones_by_index
+                .iter()
+                .any(|(index, key)| self.tombstones.get(key.as_bytes()) != Some(index))
+        {
+            return Err("tombstone index disagrees with the tombstones".into());
         }
         Ok(())
     }

@@ -46,6 +46,7 @@ pub mod server;
 pub mod session;
 pub mod snapshot_archive;
 pub mod time;
+pub mod tombstone_gc;
 pub mod txn;
 pub mod wal;
 pub mod watch;

@@ -22,6 +22,11 @@ pub const SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 pub const SESSION_TTL_MAX: Duration = Duration::from_secs(86_400);
 /// Consul reaps a session only after twice its TTL: TTL is a lower bound.
 pub const SESSION_TTL_MULTIPLIER: u64 = 2;
+/// How long a deleted key's tombstone is kept before the leader reaps it,
+/// and the granularity of the reaping timer (Consul's `TombstoneTTL` and
+/// `TombstoneTTLGranularity` defaults).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
+pub const TOMBSTONE_GRANULARITY: Duration = Duration::from_secs(30);
 /// Default and largest lock-delay.
 pub const SESSION_LOCK_DELAY_DEFAULT: Duration = Duration::from_secs(15);
 pub const SESSION_LOCK_DELAY_MAX: Duration = Duration::from_secs(60);

@@ -8,7 +8,9 @@
 //! - session TTL: a session with a TTL expires at `now + 2 × TTL` (the TTL is
 //!   a lower bound, as in Consul) unless renewed; expiry becomes a proposed
 //!   `SessionDestroy`;
-//! - session IDs come from the leader's seeded RNG.
+//! - session IDs come from the leader's seeded RNG;
+//! - tombstones of deleted keys are reaped once older than the tombstone
+//!   TTL (a proposed `ReapTombstones`, see `crate::tombstone_gc`).
 //!
 //! Driving contract: `prepare` before proposing, `on_applied` after each
 //! apply, `handle_timeout(now)` when `poll_timeout` is due, then drain `poll`.
@@ -16,10 +18,11 @@
 use crate::command::{Command, CommandResult, KvVerb, TxnError, TxnOutcome};
 use crate::fsm::{Effects, Fsm};
 use crate::ids::SessionId;
-use crate::limits::SESSION_TTL_MULTIPLIER;
+use crate::limits::{SESSION_TTL_MULTIPLIER, TOMBSTONE_GRANULARITY, TOMBSTONE_TTL};
 use crate::rng::Rng;
 use crate::session::Session;
 use crate::time::Instant;
+use crate::tombstone_gc::TombstoneGc;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Something the leader wants done.
@@ -34,22 +37,28 @@ pub struct Leader {
     lock_delays: BTreeMap<String, Instant>,
     session_deadline: BTreeMap<SessionId, Instant>,
     expiry_queue: BTreeSet<(Instant, SessionId)>,
+    tombstones: TombstoneGc,
     outputs: VecDeque<Output>,
 }
 
 impl Leader {
     /// Takes leadership over `fsm`: every session with a TTL gets a fresh
-    /// timer from `now` (Consul resets TTLs on leader change).
+    /// timer from `now` (Consul resets TTLs on leader change), and the
+    /// store's tombstones are due for reaping one tombstone TTL from `now`.
     pub fn new(now: Instant, rng_seed: u64, fsm: &Fsm) -> Leader {
         let mut leader = Leader {
             rng: Rng::from_seed(rng_seed),
             lock_delays: BTreeMap::new(),
             session_deadline: BTreeMap::new(),
             expiry_queue: BTreeSet::new(),
+            tombstones: TombstoneGc::new(TOMBSTONE_TTL, TOMBSTONE_GRANULARITY),
             outputs: VecDeque::new(),
         };
         for session in fsm.sessions.by_id.values() {
             leader.arm(now, session.id, session.ttl);
+        }
+        if let Some(index) = fsm.kv.newest_tombstone() {
+            leader.tombstones.hint(now, index);
         }
         leader
     }
@@ -132,6 +141,9 @@ impl Leader {
         for id in &effects.sessions_removed {
             self.disarm(*id);
         }
+        if let Some(index) = effects.tombstoned {
+            self.tombstones.hint(now, index);
+        }
     }
 
     /// Resets a session's TTL timer; `None` if the session does not exist.
@@ -141,7 +153,8 @@ impl Leader {
         Some(session)
     }
 
-    /// Expires sessions whose deadline passed and forgets stale lock-delays.
+    /// Expires sessions whose deadline passed, reaps tombstones that are
+    /// old enough and forgets stale lock-delays.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, id)) = self.expiry_queue.first() {
             if deadline > now {
@@ -151,6 +164,10 @@ impl Leader {
             self.outputs
                 .push_back(Output::Propose(Command::SessionDestroy { id }));
         }
+        if let Some(index) = self.tombstones.expire(now) {
+            self.outputs
+                .push_back(Output::Propose(Command::ReapTombstones { index }));
+        }
         self.lock_delays.retain(|_, until| now < *until);
     }
 
@@ -159,7 +176,11 @@ impl Leader {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry_queue.first().map(|(deadline, _)| *deadline)
+        let session = self.expiry_queue.first().map(|(deadline, _)| *deadline);
+        match (session, self.tombstones.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn check_invariants(&self) {

@@ -144,6 +144,16 @@ impl Inner {
         self.apply(now, index, &command)
     }
 
+    /// The last apply may have moved a timer earlier (a session created or
+    /// removed, a tombstone to reap, a new store): the timer loop must look
+    /// again.
+    fn timers_moved(&self) -> bool {
+        !self.effects.sessions_created.is_empty()
+            || !self.effects.sessions_removed.is_empty()
+            || self.effects.store_replaced
+            || self.effects.tombstoned.is_some()
+    }
+
     /// Appends to the in-memory log; the entry is committed on return.
     fn append(&mut self, _command: &Command) -> u64 {
         self.last_log_index += 1;
@@ -485,13 +495,11 @@ impl Node {
             };
         }
         if !self.replicated {
-            let arms_timers = matches!(
-                command,
-                Command::SessionCreate(_)
-                    | Command::SessionDestroy { .. }
-                    | Command::RestoreCommit { .. }
-            );
-            let result = self.lock().write(clock::now(), command);
+            let (result, arms_timers) = {
+                let mut inner = self.lock();
+                let result = inner.write(clock::now(), command);
+                (result, inner.timers_moved())
+            };
             if arms_timers {
                 self.timers_changed.notify_one();
             }
@@ -980,9 +988,7 @@ impl Store for Node {
         let mut inner = self.lock();
         let result = inner.apply(now, index, command);
         inner.last_log_index = index;
-        let arms_timers = !inner.effects.sessions_created.is_empty()
-            || !inner.effects.sessions_removed.is_empty()
-            || inner.effects.store_replaced;
+        let arms_timers = inner.timers_moved();
         drop(inner);
         if arms_timers {
             self.timers_changed.notify_one();
