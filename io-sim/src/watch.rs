@@ -82,7 +82,9 @@ impl Watch for SimWatch {
     type Receiver<T: OptionalSend + OptionalSync> = SimWatchReceiver<T>;
     type Ref<'a, T: OptionalSend + 'a> = RwLockReadGuard<'a, T>;
 
-    fn channel<T: OptionalSend + OptionalSync>(init: T) -> (SimWatchSender<T>, SimWatchReceiver<T>) {
+    fn channel<T: OptionalSend + OptionalSync>(
+        init: T,
+    ) -> (SimWatchSender<T>, SimWatchReceiver<T>) {
         let shared = Arc::new(Shared {
             value: RwLock::new(init),
             version: AtomicU64::new(0),
