@@ -2,8 +2,10 @@
 //!
 //! Each node serves on `10.0.0.<id>:7000` (see [`addr`]); each call binds
 //! an ephemeral endpoint on the caller's node, sends the request (the
-//! openraft message itself, boxed: nothing is serialized) and waits for
-//! the answer within openraft's soft TTL. madsim applies the network
+//! openraft message itself, boxed: nothing is serialized) with a random
+//! call id, and waits for the answer carrying that id within openraft's
+//! soft TTL (ports are reused, so late answers to earlier calls arrive
+//! too, and are dropped). madsim applies the network
 //! faults: latency, loss, clogged nodes and links (partitions), killed
 //! and paused nodes. Any failure is `Unreachable` for openraft, as in
 //! io-tokio's TCP network.
@@ -71,23 +73,45 @@ pub enum Response {
     Confirmed(bool),
 }
 
+/// A request with the id its answer must carry: ephemeral ports are
+/// reused, so a late answer to an earlier call can reach a later one.
+struct Call {
+    id: u64,
+    request: Request,
+}
+
+struct Answer {
+    id: u64,
+    response: Response,
+}
+
 /// One call from the current node to `target`'s server.
 pub async fn call(target: u64, request: Request, timeout: Duration) -> Result<Response, String> {
     let endpoint = Endpoint::bind("0.0.0.0:0")
         .await
         .map_err(|e| format!("bind: {e}"))?;
+    let id = {
+        use madsim::rand::RngCore;
+        madsim::rand::thread_rng().next_u64()
+    };
     endpoint
-        .send_to_raw(addr(target), TAG, Box::new(request))
+        .send_to_raw(addr(target), TAG, Box::new(Call { id, request }))
         .await
         .map_err(|e| format!("send: {e}"))?;
-    let answer = madsim::time::timeout(timeout, endpoint.recv_from_raw(TAG)).await;
-    match answer {
+    let receive = async {
+        loop {
+            let (payload, _) = endpoint.recv_from_raw(TAG).await?;
+            match payload.downcast::<Answer>() {
+                Ok(answer) if answer.id == id => return Ok::<_, std::io::Error>(answer.response),
+                // Someone else's late answer.
+                _ => continue,
+            }
+        }
+    };
+    match madsim::time::timeout(timeout, receive).await {
         Err(_) => Err(format!("server {target}: timed out after {timeout:?}")),
         Ok(Err(e)) => Err(format!("server {target}: {e}")),
-        Ok(Ok((payload, _))) => payload
-            .downcast::<Response>()
-            .map(|r| *r)
-            .map_err(|_| "unexpected payload".to_owned()),
+        Ok(Ok(response)) => Ok(response),
     }
 }
 
@@ -108,14 +132,17 @@ where
         let Ok((payload, from)) = endpoint.recv_from_raw(TAG).await else {
             continue;
         };
-        let Ok(request) = payload.downcast::<Request>() else {
+        let Ok(call) = payload.downcast::<Call>() else {
             continue;
         };
         let endpoint = std::sync::Arc::clone(&endpoint);
         let handle = std::sync::Arc::clone(&handle);
         madsim::task::spawn(async move {
-            let response = handle(*request).await;
-            let _ = endpoint.send_to_raw(from, TAG, Box::new(response)).await;
+            let Call { id, request } = *call;
+            let response = handle(request).await;
+            let _ = endpoint
+                .send_to_raw(from, TAG, Box::new(Answer { id, response }))
+                .await;
         });
     }
 }
