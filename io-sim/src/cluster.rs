@@ -47,6 +47,13 @@ pub enum ReadMode {
     /// Broken on purpose (the teeth test): the chosen server's local store,
     /// no leadership check.
     LocalStale,
+    /// openraft's own `ensure_linearizable(ReadPolicy::ReadIndex)`, then
+    /// the store: not what the daemon does (its quorum check rests on
+    /// openraft's replication clock, see io-tokio's `read_index.rs`); for
+    /// soaks that judge openraft's read path.
+    OpenraftReadIndex,
+    /// openraft's `ReadPolicy::LeaseRead`.
+    OpenraftLeaseRead,
 }
 
 #[derive(Clone, Debug)]
@@ -77,6 +84,9 @@ pub struct StoreSample {
 pub struct Observations {
     /// (term, node) for every time a node saw itself leader.
     pub leaders: Vec<(u64, u64)>,
+    /// (node, incarnation, term, voted for, committed) of every vote a
+    /// node showed; the incarnation counts the node's crashes.
+    pub votes: Vec<(u64, u64, u64, u64, bool)>,
     /// (node, log id) of every entry a node applied, read back from its
     /// disk.
     pub applied: Vec<(u64, LogId)>,
@@ -382,6 +392,12 @@ impl Cluster {
             match mode {
                 ReadMode::LocalStale => ReadOutcome::Read(read_key(&live.store, &key)),
                 ReadMode::Linearizable => linearizable_read(id, &live, &key, round_timeout).await,
+                ReadMode::OpenraftReadIndex => {
+                    openraft_read(&live, &key, openraft::ReadPolicy::ReadIndex).await
+                }
+                ReadMode::OpenraftLeaseRead => {
+                    openraft_read(&live, &key, openraft::ReadPolicy::LeaseRead).await
+                }
             }
         });
         match madsim::time::timeout(timeout, task).await {
@@ -487,6 +503,14 @@ async fn linearizable_read(
     ReadOutcome::Read(read_key(&live.store, key))
 }
 
+/// openraft's linearizable read, then the server's store.
+async fn openraft_read(live: &Live, key: &str, policy: openraft::ReadPolicy) -> ReadOutcome {
+    match live.raft.ensure_linearizable(policy).await {
+        Ok(_) => ReadOutcome::Read(read_key(&live.store, key)),
+        Err(e) => ReadOutcome::Failed(e.to_string()),
+    }
+}
+
 async fn run_node(
     id: u64,
     disk: Disk,
@@ -565,6 +589,7 @@ async fn watch(
     observations: Arc<Mutex<Observations>>,
 ) {
     let mut metrics = raft.metrics();
+    let incarnation = disk.crashes();
     let mut last = None;
     let mut recorded_applied: Option<u64> = None;
     loop {
@@ -577,10 +602,15 @@ async fn watch(
                 m.last_log_index,
                 m.local_committed.clone(),
                 m.last_applied.clone(),
+                (
+                    m.vote.leader_id.term,
+                    m.vote.leader_id.node_id,
+                    m.vote.committed,
+                ),
             )
         };
         if last.as_ref() != Some(&now) {
-            let (state, term, leader, last_log, committed, applied) = now.clone();
+            let (state, term, leader, last_log, committed, applied, vote) = now.clone();
             trace.record(
                 id,
                 format!(
@@ -593,6 +623,7 @@ async fn watch(
             if state == ServerState::Leader {
                 obs.leaders.push((term, id));
             }
+            obs.votes.push((id, incarnation, vote.0, vote.1, vote.2));
             if let Some(applied) = &applied {
                 let from = recorded_applied.map_or(0, |i| i + 1);
                 if applied.index + 1 > from {

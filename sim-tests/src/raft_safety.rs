@@ -1,13 +1,23 @@
 //! Invariant: Raft's safety properties hold over what the nodes observed.
 //!
-//! - **Election safety**: at most one leader per term. The simulator
-//!   records (term, node) whenever a node sees itself leader.
+//! - **Election safety.** With standard leader ids, at most one leader per
+//!   term. tribune runs openraft's default *advanced* leader ids, (term,
+//!   node), totally ordered: a voter that granted (T, 2) may later grant
+//!   (T, 3), so one term can see several leaders in turn, but only in
+//!   increasing node order (quorums intersect, and a vote never goes back).
+//!   The simulator records (term, node) whenever a node sees itself leader,
+//!   in time order; [`check_election`] takes the mode.
+//! - **Votes never go back** within one run of a node (between two
+//!   restarts). Recorded from each node's metrics. Across a crash a vote
+//!   shown in metrics may legitimately be lost (metrics show it before its
+//!   save is flushed, and a candidate learns of it only after), so
+//!   restarts are not compared; lost durable votes show up as elections
+//!   out of order instead.
 //! - **State-machine safety** (and with it log matching and leader
 //!   completeness for what was applied): no two nodes apply different
 //!   entries at the same index, even across restarts. The simulator records
 //!   (node, index, term, leader) of every entry a node applied, read back
-//!   from its disk; a committed entry later overwritten and applied
-//!   differently elsewhere shows up here.
+//!   from its disk.
 //!
 //! Plain data in, so the checker is independent of openraft's types.
 
@@ -24,6 +34,28 @@ pub struct AppliedEntry {
     pub leader: u64,
 }
 
+/// A node's vote as its metrics showed it: for (term, candidate), and
+/// whether a quorum granted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VoteSeen {
+    pub node: u64,
+    /// Which run of the node (counts its restarts).
+    pub incarnation: u64,
+    pub term: u64,
+    pub voted_for: u64,
+    pub committed: bool,
+}
+
+/// How leader ids compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderIds {
+    /// Raft's: one leader per term.
+    Standard,
+    /// openraft's advanced (term, node) ids: several leaders per term, in
+    /// increasing node order.
+    Advanced,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SafetyViolation {
     TwoLeaders {
@@ -31,10 +63,22 @@ pub enum SafetyViolation {
         first: u64,
         second: u64,
     },
+    VoteWentBack {
+        before: VoteSeen,
+        after: VoteSeen,
+    },
     DivergentApply {
         first: AppliedEntry,
         second: AppliedEntry,
     },
+}
+
+fn committed(vote: &VoteSeen) -> &'static str {
+    if vote.committed {
+        " (committed)"
+    } else {
+        ""
+    }
 }
 
 impl fmt::Display for SafetyViolation {
@@ -46,7 +90,19 @@ impl fmt::Display for SafetyViolation {
                 second,
             } => write!(
                 f,
-                "election safety: nodes {first} and {second} were both leader in term {term}"
+                "election safety: in term {term} node {second} became leader after node {first}"
+            ),
+            SafetyViolation::VoteWentBack { before, after } => write!(
+                f,
+                "vote went back on node {} (run {}): from term {} for {}{} to term {} for {}{}",
+                before.node,
+                before.incarnation,
+                before.term,
+                before.voted_for,
+                committed(before),
+                after.term,
+                after.voted_for,
+                committed(after),
             ),
             SafetyViolation::DivergentApply { first, second } => write!(
                 f,
@@ -64,18 +120,47 @@ impl fmt::Display for SafetyViolation {
     }
 }
 
-/// At most one leader per term; `leaders` is (term, node) as observed.
-pub fn check_election(leaders: &[(u64, u64)]) -> Result<(), SafetyViolation> {
-    let mut by_term: BTreeMap<u64, u64> = BTreeMap::new();
+/// Leaders per term, from `leaders`: (term, node) as observed, in time
+/// order. Standard: one per term. Advanced: each new leader of a term has
+/// a greater node id than the previous one (a node seen again as leader is
+/// not a new election).
+pub fn check_election(leaders: &[(u64, u64)], ids: LeaderIds) -> Result<(), SafetyViolation> {
+    let mut by_term: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for &(term, node) in leaders {
-        let first = *by_term.entry(term).or_insert(node);
-        if first != node {
-            return Err(SafetyViolation::TwoLeaders {
-                term,
-                first,
-                second: node,
-            });
+        let seen = by_term.entry(term).or_default();
+        if seen.contains(&node) {
+            continue;
         }
+        if let Some(&last) = seen.last() {
+            if !(ids == LeaderIds::Advanced && node > last) {
+                return Err(SafetyViolation::TwoLeaders {
+                    term,
+                    first: last,
+                    second: node,
+                });
+            }
+        }
+        seen.push(node);
+    }
+    Ok(())
+}
+
+/// Each node's votes within one run, in time order, never decrease (by
+/// term, then candidate, then committed: openraft's order for advanced
+/// leader ids).
+pub fn check_votes(votes: &[VoteSeen]) -> Result<(), SafetyViolation> {
+    let key = |v: &VoteSeen| (v.term, v.voted_for, v.committed);
+    let mut last: BTreeMap<(u64, u64), VoteSeen> = BTreeMap::new();
+    for &vote in votes {
+        if let Some(before) = last.get(&(vote.node, vote.incarnation)) {
+            if key(&vote) < key(before) {
+                return Err(SafetyViolation::VoteWentBack {
+                    before: *before,
+                    after: vote,
+                });
+            }
+        }
+        last.insert((vote.node, vote.incarnation), vote);
     }
     Ok(())
 }
@@ -108,17 +193,62 @@ mod tests {
         }
     }
 
+    fn vote(node: u64, term: u64, voted_for: u64, committed: bool) -> VoteSeen {
+        VoteSeen {
+            node,
+            incarnation: 0,
+            term,
+            voted_for,
+            committed,
+        }
+    }
+
     #[test]
     fn one_leader_per_term_passes_and_two_fail() {
-        assert_eq!(check_election(&[(1, 1), (1, 1), (2, 3), (3, 1)]), Ok(()));
+        let fine = [(1, 1), (1, 1), (2, 3), (3, 1)];
+        assert_eq!(check_election(&fine, LeaderIds::Standard), Ok(()));
         assert_eq!(
-            check_election(&[(1, 1), (2, 3), (2, 2)]),
+            check_election(&[(1, 1), (2, 2), (2, 3)], LeaderIds::Standard),
             Err(SafetyViolation::TwoLeaders {
                 term: 2,
-                first: 3,
-                second: 2
+                first: 2,
+                second: 3
             })
         );
+    }
+
+    #[test]
+    fn advanced_ids_allow_later_leaders_of_a_term_only_in_node_order() {
+        let increasing = [(2, 2), (2, 3), (2, 2), (2, 5), (3, 1)];
+        assert_eq!(check_election(&increasing, LeaderIds::Advanced), Ok(()));
+        let violation = check_election(&[(2, 3), (2, 2)], LeaderIds::Advanced).unwrap_err();
+        assert_eq!(
+            violation.to_string(),
+            "election safety: in term 2 node 2 became leader after node 3"
+        );
+    }
+
+    #[test]
+    fn a_vote_going_back_is_caught() {
+        let fine = [
+            vote(1, 1, 2, false),
+            vote(2, 1, 1, false),
+            vote(1, 1, 2, true),
+            vote(1, 2, 1, false),
+            vote(2, 2, 3, true),
+        ];
+        assert_eq!(check_votes(&fine), Ok(()));
+        let lost = [vote(1, 3, 2, false), vote(1, 2, 1, true)];
+        assert_eq!(
+            check_votes(&lost).unwrap_err().to_string(),
+            "vote went back on node 1 (run 0): from term 3 for 2 to term 2 for 1 (committed)"
+        );
+        // A restarted node starts over.
+        let restarted = VoteSeen {
+            incarnation: 1,
+            ..vote(1, 0, 1, false)
+        };
+        assert_eq!(check_votes(&[vote(1, 3, 2, true), restarted]), Ok(()));
     }
 
     #[test]

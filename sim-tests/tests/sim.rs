@@ -42,7 +42,7 @@ mod sim {
     };
     use madsim::rand::Rng;
     use sim_tests::history::{Event, EventType, Function, History};
-    use sim_tests::raft_safety::{self, AppliedEntry};
+    use sim_tests::raft_safety::{self, AppliedEntry, LeaderIds, VoteSeen};
     use sim_tests::replica_state::{self, ReplicaSample};
     use sim_tests::{generate, linearizability};
     use std::collections::{BTreeMap, BTreeSet};
@@ -125,6 +125,7 @@ mod sim {
         pub operations: usize,
         pub acked_writes: usize,
         pub faults: BTreeMap<&'static str, u64>,
+        pub history: Vec<Event>,
         pub violations: Vec<String>,
     }
 
@@ -318,6 +319,14 @@ mod sim {
     #[test]
     fn regression_seed_171_late_answer_on_a_reused_port() {
         regression(171);
+    }
+
+    /// Two leaders in one term, (T, 2) then (T, 3): legal with openraft's
+    /// advanced leader ids, once reported as an election-safety violation
+    /// by a checker that assumed Raft's one leader per term.
+    #[test]
+    fn regression_seed_1510_later_leader_of_a_term() {
+        regression(1510);
     }
 
     /// The first line where two traces differ, for a determinism failure.
@@ -558,6 +567,7 @@ mod sim {
     struct Outcome {
         history: Vec<Event>,
         leaders: Vec<(u64, u64)>,
+        votes: Vec<VoteSeen>,
         applied: Vec<AppliedEntry>,
         samples: Vec<StoreSample>,
         faults: BTreeMap<&'static str, u64>,
@@ -712,6 +722,19 @@ mod sim {
         Outcome {
             history,
             leaders: observations.leaders.clone(),
+            votes: observations
+                .votes
+                .iter()
+                .map(
+                    |&(node, incarnation, term, voted_for, committed)| VoteSeen {
+                        node,
+                        incarnation,
+                        term,
+                        voted_for,
+                        committed,
+                    },
+                )
+                .collect(),
             applied,
             samples,
             faults: nemesis.counts,
@@ -786,6 +809,7 @@ mod sim {
                     operations: 0,
                     acked_writes: 0,
                     faults: BTreeMap::new(),
+                    history: Vec::new(),
                     violations: vec![format!("panic in the simulation: {message}")],
                 };
             }
@@ -811,7 +835,11 @@ mod sim {
                 }
             }
         }
-        if let Err(e) = raft_safety::check_election(&outcome.leaders) {
+        // openraft's default leader ids, which tribune uses, are advanced.
+        if let Err(e) = raft_safety::check_election(&outcome.leaders, LeaderIds::Advanced) {
+            violations.push(e.to_string());
+        }
+        if let Err(e) = raft_safety::check_votes(&outcome.votes) {
             violations.push(e.to_string());
         }
         if let Err(e) = raft_safety::check_applied(&outcome.applied) {
@@ -844,6 +872,7 @@ mod sim {
             operations,
             acked_writes: acked_values(&outcome.history).len(),
             faults: outcome.faults,
+            history: outcome.history,
             violations,
         }
     }
@@ -868,6 +897,44 @@ mod sim {
         (first..first + count).collect()
     }
 
+    /// The seed's parameters, with `TRIBUNE_SIM_SERVERS` (3 or 5)
+    /// overriding the cluster size (for measurements) and
+    /// `TRIBUNE_SIM_READS` the read path (`read-index`, the daemon's, by
+    /// default; `openraft-read-index` or `openraft-lease-read` to judge
+    /// openraft's own).
+    fn params_for(seed: u64) -> Params {
+        let mut params = Params::from_seed(seed);
+        if let Some(size) = env_u64("TRIBUNE_SIM_SERVERS") {
+            params.size = size;
+        }
+        if let Ok(reads) = std::env::var("TRIBUNE_SIM_READS") {
+            params.read_mode = match reads.as_str() {
+                "read-index" => ReadMode::Linearizable,
+                "openraft-read-index" => ReadMode::OpenraftReadIndex,
+                "openraft-lease-read" => ReadMode::OpenraftLeaseRead,
+                other => panic!("TRIBUNE_SIM_READS={other:?}: read-index, openraft-read-index or openraft-lease-read"),
+            };
+        }
+        params
+    }
+
+    /// One seed's trace lines (`TRIBUNE_SIM_TRACE=FILE`) and history
+    /// (`TRIBUNE_SIM_HISTORY=FILE`, JSON lines for `lincheck`).
+    fn save_artifacts(run: &Run) {
+        if let Ok(path) = std::env::var("TRIBUNE_SIM_TRACE") {
+            let mut text = run.trace_lines.join("\n");
+            text.push('\n');
+            std::fs::write(&path, text).expect("trace file written");
+            eprintln!("trace: {path}");
+        }
+        if let Ok(path) = std::env::var("TRIBUNE_SIM_HISTORY") {
+            let file = std::fs::File::create(&path).expect("history file created");
+            sim_tests::write_jsonl(&run.history, std::io::BufWriter::new(file))
+                .expect("history written");
+            eprintln!("history: {path}");
+        }
+    }
+
     #[test]
     fn seeds_pass() {
         let seeds = seeds();
@@ -876,10 +943,11 @@ mod sim {
         let mut failed = Vec::new();
         let mut virtual_total = Duration::ZERO;
         for &seed in &seeds {
-            let run = run(&Params::from_seed(seed), false);
+            let run = run(&params_for(seed), single);
             virtual_total += run.virtual_time;
             if single {
                 eprintln!("{}", run.summary());
+                save_artifacts(&run);
             }
             if !run.violations.is_empty() {
                 eprintln!("FAILED {}", run.summary());
