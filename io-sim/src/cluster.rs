@@ -54,6 +54,11 @@ pub enum ReadMode {
     OpenraftReadIndex,
     /// openraft's `ReadPolicy::LeaseRead`.
     OpenraftLeaseRead,
+    /// The daemon's `default` consistency mode (io-tokio's
+    /// `state.rs::read_index`): under openraft's lease, the larger of its
+    /// read log id and the last log index; without a lease, the quorum
+    /// round of [`ReadMode::Linearizable`].
+    DaemonDefault,
 }
 
 #[derive(Clone, Debug)]
@@ -398,6 +403,7 @@ impl Cluster {
                 ReadMode::OpenraftLeaseRead => {
                     openraft_read(&live, &key, openraft::ReadPolicy::LeaseRead).await
                 }
+                ReadMode::DaemonDefault => default_read(id, &live, &key, round_timeout).await,
             }
         });
         match madsim::time::timeout(timeout, task).await {
@@ -496,6 +502,38 @@ async fn linearizable_read(
                 .as_ref()
                 .is_some_and(|l| l.index >= read_index)
         })
+        .await;
+    if applied.is_err() {
+        return ReadOutcome::Failed("server stopped".into());
+    }
+    ReadOutcome::Read(read_key(&live.store, key))
+}
+
+/// io-tokio's `default` read: openraft's lease read, raised to the last
+/// log index (a leader resuming its term after a restart reuses its old
+/// no-op entry), else the quorum round.
+async fn default_read(me: u64, live: &Live, key: &str, round_timeout: Duration) -> ReadOutcome {
+    let last_log_index = {
+        let metrics = live.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.state != ServerState::Leader || m.current_leader != Some(me) {
+            return ReadOutcome::Failed("not the leader".into());
+        }
+        m.last_log_index.unwrap_or(0)
+    };
+    let lease = madsim::time::timeout(
+        round_timeout,
+        live.raft
+            .get_read_linearizer(openraft::ReadPolicy::LeaseRead),
+    )
+    .await;
+    let Ok(Ok(linearizer)) = lease else {
+        return linearizable_read(me, live, key, round_timeout).await;
+    };
+    let index = linearizer.read_log_id().index().max(last_log_index);
+    let mut metrics = live.raft.metrics();
+    let applied = metrics
+        .wait_until(|m| m.last_applied.as_ref().is_some_and(|l| l.index >= index))
         .await;
     if applied.is_err() {
         return ReadOutcome::Failed("server stopped".into());

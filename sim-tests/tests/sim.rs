@@ -42,7 +42,7 @@ mod sim {
     };
     use madsim::rand::Rng;
     use sim_tests::history::{Event, EventType, Function, History};
-    use sim_tests::raft_safety::{self, AppliedEntry, LeaderIds, VoteSeen};
+    use sim_tests::raft_safety::{self, AppliedEntry, VoteSeen};
     use sim_tests::replica_state::{self, ReplicaSample};
     use sim_tests::{generate, linearizability};
     use std::collections::{BTreeMap, BTreeSet};
@@ -321,11 +321,11 @@ mod sim {
         regression(171);
     }
 
-    /// Two leaders in one term, (T, 2) then (T, 3): legal with openraft's
-    /// advanced leader ids, once reported as an election-safety violation
-    /// by a checker that assumed Raft's one leader per term.
+    /// Two leaders in one term: legal with openraft's advanced leader ids,
+    /// once reported as an election-safety violation by a checker that
+    /// assumed Raft's one leader per term.
     #[test]
-    fn regression_seed_1510_later_leader_of_a_term() {
+    fn regression_seed_1510_two_leaders_in_one_term() {
         regression(1510);
     }
 
@@ -566,7 +566,6 @@ mod sim {
     /// What the simulated run hands to the checkers.
     struct Outcome {
         history: Vec<Event>,
-        leaders: Vec<(u64, u64)>,
         votes: Vec<VoteSeen>,
         applied: Vec<AppliedEntry>,
         samples: Vec<StoreSample>,
@@ -721,7 +720,6 @@ mod sim {
         let history = history.lock().unwrap().clone();
         Outcome {
             history,
-            leaders: observations.leaders.clone(),
             votes: observations
                 .votes
                 .iter()
@@ -835,10 +833,9 @@ mod sim {
                 }
             }
         }
-        // openraft's default leader ids, which tribune uses, are advanced.
-        if let Err(e) = raft_safety::check_election(&outcome.leaders, LeaderIds::Advanced) {
-            violations.push(e.to_string());
-        }
+        // No per-term election check: tribune's openraft uses advanced
+        // leader ids, under which a term may have several leaders (see
+        // raft_safety); state-machine safety below is what must hold.
         if let Err(e) = raft_safety::check_votes(&outcome.votes) {
             violations.push(e.to_string());
         }
@@ -898,21 +895,30 @@ mod sim {
     }
 
     /// The seed's parameters, with `TRIBUNE_SIM_SERVERS` (3 or 5)
-    /// overriding the cluster size (for measurements) and
+    /// overriding the cluster size (for measurements),
+    /// `TRIBUNE_SIM_NO_KILLS` turning crashes off, and
     /// `TRIBUNE_SIM_READS` the read path (`read-index`, the daemon's, by
-    /// default; `openraft-read-index` or `openraft-lease-read` to judge
-    /// openraft's own).
+    /// default; `daemon-default` for the daemon's lease-based `default` mode;
+    /// `openraft-read-index` or `openraft-lease-read` to judge openraft's
+    /// own).
     fn params_for(seed: u64) -> Params {
         let mut params = Params::from_seed(seed);
         if let Some(size) = env_u64("TRIBUNE_SIM_SERVERS") {
             params.size = size;
+        }
+        if std::env::var("TRIBUNE_SIM_NO_KILLS").is_ok() {
+            params.kill_pct = 0;
         }
         if let Ok(reads) = std::env::var("TRIBUNE_SIM_READS") {
             params.read_mode = match reads.as_str() {
                 "read-index" => ReadMode::Linearizable,
                 "openraft-read-index" => ReadMode::OpenraftReadIndex,
                 "openraft-lease-read" => ReadMode::OpenraftLeaseRead,
-                other => panic!("TRIBUNE_SIM_READS={other:?}: read-index, openraft-read-index or openraft-lease-read"),
+                "daemon-default" => ReadMode::DaemonDefault,
+                other => panic!(
+                    "TRIBUNE_SIM_READS={other:?}: read-index, daemon-default, \
+                     openraft-read-index or openraft-lease-read"
+                ),
             };
         }
         params
