@@ -638,8 +638,8 @@ async fn watch(
                 m.current_term,
                 m.current_leader,
                 m.last_log_index,
-                m.local_committed.clone(),
-                m.last_applied.clone(),
+                m.local_committed,
+                m.last_applied,
                 (
                     m.vote.leader_id.term,
                     m.vote.leader_id.node_id,
@@ -648,7 +648,7 @@ async fn watch(
             )
         };
         if last.as_ref() != Some(&now) {
-            let (state, term, leader, last_log, committed, applied, vote) = now.clone();
+            let (state, term, leader, last_log, committed, applied, vote) = now;
             trace.record(
                 id,
                 format!(

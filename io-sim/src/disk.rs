@@ -137,7 +137,7 @@ impl Disk {
                 let _ = state.log.truncate_from(first_lost);
                 state.unsynced.clear();
             }
-            state.vote = state.durable_vote.clone();
+            state.vote = state.durable_vote;
             state.vote_synced_at = None;
         }
     }
@@ -170,7 +170,7 @@ impl Disk {
 fn settle(state: &mut State, now: Instant) {
     state.unsynced.retain(|_, at| *at > now);
     if state.vote_synced_at.is_some_and(|at| at <= now) {
-        state.durable_vote = state.vote.clone();
+        state.durable_vote = state.vote;
         state.vote_synced_at = None;
     }
 }
@@ -182,21 +182,21 @@ pub struct FaultLog {
 
 impl LogBackend<C> for FaultLog {
     fn vote(&self) -> Option<Vote> {
-        self.disk.lock().vote.clone()
+        self.disk.lock().vote
     }
 
     fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut state = self.disk.lock();
         state.in_flight_vote = None;
         match self.disk.config.mode {
-            DiskMode::Durable => state.vote = Some(vote.clone()),
+            DiskMode::Durable => state.vote = Some(*vote),
             DiskMode::AckBeforeSync { sync_delay } => {
                 let now = Instant::now();
                 settle(&mut state, now);
                 if state.vote_synced_at.is_none() {
-                    state.durable_vote = state.vote.clone();
+                    state.durable_vote = state.vote;
                 }
-                state.vote = Some(vote.clone());
+                state.vote = Some(*vote);
                 state.vote_synced_at = Some(now + sync_delay);
             }
         }
@@ -204,7 +204,7 @@ impl LogBackend<C> for FaultLog {
     }
 
     fn committed(&self) -> Option<LogId> {
-        self.disk.lock().committed.clone()
+        self.disk.lock().committed
     }
 
     fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -291,7 +291,7 @@ impl RaftLogStorage<C> for SlowLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.disk.lock().in_flight_vote = Some(vote.clone());
+        self.disk.lock().in_flight_vote = Some(*vote);
         self.wait().await;
         self.inner.save_vote(vote).await
     }

@@ -38,7 +38,7 @@ impl Trace {
         let line = format!("{nanos} n{node} {}", event.as_ref());
         let mut inner = self.lock();
         // Chained: each line is hashed with the hash so far.
-        let mut hasher = SipHasher13::new_with_keys(0x7472_6962, 0x756e_65);
+        let mut hasher = SipHasher13::new_with_keys(0x7472_6962, 0x0075_6e65);
         hasher.write_u64(inner.hash);
         hasher.write(line.as_bytes());
         inner.hash = hasher.finish();

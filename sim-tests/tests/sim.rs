@@ -329,6 +329,36 @@ mod sim {
         regression(1510);
     }
 
+    /// A real finding, kept failing on purpose (ignored so CI stays
+    /// green; run with `cargo test -p sim-tests --test sim -- --ignored`):
+    /// openraft 0.10.0-alpha.37's `ReadPolicy::ReadIndex` serves stale
+    /// reads after a leader restarts and resumes its term from its
+    /// persisted vote. It reuses its old no-op log id, and its read log id
+    /// is max(no-op, local committed), where the committed index is lost on
+    /// a crash (the WAL keeps it in memory) and is re-learned from the
+    /// first quorum of answers, below what was committed and acknowledged
+    /// before. Seed 59: server 1 restarts at 1.549 s as leader of term 1
+    /// with 14 entries, commits up to 7 by 1.567 s, and a read answered at
+    /// 1.573 s returns the value of entry 7 although entries up to 12 had
+    /// been acknowledged. The daemon does not use this read path
+    /// (io-tokio's `read_index.rs`, and `state.rs` raises the lease read
+    /// to the last log index); `TRIBUNE_SIM_READS=openraft-read-index`
+    /// or `openraft-lease-read` fail about 5% of seeds, all with kills.
+    #[test]
+    #[ignore = "openraft's ReadIndex after a leader restart: a known finding, see the comment"]
+    fn openraft_read_index_after_a_leader_restart_seed_59() {
+        let mut params = Params::from_seed(59);
+        params.read_mode = ReadMode::OpenraftReadIndex;
+        let run = run(&params, false);
+        assert!(
+            run.violations.is_empty(),
+            "{}\n{:#?}\nreproduce: TRIBUNE_SIM_READS=openraft-read-index {}",
+            run.summary(),
+            run.violations,
+            reproduce(59)
+        );
+    }
+
     /// The first line where two traces differ, for a determinism failure.
     fn first_difference(a: &[String], b: &[String]) -> String {
         let at = a.iter().zip(b).take_while(|(x, y)| x == y).count();
@@ -362,8 +392,9 @@ mod sim {
     /// numbers in the same order (it fails at the first divergence).
     #[test]
     fn madsim_sees_the_same_random_draws() {
-        fn one_run() -> impl std::future::Future<Output = usize> {
-            scenario(Params::from_seed(7), Trace::default()).map_history_len()
+        async fn one_run() -> usize {
+            let outcome = scenario(Params::from_seed(7), Trace::default()).await;
+            outcome.history.len()
         }
         let params = Params::from_seed(7);
         let mut config = madsim::Config::default();
@@ -372,16 +403,6 @@ mod sim {
             Duration::from_millis(1)..Duration::from_millis(params.net_latency_max_ms);
         let operations = madsim::runtime::Runtime::check_determinism(7, config, one_run);
         assert!(operations > 0);
-    }
-
-    trait MapHistoryLen {
-        fn map_history_len(self) -> impl std::future::Future<Output = usize>;
-    }
-
-    impl<F: std::future::Future<Output = Outcome>> MapHistoryLen for F {
-        fn map_history_len(self) -> impl std::future::Future<Output = usize> {
-            async move { self.await.history.len() }
-        }
     }
 
     /// Seeds a teeth test tries before giving up.
