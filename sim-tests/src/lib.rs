@@ -10,7 +10,7 @@
 //! | [`lock_exclusivity`] | lock holders are ordered by fencing tokens, and fenced writes respect them |
 //! | [`index_monotonic`] | indexes seen per key and per client session never go backwards |
 //! | [`replica_state`] | replicas at the same applied index have the same state |
-//! | [`raft_safety`] | one leader per term; no two nodes apply different entries at one index |
+//! | [`raft_safety`] | no two nodes apply different entries at one index; votes never go back; one leader per term (standard leader ids) |
 //!
 //! Data flow for linearizability:
 //!
