@@ -1,8 +1,8 @@
 //! tribune's simulation tests and the checkers they judge runs with.
 //!
 //! Each checker verifies one invariant over plain data that a run records,
-//! whether the run is the deterministic simulator (which comes later, under
-//! `cfg(madsim)`) or real processes:
+//! whether the run is the deterministic simulator (`tests/sim.rs` on io-sim,
+//! under `cfg(madsim)`) or real processes:
 //!
 //! | module | invariant |
 //! |---|---|
@@ -10,6 +10,7 @@
 //! | [`lock_exclusivity`] | lock holders are ordered by fencing tokens, and fenced writes respect them |
 //! | [`index_monotonic`] | indexes seen per key and per client session never go backwards |
 //! | [`replica_state`] | replicas at the same applied index have the same state |
+//! | [`raft_safety`] | no two nodes apply different entries at one index; votes never go back; one leader per term (standard leader ids) |
 //!
 //! Data flow for linearizability:
 //!
@@ -24,6 +25,7 @@ pub mod history;
 pub mod index_monotonic;
 pub mod linearizability;
 pub mod lock_exclusivity;
+pub mod raft_safety;
 pub mod replica_state;
 
 pub use history::{parse_jsonl, write_jsonl, Event, EventType, Function, History, HistoryError};

@@ -1,0 +1,681 @@
+//! A simulated cluster of tribune servers.
+//!
+//! Each server is a madsim node at `10.0.0.<id>` whose init future builds
+//! everything a daemon's Raft has: io-tokio's `LogStore` over the node's
+//! [`Disk`], io-tokio's `StateMachine` over a fresh `MemStore` (a restart
+//! replays the log, like a daemon without a snapshot), the simulated
+//! [`Network`], and `Raft::new`, all inside the node so that a kill drops
+//! every task openraft spawned. The disks belong to the [`Cluster`], so a
+//! restarted node finds what its disk kept.
+//!
+//! The driver (the test) runs on madsim's main node and talks to servers
+//! in-process, like a local client: [`Cluster::write`] calls
+//! `client_write` on the chosen server; [`Cluster::read`] runs on the
+//! server itself and confirms leadership with a round of calls to the
+//! voters over the simulated network, as io-tokio's `read_index` does, then
+//! reads the server's store once it applied the read index.
+//!
+//! While running, each node's metrics watcher records the trace and what
+//! the safety checkers need ([`Observations`]).
+
+use crate::disk::{Disk, DiskConfig};
+use crate::net::{self, Network, Request, Response};
+use crate::trace::Trace;
+use crate::types::{LogId, Raft, C};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use madsim::runtime::Handle;
+use openraft::async_runtime::WatchReceiver;
+use openraft::entry::RaftEntry;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::ServerState;
+use siphasher::sip::SipHasher13;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hasher;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tribune::raft::{MemStore, ServerNode, StateMachine};
+use tribune_core::command::{Command, CommandResult};
+
+/// How reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Leader confirmed by a quorum of voters, then read after the read
+    /// index is applied (io-tokio's `read_index`).
+    Linearizable,
+    /// Broken on purpose (the teeth test): the chosen server's local store,
+    /// no leadership check.
+    LocalStale,
+    /// openraft's own `ensure_linearizable(ReadPolicy::ReadIndex)`, then
+    /// the store: not what the daemon does (its quorum check rests on
+    /// openraft's replication clock, see io-tokio's `read_index.rs`); for
+    /// soaks that judge openraft's read path.
+    OpenraftReadIndex,
+    /// openraft's `ReadPolicy::LeaseRead`.
+    OpenraftLeaseRead,
+    /// The daemon's `default` consistency mode (io-tokio's
+    /// `state.rs::read_index`): under openraft's lease, the larger of its
+    /// read log id and the last log index; without a lease, the quorum
+    /// round of [`ReadMode::Linearizable`].
+    DaemonDefault,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub size: u64,
+    pub disk: DiskConfig,
+    pub read_mode: ReadMode,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// openraft's `allow_log_reversion`: off in the daemon (openraft then
+    /// panics when a follower's log went back); the broken-disk teeth test
+    /// turns it on so that the simulator's checkers, not openraft's
+    /// assertion, must notice the lost writes.
+    pub allow_log_reversion: bool,
+}
+
+/// One observation of a server's replicated state, for `replica_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreSample {
+    pub node: u64,
+    pub applied_index: u64,
+    pub state_hash: u64,
+}
+
+/// What the nodes saw, for the safety checkers.
+#[derive(Default)]
+pub struct Observations {
+    /// (term, node) for every time a node saw itself leader.
+    pub leaders: Vec<(u64, u64)>,
+    /// (node, incarnation, term, voted for, committed) of every vote a
+    /// node showed; the incarnation counts the node's crashes.
+    pub votes: Vec<(u64, u64, u64, u64, bool)>,
+    /// (node, log id) of every entry a node applied, read back from its
+    /// disk.
+    pub applied: Vec<(u64, LogId)>,
+    pub samples: Vec<StoreSample>,
+}
+
+/// What a server answers a client write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Applied(CommandResult),
+    /// Refused before it was appended (not the leader, node down): it
+    /// never takes effect.
+    Refused(String),
+    /// Timed out or failed after it may have been appended.
+    Unknown(String),
+}
+
+/// A key as read: its value and modify index, `None` if absent.
+pub type ReadValue = Option<(Vec<u8>, u64)>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Read(ReadValue),
+    /// Not served (not the leader, no quorum, timed out): a read has no
+    /// effect, so this is a plain failure.
+    Failed(String),
+}
+
+#[derive(Clone)]
+struct Live {
+    raft: Raft,
+    store: Arc<MemStore>,
+}
+
+struct Slot {
+    node: madsim::runtime::NodeHandle,
+    disk: Disk,
+    live: Arc<Mutex<Option<Live>>>,
+    up: AtomicBool,
+    paused: AtomicBool,
+}
+
+pub struct Cluster {
+    handle: Handle,
+    config: ClusterConfig,
+    slots: BTreeMap<u64, Slot>,
+    trace: Trace,
+    observations: Arc<Mutex<Observations>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn raft_config(config: &ClusterConfig) -> Arc<openraft::Config> {
+    let raft = openraft::Config {
+        cluster_name: "tribune-sim".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        // The log is kept whole: a restarted node rebuilds its store from
+        // it (snapshots are for later, see the book).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        allow_log_reversion: Some(config.allow_log_reversion),
+        ..openraft::Config::default()
+    };
+    Arc::new(raft.validate().expect("valid raft config"))
+}
+
+impl Cluster {
+    /// Creates the servers (not yet a Raft cluster: see
+    /// [`Cluster::initialize`]). Call inside a madsim runtime.
+    pub fn new(config: ClusterConfig, trace: Trace) -> Cluster {
+        let handle = Handle::current();
+        let observations = Arc::new(Mutex::new(Observations::default()));
+        let raft = raft_config(&config);
+        let mut slots = BTreeMap::new();
+        for id in 1..=config.size {
+            let disk = Disk::new(config.disk.clone());
+            let live: Arc<Mutex<Option<Live>>> = Arc::default();
+            let init = {
+                let (disk, live, trace, observations, raft) = (
+                    disk.clone(),
+                    Arc::clone(&live),
+                    trace.clone(),
+                    Arc::clone(&observations),
+                    Arc::clone(&raft),
+                );
+                move || {
+                    run_node(
+                        id,
+                        disk.clone(),
+                        Arc::clone(&live),
+                        trace.clone(),
+                        Arc::clone(&observations),
+                        Arc::clone(&raft),
+                    )
+                }
+            };
+            let node = handle
+                .create_node()
+                .name(format!("server-{id}"))
+                .ip(net::ip(id))
+                .init(init)
+                .build();
+            slots.insert(
+                id,
+                Slot {
+                    node,
+                    disk,
+                    live,
+                    up: AtomicBool::new(true),
+                    paused: AtomicBool::new(false),
+                },
+            );
+        }
+        Cluster {
+            handle,
+            config,
+            slots,
+            trace,
+            observations,
+        }
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.slots.keys().copied().collect()
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    pub fn observations(&self) -> MutexGuard<'_, Observations> {
+        lock(&self.observations)
+    }
+
+    pub fn disk(&self, id: u64) -> &Disk {
+        &self.slots[&id].disk
+    }
+
+    pub fn madsim_id(&self, id: u64) -> madsim::task::NodeId {
+        self.slots[&id].node.id()
+    }
+
+    fn live(&self, id: u64) -> Option<Live> {
+        let slot = self.slots.get(&id)?;
+        if !slot.up.load(SeqCst) {
+            return None;
+        }
+        lock(&slot.live).clone()
+    }
+
+    /// Waits until every server built its Raft, then makes them one
+    /// cluster (`initialize` on server 1 with all of them as voters).
+    pub async fn initialize(&self) {
+        loop {
+            if self.slots.keys().all(|id| self.live(*id).is_some()) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(1)).await;
+        }
+        let members: BTreeMap<u64, ServerNode> = self
+            .slots
+            .keys()
+            .map(|id| (*id, ServerNode::new(format!("server-{id}"), net::addr(*id))))
+            .collect();
+        let first = self.live(1).expect("server 1 is up");
+        first
+            .raft
+            .initialize(members)
+            .await
+            .expect("a fresh cluster initializes");
+        self.trace.record(0, "initialize");
+    }
+
+    pub fn is_up(&self, id: u64) -> bool {
+        self.slots[&id].up.load(SeqCst)
+    }
+
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.slots[&id].paused.load(SeqCst)
+    }
+
+    /// Kills `id` (every task it runs) and crashes its disk.
+    pub fn kill(&self, id: u64) {
+        let slot = &self.slots[&id];
+        if !slot.up.swap(false, SeqCst) {
+            return;
+        }
+        self.handle.kill(slot.node.id());
+        slot.paused.store(false, SeqCst);
+        *lock(&slot.live) = None;
+        slot.disk.crash(|bound| {
+            use madsim::rand::Rng;
+            madsim::rand::thread_rng().gen_range(0..bound.max(1))
+        });
+        self.trace.record(0, format!("kill n{id}"));
+    }
+
+    /// Restarts a killed node from its disk.
+    pub fn restart(&self, id: u64) {
+        let slot = &self.slots[&id];
+        if slot.up.swap(true, SeqCst) {
+            return;
+        }
+        self.handle.restart(slot.node.id());
+        self.trace.record(0, format!("restart n{id}"));
+    }
+
+    /// Stops running `id`'s tasks (a long GC pause); time goes on.
+    pub fn pause(&self, id: u64) {
+        let slot = &self.slots[&id];
+        if !slot.up.load(SeqCst) || slot.paused.swap(true, SeqCst) {
+            return;
+        }
+        self.handle.pause(slot.node.id());
+        self.trace.record(0, format!("pause n{id}"));
+    }
+
+    pub fn resume(&self, id: u64) {
+        let slot = &self.slots[&id];
+        if !slot.paused.swap(false, SeqCst) {
+            return;
+        }
+        self.handle.resume(slot.node.id());
+        self.trace.record(0, format!("resume n{id}"));
+    }
+
+    /// The server that believes it leads in the highest term, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.slots
+            .keys()
+            .filter(|id| !self.is_paused(**id))
+            .filter_map(|id| {
+                let live = self.live(*id)?;
+                let metrics = live.raft.metrics();
+                let m = metrics.borrow_watched();
+                (m.state == ServerState::Leader).then_some((m.current_term, *id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// `(applied index, last log index)` of a running server.
+    pub fn progress(&self, id: u64) -> Option<(u64, u64)> {
+        let live = self.live(id)?;
+        let metrics = live.raft.metrics();
+        let m = metrics.borrow_watched();
+        Some((
+            m.last_applied.as_ref().map_or(0, |l| l.index),
+            m.last_log_index.unwrap_or(0),
+        ))
+    }
+
+    /// A running server's store: applied index and state hash.
+    pub fn store_state(&self, id: u64) -> Option<StoreSample> {
+        let live = self.live(id)?;
+        Some(sample(id, &live.store))
+    }
+
+    /// Whether a running server's store has `key`: its value.
+    pub fn local_value(&self, id: u64, key: &str) -> Option<ReadValue> {
+        let live = self.live(id)?;
+        Some(read_key(&live.store, key))
+    }
+
+    /// A client write through server `id`, waiting at most `timeout`.
+    pub async fn write(&self, id: u64, command: Command, timeout: Duration) -> WriteOutcome {
+        let Some(live) = self.live(id) else {
+            return WriteOutcome::Refused(format!("server {id} is down"));
+        };
+        match madsim::time::timeout(timeout, live.raft.client_write(command)).await {
+            Err(_) => WriteOutcome::Unknown(format!("timed out after {timeout:?}")),
+            Ok(Ok(response)) => WriteOutcome::Applied(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(e)))) => {
+                WriteOutcome::Refused(format!("not the leader: {e}"))
+            }
+            Ok(Err(e)) => WriteOutcome::Unknown(e.to_string()),
+        }
+    }
+
+    /// A read of `key` served by server `id` in the cluster's read mode.
+    pub async fn read(&self, id: u64, key: &str, timeout: Duration) -> ReadOutcome {
+        let Some(live) = self.live(id) else {
+            return ReadOutcome::Failed(format!("server {id} is down"));
+        };
+        let key = key.to_owned();
+        let mode = self.config.read_mode;
+        let round_timeout = Duration::from_millis(2 * self.config.election_timeout_max_ms);
+        // Runs on the server, so its calls to the voters go out from its
+        // address (and partitions apply).
+        // A fresh handle: the one from `create_node` still points at the
+        // node's first incarnation after a restart.
+        let Some(node) = self.handle.get_node(self.madsim_id(id)) else {
+            return ReadOutcome::Failed(format!("server {id} is unknown"));
+        };
+        let task = node.spawn(async move {
+            match mode {
+                ReadMode::LocalStale => ReadOutcome::Read(read_key(&live.store, &key)),
+                ReadMode::Linearizable => linearizable_read(id, &live, &key, round_timeout).await,
+                ReadMode::OpenraftReadIndex => {
+                    openraft_read(&live, &key, openraft::ReadPolicy::ReadIndex).await
+                }
+                ReadMode::OpenraftLeaseRead => {
+                    openraft_read(&live, &key, openraft::ReadPolicy::LeaseRead).await
+                }
+                ReadMode::DaemonDefault => default_read(id, &live, &key, round_timeout).await,
+            }
+        });
+        match madsim::time::timeout(timeout, task).await {
+            Err(_) => ReadOutcome::Failed(format!("timed out after {timeout:?}")),
+            Ok(Err(e)) => ReadOutcome::Failed(format!("server task ended: {e}")),
+            Ok(Ok(outcome)) => outcome,
+        }
+    }
+}
+
+fn read_key(store: &MemStore, key: &str) -> ReadValue {
+    store.read(|fsm| {
+        fsm.kv
+            .get(key)
+            .map(|entry| (entry.value.to_vec(), entry.modify_index))
+    })
+}
+
+fn sample(node: u64, store: &MemStore) -> StoreSample {
+    store.read(|fsm| {
+        let mut hasher = SipHasher13::new_with_keys(1, 2);
+        hasher.write(&fsm.snapshot());
+        StoreSample {
+            node,
+            applied_index: fsm.last_applied,
+            state_hash: hasher.finish(),
+        }
+    })
+}
+
+/// io-tokio's `read_index`, on the simulated network: note the term and
+/// last log index, have a quorum of voters confirm they follow this server
+/// in that term (questions sent after the read began), wait until the
+/// noted index is applied, then read.
+async fn linearizable_read(
+    me: u64,
+    live: &Live,
+    key: &str,
+    round_timeout: Duration,
+) -> ReadOutcome {
+    let metrics = live.raft.metrics();
+    let (term, read_index, configs, others) = {
+        let m = metrics.borrow_watched();
+        if m.state != ServerState::Leader || m.current_leader != Some(me) {
+            return ReadOutcome::Failed("not the leader".into());
+        }
+        let membership = m.membership_config.membership();
+        let configs: Vec<BTreeSet<u64>> = membership.get_joint_config().clone();
+        let others: Vec<u64> = membership.voter_ids().filter(|id| *id != me).collect();
+        (
+            m.current_term,
+            m.last_log_index.unwrap_or(0),
+            configs,
+            others,
+        )
+    };
+    let is_quorum = |granted: &BTreeSet<u64>| {
+        !configs.is_empty()
+            && configs
+                .iter()
+                .all(|voters| voters.intersection(granted).count() * 2 > voters.len())
+    };
+    let mut granted = BTreeSet::from([me]);
+    if !is_quorum(&granted) {
+        let mut answers: FuturesUnordered<_> = others
+            .iter()
+            .map(|&id| async move {
+                let question = Request::ConfirmLeader { term, leader: me };
+                (id, net::call(id, question, round_timeout).await)
+            })
+            .collect();
+        let confirmed = madsim::time::timeout(round_timeout, async {
+            while let Some((id, answer)) = answers.next().await {
+                match answer {
+                    Ok(Response::Confirmed(true)) => {
+                        granted.insert(id);
+                        if is_quorum(&granted) {
+                            return true;
+                        }
+                    }
+                    Ok(Response::Confirmed(false)) => return false,
+                    _ => {}
+                }
+            }
+            false
+        })
+        .await;
+        if confirmed != Ok(true) {
+            return ReadOutcome::Failed("leadership not confirmed".into());
+        }
+    }
+    let mut metrics = metrics;
+    let applied = metrics
+        .wait_until(|m| {
+            m.last_applied
+                .as_ref()
+                .is_some_and(|l| l.index >= read_index)
+        })
+        .await;
+    if applied.is_err() {
+        return ReadOutcome::Failed("server stopped".into());
+    }
+    ReadOutcome::Read(read_key(&live.store, key))
+}
+
+/// io-tokio's `default` read: openraft's lease read, raised to the last
+/// log index (a leader resuming its term after a restart reuses its old
+/// no-op entry), else the quorum round.
+async fn default_read(me: u64, live: &Live, key: &str, round_timeout: Duration) -> ReadOutcome {
+    let last_log_index = {
+        let metrics = live.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.state != ServerState::Leader || m.current_leader != Some(me) {
+            return ReadOutcome::Failed("not the leader".into());
+        }
+        m.last_log_index.unwrap_or(0)
+    };
+    let lease = madsim::time::timeout(
+        round_timeout,
+        live.raft
+            .get_read_linearizer(openraft::ReadPolicy::LeaseRead),
+    )
+    .await;
+    let Ok(Ok(linearizer)) = lease else {
+        return linearizable_read(me, live, key, round_timeout).await;
+    };
+    let index = linearizer.read_log_id().index().max(last_log_index);
+    let mut metrics = live.raft.metrics();
+    let applied = metrics
+        .wait_until(|m| m.last_applied.as_ref().is_some_and(|l| l.index >= index))
+        .await;
+    if applied.is_err() {
+        return ReadOutcome::Failed("server stopped".into());
+    }
+    ReadOutcome::Read(read_key(&live.store, key))
+}
+
+/// openraft's linearizable read, then the server's store.
+async fn openraft_read(live: &Live, key: &str, policy: openraft::ReadPolicy) -> ReadOutcome {
+    match live.raft.ensure_linearizable(policy).await {
+        Ok(_) => ReadOutcome::Read(read_key(&live.store, key)),
+        Err(e) => ReadOutcome::Failed(e.to_string()),
+    }
+}
+
+async fn run_node(
+    id: u64,
+    disk: Disk,
+    live: Arc<Mutex<Option<Live>>>,
+    trace: Trace,
+    observations: Arc<Mutex<Observations>>,
+    config: Arc<openraft::Config>,
+) {
+    trace.record(id, "start");
+    let store = Arc::new(MemStore::default());
+    let state_machine = StateMachine::<C>::in_memory(store.clone());
+    let raft = Raft::new(id, config, Network, disk.open(), state_machine)
+        .await
+        .expect("raft starts from its disk");
+    *lock(&live) = Some(Live {
+        raft: raft.clone(),
+        store: Arc::clone(&store),
+    });
+    madsim::task::spawn(watch(
+        id,
+        raft.clone(),
+        store,
+        disk,
+        trace.clone(),
+        observations,
+    ));
+    net::serve(move |request| {
+        let raft = raft.clone();
+        let trace = trace.clone();
+        async move {
+            trace.record(id, format!("recv {}", request.kind()));
+            handle(id, &raft, request).await
+        }
+    })
+    .await;
+}
+
+async fn handle(id: u64, raft: &Raft, request: Request) -> Response {
+    match request {
+        Request::Append(rpc) => {
+            Response::Append(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+        }
+        Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
+        Request::PreVote(rpc) => {
+            Response::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
+        }
+        Request::Snapshot { vote, meta, data } => {
+            let snapshot = SnapshotOf::<C, bytes::Bytes> {
+                meta,
+                snapshot: data,
+            };
+            Response::Snapshot(
+                raft.install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        Request::ConfirmLeader { term, leader } => {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            Response::Confirmed(
+                m.current_term == term && m.current_leader == Some(leader) && leader != id,
+            )
+        }
+    }
+}
+
+/// Follows a node's metrics: traces every change, and records leaders,
+/// applied entries and store samples.
+async fn watch(
+    id: u64,
+    raft: Raft,
+    store: Arc<MemStore>,
+    disk: Disk,
+    trace: Trace,
+    observations: Arc<Mutex<Observations>>,
+) {
+    let mut metrics = raft.metrics();
+    let incarnation = disk.crashes();
+    let mut last = None;
+    let mut recorded_applied: Option<u64> = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (
+                m.state,
+                m.current_term,
+                m.current_leader,
+                m.last_log_index,
+                m.local_committed,
+                m.last_applied,
+                (
+                    m.vote.leader_id.term,
+                    m.vote.leader_id.node_id,
+                    m.vote.committed,
+                ),
+            )
+        };
+        if last.as_ref() != Some(&now) {
+            let (state, term, leader, last_log, committed, applied, vote) = now;
+            trace.record(
+                id,
+                format!(
+                    "{state:?} term={term} leader={leader:?} last_log={last_log:?} committed={} applied={}",
+                    committed.as_ref().map_or("-".into(), |l| l.to_string()),
+                    applied.as_ref().map_or("-".into(), |l| l.to_string()),
+                ),
+            );
+            let mut obs = lock(&observations);
+            if state == ServerState::Leader {
+                obs.leaders.push((term, id));
+            }
+            obs.votes.push((id, incarnation, vote.0, vote.1, vote.2));
+            if let Some(applied) = &applied {
+                let from = recorded_applied.map_or(0, |i| i + 1);
+                if applied.index + 1 > from {
+                    for entry in disk.entries(from, applied.index + 1) {
+                        obs.applied.push((id, entry.log_id()));
+                    }
+                    recorded_applied = Some(applied.index);
+                    obs.samples.push(sample(id, &store));
+                }
+            }
+            last = Some(now);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

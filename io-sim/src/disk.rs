@@ -1,0 +1,328 @@
+//! A node's simulated disk: io-tokio's [`LogBackend`] seam with faults.
+//!
+//! The test owns every [`Disk`], so it outlives kill and restart; a node
+//! opens it again when it starts. Faults:
+//!
+//! - **latency**: every append, vote save and truncation waits a seeded
+//!   delay before it reaches the backend ([`SlowLog`] wraps io-tokio's
+//!   `LogStore`, the daemon's adapter, unchanged);
+//! - **crash** ([`Disk::crash`]): an append still in progress (its flush
+//!   not reported to openraft) leaves a random prefix of its entries (a
+//!   torn tail); a vote save in progress lands or not; the committed log
+//!   id is forgotten (the WAL keeps it in memory only);
+//! - **broken mode** ([`DiskMode::AckBeforeSync`], for the teeth test):
+//!   appends and votes are reported durable at once but only reach stable
+//!   storage a while later; a crash before then loses them. This breaks
+//!   the `LogBackend` contract on purpose; the checkers must notice.
+
+use crate::types::{Entry, LogId, Vote, C};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tribune::raft::{LogBackend, LogStore, MemLog};
+
+/// How the disk keeps its promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskMode {
+    /// Durable when the backend returns (the `LogBackend` contract).
+    Durable,
+    /// Broken: acknowledged at once, durable only `sync_delay` later.
+    AckBeforeSync { sync_delay: Duration },
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskConfig {
+    /// Delay of each write, drawn uniformly from `[min, max]`.
+    pub latency_min: Duration,
+    pub latency_max: Duration,
+    pub mode: DiskMode,
+}
+
+struct State {
+    log: MemLog<C>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    /// An append waiting on latency: may land partly on a crash.
+    in_flight: Vec<Entry>,
+    in_flight_vote: Option<Vote>,
+    /// Broken mode: the vote on stable storage, and when `vote` gets there.
+    durable_vote: Option<Vote>,
+    vote_synced_at: Option<Instant>,
+    /// Broken mode: entries not on stable storage yet, by index.
+    unsynced: BTreeMap<u64, Instant>,
+    crashes: u64,
+    lost_entries: u64,
+}
+
+/// A node's disk. Clones share it.
+#[derive(Clone)]
+pub struct Disk {
+    state: Arc<Mutex<State>>,
+    config: Arc<DiskConfig>,
+}
+
+impl Disk {
+    pub fn new(config: DiskConfig) -> Disk {
+        Disk {
+            state: Arc::new(Mutex::new(State {
+                log: MemLog::default(),
+                vote: None,
+                committed: None,
+                in_flight: Vec::new(),
+                in_flight_vote: None,
+                durable_vote: None,
+                vote_synced_at: None,
+                unsynced: BTreeMap::new(),
+                crashes: 0,
+                lost_entries: 0,
+            })),
+            config: Arc::new(config),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log store a (re)starting node opens: the daemon's adapter over
+    /// this disk, behind the latency wrapper.
+    pub fn open(&self) -> SlowLog {
+        SlowLog {
+            inner: LogStore::new(FaultLog { disk: self.clone() }),
+            disk: self.clone(),
+        }
+    }
+
+    /// Entries with `start <= index < end`.
+    pub fn entries(&self, start: u64, end: u64) -> Vec<Entry> {
+        self.lock().log.entries(start, end).unwrap_or_default()
+    }
+
+    pub fn last_index(&self) -> Option<u64> {
+        self.lock().log.last_entry_id().map(|id| id.index)
+    }
+
+    /// What a crash leaves: call between killing the node and restarting
+    /// it. `rand` draws the torn-write outcomes.
+    pub fn crash(&self, mut rand: impl FnMut(u64) -> u64) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.crashes += 1;
+        state.committed = None;
+        let in_flight = std::mem::take(&mut state.in_flight);
+        let contiguous = in_flight.first().is_some_and(|first| {
+            Some(first.index()) == state.log.last_entry_id().map(|id| id.index + 1)
+                || (state.log.last_entry_id().is_none() && state.log.last_purged().is_none())
+        });
+        if contiguous {
+            let kept = rand(in_flight.len() as u64 + 1) as usize;
+            let _ = state.log.append(in_flight.into_iter().take(kept).collect());
+        }
+        if let Some(vote) = state.in_flight_vote.take() {
+            if rand(2) == 1 {
+                state.vote = Some(vote);
+            }
+        }
+        if let DiskMode::AckBeforeSync { .. } = self.config.mode {
+            settle(&mut state, now);
+            if let Some(first_lost) = state.unsynced.keys().next().copied() {
+                let lost = state.unsynced.len() as u64;
+                state.lost_entries += lost;
+                let _ = state.log.truncate_from(first_lost);
+                state.unsynced.clear();
+            }
+            state.vote = state.durable_vote;
+            state.vote_synced_at = None;
+        }
+    }
+
+    pub fn crashes(&self) -> u64 {
+        self.lock().crashes
+    }
+
+    /// Entries lost by crashes in broken mode.
+    pub fn lost_entries(&self) -> u64 {
+        self.lock().lost_entries
+    }
+
+    fn latency(&self) -> Duration {
+        use madsim::rand::Rng;
+        let (min, max) = (self.config.latency_min, self.config.latency_max);
+        if max <= min {
+            return min;
+        }
+        let span = (max - min).as_nanos() as u64;
+        min + Duration::from_nanos(madsim::rand::thread_rng().gen_range(0..=span))
+    }
+
+    fn durable(&self) -> bool {
+        self.config.mode == DiskMode::Durable
+    }
+}
+
+/// Broken mode: what reached stable storage by `now` stays.
+fn settle(state: &mut State, now: Instant) {
+    state.unsynced.retain(|_, at| *at > now);
+    if state.vote_synced_at.is_some_and(|at| at <= now) {
+        state.durable_vote = state.vote;
+        state.vote_synced_at = None;
+    }
+}
+
+/// The `LogBackend` the daemon's `LogStore` drives.
+pub struct FaultLog {
+    disk: Disk,
+}
+
+impl LogBackend<C> for FaultLog {
+    fn vote(&self) -> Option<Vote> {
+        self.disk.lock().vote
+    }
+
+    fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        state.in_flight_vote = None;
+        match self.disk.config.mode {
+            DiskMode::Durable => state.vote = Some(*vote),
+            DiskMode::AckBeforeSync { sync_delay } => {
+                let now = Instant::now();
+                settle(&mut state, now);
+                if state.vote_synced_at.is_none() {
+                    state.durable_vote = state.vote;
+                }
+                state.vote = Some(*vote);
+                state.vote_synced_at = Some(now + sync_delay);
+            }
+        }
+        Ok(())
+    }
+
+    fn committed(&self) -> Option<LogId> {
+        self.disk.lock().committed
+    }
+
+    fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        self.disk.lock().committed = committed;
+        Ok(())
+    }
+
+    fn last_purged(&self) -> Option<LogId> {
+        self.disk.lock().log.last_purged()
+    }
+
+    fn last_entry_id(&self) -> Option<LogId> {
+        self.disk.lock().log.last_entry_id()
+    }
+
+    fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        self.disk.lock().log.entries(start, end)
+    }
+
+    fn append(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        state.in_flight.clear();
+        if let DiskMode::AckBeforeSync { sync_delay } = self.disk.config.mode {
+            let now = Instant::now();
+            settle(&mut state, now);
+            for entry in &entries {
+                state.unsynced.insert(entry.index(), now + sync_delay);
+            }
+        }
+        state.log.append(entries)
+    }
+
+    fn truncate_from(&mut self, first_removed: u64) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        state.unsynced.retain(|index, _| *index < first_removed);
+        state.log.truncate_from(first_removed)
+    }
+
+    fn purge_through(&mut self, last: LogId) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        state.unsynced.retain(|index, _| *index > last.index);
+        state.log.purge_through(last)
+    }
+}
+
+/// io-tokio's `LogStore` with the disk's latency in front of each write.
+/// A kill during the wait drops the write before it reached the backend
+/// (and [`Disk::crash`] may keep part of it).
+pub struct SlowLog {
+    inner: LogStore<C, FaultLog>,
+    disk: Disk,
+}
+
+impl SlowLog {
+    async fn wait(&self) {
+        if self.disk.durable() {
+            madsim::time::sleep(self.disk.latency()).await;
+        }
+    }
+}
+
+impl RaftLogReader<C> for SlowLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.inner.try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.inner.read_vote().await
+    }
+}
+
+impl RaftLogStorage<C> for SlowLog {
+    type LogReader = LogStore<C, FaultLog>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        self.inner.get_log_state().await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.inner.get_log_reader().await
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.disk.lock().in_flight_vote = Some(*vote);
+        self.wait().await;
+        self.inner.save_vote(vote).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.inner.save_committed(committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        self.inner.read_committed().await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if self.disk.durable() {
+            self.disk.lock().in_flight = entries.clone();
+        }
+        self.wait().await;
+        self.inner.append(entries, callback).await
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        self.wait().await;
+        self.inner.truncate_after(last_log_id).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.inner.purge(log_id).await
+    }
+}

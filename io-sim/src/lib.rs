@@ -1,0 +1,30 @@
+//! tribune's deterministic simulator: the same openraft adapters as the
+//! daemon (io-tokio's `LogStore`, `StateMachine`), on madsim's virtual
+//! time, network and seeded randomness, plus the faults madsim lacks
+//! (a disk with latency that tears in-flight writes on crash).
+//!
+//! ```text
+//!  test driver (madsim main node) ──client_write / read──> server n (madsim node 10.0.0.n)
+//!                                                           ├─ Raft::new (openraft, MadsimRuntime)
+//!                                                           ├─ io-tokio LogStore ─> FaultLog ─> Disk (owned by Cluster)
+//!                                                           ├─ io-tokio StateMachine ─> MemStore (core Fsm)
+//!                                                           └─ net::serve <── madsim Endpoint ──> net::Network peers
+//! ```
+//!
+//! Compiled only with `--cfg madsim` (the workspace's .cargo/config.toml);
+//! without it this crate is empty. See book/src/simulation.md.
+#![cfg(madsim)]
+
+pub mod cluster;
+pub mod disk;
+pub mod net;
+pub mod runtime;
+pub mod trace;
+pub mod types;
+pub mod watch;
+
+pub use cluster::{Cluster, ClusterConfig, ReadMode, ReadOutcome, WriteOutcome};
+pub use disk::{Disk, DiskConfig, DiskMode};
+pub use runtime::MadsimRuntime;
+pub use trace::Trace;
+pub use watch::SimWatch;

@@ -1,0 +1,1003 @@
+//! The deterministic simulation (book/src/simulation.md): a VOPR-style
+//! runner over io-sim.
+//!
+//! Each seed picks a cluster size (3 or 5), network faults (loss, latency),
+//! disk latency, fault rates and a workload mix, then runs
+//!
+//! 1. a **safety phase**: clients write, CAS, delete and read a few keys
+//!    while a nemesis partitions (random halves, the leader, one node, one
+//!    direction of a link), kills and restarts servers (the disk keeps what
+//!    it had flushed, an in-flight append may be torn), and pauses them;
+//! 2. a **liveness phase**: every fault healed, the cluster must elect a
+//!    leader, accept a write, converge (every server applied the same log,
+//!    identical stores) and serve final reads within a bound of virtual
+//!    time;
+//!
+//! and checks the run: linearizability of the history, Raft safety (one
+//! leader per term, the same entry applied at each index everywhere),
+//! replica state (equal stores at equal applied index), and every
+//! acknowledged write in every server's log.
+//!
+//! - `cargo test -p sim-tests --test sim`: the CI budget of seeds;
+//! - `TRIBUNE_SIM_SEED=n cargo test -p sim-tests --test sim`: one seed,
+//!   with its trace summary;
+//! - `TRIBUNE_SIM_SEEDS=N`: N seeds (a soak), starting at
+//!   `TRIBUNE_SIM_FIRST_SEED` (default 0).
+
+/// Without `--cfg madsim` this binary would pass with nothing run.
+#[cfg(not(madsim))]
+#[test]
+fn requires_cfg_madsim() {
+    panic!(
+        "the simulation needs `--cfg madsim`: the workspace's .cargo/config.toml sets it; \
+         do not override RUSTFLAGS when running `cargo test -p sim-tests`"
+    );
+}
+
+#[cfg(madsim)]
+mod sim {
+    use io_sim::cluster::{ReadValue, StoreSample};
+    use io_sim::{
+        Cluster, ClusterConfig, DiskConfig, DiskMode, ReadMode, ReadOutcome, Trace, WriteOutcome,
+    };
+    use madsim::rand::Rng;
+    use sim_tests::history::{Event, EventType, Function, History};
+    use sim_tests::raft_safety::{self, AppliedEntry, VoteSeen};
+    use sim_tests::replica_state::{self, ReplicaSample};
+    use sim_tests::{generate, linearizability};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use tribune_core::command::{Command, CommandResult, KvOp, KvVerb};
+
+    /// Seeds CI runs (`cargo test -p sim-tests`).
+    const CI_SEEDS: u64 = 200;
+
+    /// Everything a seed decides.
+    #[derive(Clone, Debug)]
+    pub struct Params {
+        pub seed: u64,
+        pub size: u64,
+        pub clients: u64,
+        pub keys: u64,
+        pub loss_rate: f64,
+        pub net_latency_max_ms: u64,
+        pub disk: DiskConfig,
+        pub read_mode: ReadMode,
+        pub allow_log_reversion: bool,
+        /// Workload mix in percent: write, cas, delete (the rest reads).
+        pub write_pct: u64,
+        pub cas_pct: u64,
+        pub delete_pct: u64,
+        /// Nemesis step and fault weights (out of 100 per step).
+        pub step_ms: (u64, u64),
+        pub partition_pct: u64,
+        pub kill_pct: u64,
+        pub pause_pct: u64,
+        pub safety: Duration,
+        pub liveness_bound: Duration,
+    }
+
+    impl Params {
+        pub fn from_seed(seed: u64) -> Params {
+            let mut rng = generate::Rng::new(seed ^ 0x5eed_7269_6275_6e65);
+            let size = if rng.percent(50) { 3 } else { 5 };
+            let write_pct = 20 + rng.below(30);
+            let cas_pct = rng.below(25);
+            let delete_pct = rng.below(8);
+            let disk_min = rng.below(2);
+            Params {
+                seed,
+                size,
+                clients: 2 + rng.below(4),
+                keys: 1 + rng.below(4),
+                loss_rate: [0.0, 0.01, 0.05, 0.15][rng.below(4) as usize],
+                net_latency_max_ms: 2 + rng.below(30),
+                disk: DiskConfig {
+                    latency_min: Duration::from_millis(disk_min),
+                    latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
+                    mode: DiskMode::Durable,
+                },
+                read_mode: ReadMode::Linearizable,
+                allow_log_reversion: false,
+                write_pct,
+                cas_pct,
+                delete_pct,
+                step_ms: (100, 200 + rng.below(800)),
+                partition_pct: 10 + rng.below(40),
+                kill_pct: rng.below(25),
+                pause_pct: rng.below(15),
+                safety: Duration::from_millis(2_000 + rng.below(2_000)),
+                liveness_bound: Duration::from_secs(20),
+            }
+        }
+    }
+
+    /// What one seed produced.
+    pub struct Run {
+        pub params: Params,
+        pub trace_hash: u64,
+        pub trace_events: u64,
+        pub trace_lines: Vec<String>,
+        pub virtual_time: Duration,
+        pub wall_time: Duration,
+        pub operations: usize,
+        pub acked_writes: usize,
+        pub faults: BTreeMap<&'static str, u64>,
+        pub history: Vec<Event>,
+        pub violations: Vec<String>,
+    }
+
+    impl Run {
+        pub fn summary(&self) -> String {
+            format!(
+                "seed {}: {} servers, {} clients, {} keys, loss {}, {} ops ({} acked writes), \
+                 faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
+                self.params.seed,
+                self.params.size,
+                self.params.clients,
+                self.params.keys,
+                self.params.loss_rate,
+                self.operations,
+                self.acked_writes,
+                self.faults,
+                self.virtual_time.as_secs_f64(),
+                self.wall_time.as_secs_f64(),
+                self.trace_hash,
+                self.trace_events
+            )
+        }
+    }
+
+    pub fn reproduce(seed: u64) -> String {
+        format!("TRIBUNE_SIM_SEED={seed} cargo test -p sim-tests --test sim")
+    }
+
+    fn now_ns() -> u64 {
+        madsim::time::TimeHandle::current().elapsed().as_nanos() as u64
+    }
+
+    fn rand_below(bound: u64) -> u64 {
+        madsim::rand::thread_rng().gen_range(0..bound.max(1))
+    }
+
+    type SharedHistory = Arc<Mutex<Vec<Event>>>;
+
+    fn push(history: &SharedHistory, event: Event) {
+        history.lock().unwrap().push(event);
+    }
+
+    fn value_string(value: &ReadValue) -> Option<String> {
+        value
+            .as_ref()
+            .map(|(bytes, _)| String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(1_500);
+    const READ_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+    fn kv(verb: KvVerb, key: &str, value: &str, index: u64) -> Command {
+        Command::Kv(KvOp {
+            value: value.as_bytes().to_vec(),
+            index,
+            ..KvOp::new(verb, key)
+        })
+    }
+
+    /// The history type of a write's outcome.
+    fn write_event_type(outcome: &WriteOutcome) -> EventType {
+        match outcome {
+            WriteOutcome::Applied(CommandResult::Bool(true)) => EventType::Ok,
+            WriteOutcome::Applied(CommandResult::Bool(false) | CommandResult::Failed(_)) => {
+                EventType::Fail
+            }
+            WriteOutcome::Applied(_) | WriteOutcome::Unknown(_) => EventType::Info,
+            WriteOutcome::Refused(_) => EventType::Fail,
+        }
+    }
+
+    /// Picks the server a client talks to: mostly the leader it can see.
+    fn target(cluster: &Cluster) -> u64 {
+        let ids = cluster.ids();
+        match cluster.leader() {
+            Some(leader) if rand_below(100) < 85 => leader,
+            _ => ids[rand_below(ids.len() as u64) as usize],
+        }
+    }
+
+    async fn read_op(
+        cluster: &Cluster,
+        history: &SharedHistory,
+        process: u64,
+        key: &str,
+    ) -> Option<ReadValue> {
+        push(history, Event::invoke_read(process, key, now_ns()));
+        let outcome = cluster.read(target(cluster), key, READ_TIMEOUT).await;
+        match outcome {
+            ReadOutcome::Read(value) => {
+                let text = value_string(&value);
+                push(
+                    history,
+                    Event::ok_read(process, key, text.as_deref(), now_ns()),
+                );
+                Some(value)
+            }
+            ReadOutcome::Failed(_) => {
+                push(
+                    history,
+                    Event::complete(process, EventType::Fail, Function::Read, key, now_ns()),
+                );
+                None
+            }
+        }
+    }
+
+    async fn client(
+        cluster: Arc<Cluster>,
+        params: Params,
+        process: u64,
+        history: SharedHistory,
+        stop: Arc<AtomicBool>,
+    ) {
+        let mut seq = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let key = format!("k{}", rand_below(params.keys));
+            let dice = rand_below(100);
+            seq += 1;
+            let value = format!("c{process}-{seq}");
+            if dice < params.write_pct {
+                push(
+                    &history,
+                    Event::invoke_write(process, &key, &value, now_ns()),
+                );
+                let command = kv(KvVerb::Set, &key, &value, 0);
+                let outcome = cluster
+                    .write(target(&cluster), command, WRITE_TIMEOUT)
+                    .await;
+                let kind = write_event_type(&outcome);
+                push(
+                    &history,
+                    Event::complete(process, kind, Function::Write, &key, now_ns()),
+                );
+            } else if dice < params.write_pct + params.cas_pct {
+                // Consul's CAS compares the modify index; values are
+                // unique, so "index i" is "the value written at i", and the
+                // history records a CAS on the value read just before.
+                let Some(read) = read_op(&cluster, &history, process, &key).await else {
+                    continue;
+                };
+                let expected = value_string(&read);
+                let index = read.as_ref().map_or(0, |(_, index)| *index);
+                push(
+                    &history,
+                    Event::invoke_cas(process, &key, expected.as_deref(), &value, now_ns()),
+                );
+                let command = kv(KvVerb::Cas, &key, &value, index);
+                let outcome = cluster
+                    .write(target(&cluster), command, WRITE_TIMEOUT)
+                    .await;
+                let kind = write_event_type(&outcome);
+                push(
+                    &history,
+                    Event::complete(process, kind, Function::Cas, &key, now_ns()),
+                );
+            } else if dice < params.write_pct + params.cas_pct + params.delete_pct {
+                push(&history, Event::invoke_delete(process, &key, now_ns()));
+                let command = kv(KvVerb::Delete, &key, "", 0);
+                let outcome = cluster
+                    .write(target(&cluster), command, WRITE_TIMEOUT)
+                    .await;
+                let kind = write_event_type(&outcome);
+                push(
+                    &history,
+                    Event::complete(process, kind, Function::Delete, &key, now_ns()),
+                );
+            } else {
+                read_op(&cluster, &history, process, &key).await;
+            }
+            madsim::time::sleep(Duration::from_millis(rand_below(20))).await;
+        }
+    }
+
+    /// Seeds that once failed, kept as named regressions.
+    fn regression(seed: u64) {
+        let run = run(&Params::from_seed(seed), false);
+        assert!(
+            run.violations.is_empty(),
+            "{}\n{:#?}\nreproduce: {}",
+            run.summary(),
+            run.violations,
+            reproduce(seed)
+        );
+    }
+
+    /// The simulated network once matched answers to calls by port only:
+    /// a late AppendEntries answer reached a later call on the reused
+    /// ephemeral port, and openraft's leader saw a follower's log "revert"
+    /// (its assertion panicked). Calls now carry ids.
+    #[test]
+    fn regression_seed_171_late_answer_on_a_reused_port() {
+        regression(171);
+    }
+
+    /// Two leaders in one term: legal with openraft's advanced leader ids,
+    /// once reported as an election-safety violation by a checker that
+    /// assumed Raft's one leader per term.
+    #[test]
+    fn regression_seed_1510_two_leaders_in_one_term() {
+        regression(1510);
+    }
+
+    /// A real finding, kept failing on purpose (ignored so CI stays
+    /// green; run with `cargo test -p sim-tests --test sim -- --ignored`):
+    /// openraft 0.10.0-alpha.37's `ReadPolicy::ReadIndex` serves stale
+    /// reads after a leader restarts and resumes its term from its
+    /// persisted vote. It reuses its old no-op log id, and its read log id
+    /// is max(no-op, local committed), where the committed index is lost on
+    /// a crash (the WAL keeps it in memory) and is re-learned from the
+    /// first quorum of answers, below what was committed and acknowledged
+    /// before. Seed 59: server 1 restarts at 1.549 s as leader of term 1
+    /// with 14 entries, commits up to 7 by 1.567 s, and a read answered at
+    /// 1.573 s returns the value of entry 7 although entries up to 12 had
+    /// been acknowledged. The daemon does not use this read path
+    /// (io-tokio's `read_index.rs`, and `state.rs` raises the lease read
+    /// to the last log index); `TRIBUNE_SIM_READS=openraft-read-index`
+    /// or `openraft-lease-read` fail about 5% of seeds, all with kills.
+    #[test]
+    #[ignore = "openraft's ReadIndex after a leader restart: a known finding, see the comment"]
+    fn openraft_read_index_after_a_leader_restart_seed_59() {
+        let mut params = Params::from_seed(59);
+        params.read_mode = ReadMode::OpenraftReadIndex;
+        let run = run(&params, false);
+        assert!(
+            run.violations.is_empty(),
+            "{}\n{:#?}\nreproduce: TRIBUNE_SIM_READS=openraft-read-index {}",
+            run.summary(),
+            run.violations,
+            reproduce(59)
+        );
+    }
+
+    /// The first line where two traces differ, for a determinism failure.
+    fn first_difference(a: &[String], b: &[String]) -> String {
+        let at = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        format!(
+            "traces differ at event {at}:\n  first:  {}\n  second: {}",
+            a.get(at).map_or("(end)", String::as_str),
+            b.get(at).map_or("(end)", String::as_str)
+        )
+    }
+
+    /// One seed run twice in this process gives the same trace. (Rerunning
+    /// in a new process is weaker: tokio's watch channel passed that and
+    /// still failed this, see shared/OPENRAFT-MADSIM.md.)
+    #[test]
+    fn a_seed_replays_identically() {
+        for seed in [1, 2] {
+            let params = Params::from_seed(seed);
+            let first = run(&params, true);
+            let second = run(&params, true);
+            assert!(first.trace_events > 100, "{}", first.summary());
+            assert!(
+                first.trace_hash == second.trace_hash && first.trace_events == second.trace_events,
+                "seed {seed} is not deterministic: {}\n{}",
+                first_difference(&first.trace_lines, &second.trace_lines),
+                reproduce(seed)
+            );
+        }
+    }
+
+    /// madsim's own check: the same seed run twice draws the same random
+    /// numbers in the same order (it fails at the first divergence).
+    #[test]
+    fn madsim_sees_the_same_random_draws() {
+        async fn one_run() -> usize {
+            let outcome = scenario(Params::from_seed(7), Trace::default()).await;
+            outcome.history.len()
+        }
+        let params = Params::from_seed(7);
+        let mut config = madsim::Config::default();
+        config.net.packet_loss_rate = params.loss_rate;
+        config.net.send_latency =
+            Duration::from_millis(1)..Duration::from_millis(params.net_latency_max_ms);
+        let operations = madsim::runtime::Runtime::check_determinism(7, config, one_run);
+        assert!(operations > 0);
+    }
+
+    /// Seeds a teeth test tries before giving up.
+    const TEETH_SEEDS: u64 = 40;
+
+    /// Runs broken variants of the first seeds until one of the
+    /// simulator's checkers (not a panic inside openraft) catches one;
+    /// returns the seed and what was found.
+    fn first_caught(broken: impl Fn(&mut Params)) -> Option<(u64, Vec<String>)> {
+        (0..TEETH_SEEDS).find_map(|seed| {
+            let mut params = Params::from_seed(seed);
+            broken(&mut params);
+            let run = run(&params, false);
+            let by_checker = run.violations.iter().any(|v| !v.starts_with("panic"));
+            by_checker.then_some((seed, run.violations))
+        })
+    }
+
+    /// Reads served from any server's local store, with no leadership
+    /// check, are not linearizable under partitions: the checker must say
+    /// so.
+    #[test]
+    fn teeth_stale_local_reads_are_caught() {
+        let caught = first_caught(|params| params.read_mode = ReadMode::LocalStale);
+        let (seed, violations) = caught.expect("stale reads went unnoticed");
+        eprintln!("stale reads caught at seed {seed}: {}", violations[0]);
+        assert!(
+            violations.iter().any(|v| v.starts_with("linearizability")),
+            "{violations:?}"
+        );
+    }
+
+    /// A disk that acknowledges appends and votes before they are durable
+    /// loses them on a crash: some check must fail.
+    #[test]
+    fn teeth_acknowledging_before_fsync_is_caught() {
+        let caught = first_caught(|params| {
+            params.disk.mode = DiskMode::AckBeforeSync {
+                sync_delay: Duration::from_millis(500),
+            };
+            params.kill_pct = params.kill_pct.max(30);
+            // Else openraft's own assertion stops the run first.
+            params.allow_log_reversion = true;
+        });
+        let (seed, violations) = caught.expect("lost acknowledged appends went unnoticed");
+        eprintln!("unsynced acks caught at seed {seed}: {violations:?}");
+    }
+
+    /// Faults the nemesis has in place.
+    #[derive(Default)]
+    struct Nemesis {
+        clogged: BTreeSet<(u64, u64)>,
+        paused_until: BTreeMap<u64, u64>,
+        down_until: BTreeMap<u64, u64>,
+        counts: BTreeMap<&'static str, u64>,
+    }
+
+    impl Nemesis {
+        fn clog(&mut self, cluster: &Cluster, a: u64, b: u64) {
+            if a != b && self.clogged.insert((a, b)) {
+                madsim::net::NetSim::current()
+                    .clog_link(cluster.madsim_id(a), cluster.madsim_id(b));
+            }
+        }
+
+        fn heal_network(&mut self, cluster: &Cluster) {
+            let net = madsim::net::NetSim::current();
+            for (a, b) in std::mem::take(&mut self.clogged) {
+                net.unclog_link(cluster.madsim_id(a), cluster.madsim_id(b));
+            }
+        }
+
+        fn count(&mut self, what: &'static str) {
+            *self.counts.entry(what).or_default() += 1;
+        }
+
+        fn step(&mut self, cluster: &Cluster, params: &Params) {
+            let now = now_ns();
+            let ids = cluster.ids();
+            for (id, until) in self.paused_until.clone() {
+                if until <= now {
+                    cluster.resume(id);
+                    self.paused_until.remove(&id);
+                }
+            }
+            for (id, until) in self.down_until.clone() {
+                if until <= now {
+                    cluster.restart(id);
+                    self.down_until.remove(&id);
+                }
+            }
+            let dice = rand_below(100);
+            let minority = (params.size - 1) / 2;
+            let impaired = (self.paused_until.len() + self.down_until.len()) as u64;
+            if dice < params.partition_pct {
+                self.heal_network(cluster);
+                match rand_below(5) {
+                    0 => {
+                        // Random halves.
+                        let mut shuffled = ids.clone();
+                        for i in (1..shuffled.len()).rev() {
+                            shuffled.swap(i, rand_below(i as u64 + 1) as usize);
+                        }
+                        let cut = 1 + rand_below(params.size / 2) as usize;
+                        let (left, right) = shuffled.split_at(cut);
+                        for &a in left {
+                            for &b in right {
+                                self.clog(cluster, a, b);
+                                self.clog(cluster, b, a);
+                            }
+                        }
+                        self.count("partition-halves");
+                    }
+                    1 | 2 => {
+                        // Isolate the leader (or any node without one).
+                        let victim = cluster
+                            .leader()
+                            .unwrap_or_else(|| ids[rand_below(ids.len() as u64) as usize]);
+                        for &other in &ids {
+                            self.clog(cluster, victim, other);
+                            self.clog(cluster, other, victim);
+                        }
+                        self.count("isolate-leader");
+                    }
+                    3 => {
+                        let victim = ids[rand_below(ids.len() as u64) as usize];
+                        for &other in &ids {
+                            self.clog(cluster, victim, other);
+                            self.clog(cluster, other, victim);
+                        }
+                        self.count("isolate-one");
+                    }
+                    _ => {
+                        let a = ids[rand_below(ids.len() as u64) as usize];
+                        let b = ids[rand_below(ids.len() as u64) as usize];
+                        self.clog(cluster, a, b);
+                        self.count("one-way-link");
+                    }
+                }
+            } else if dice < params.partition_pct + 15 {
+                self.heal_network(cluster);
+                self.count("heal");
+            } else if dice < params.partition_pct + 15 + params.kill_pct {
+                if impaired < minority.max(1) {
+                    let victim = if rand_below(2) == 0 {
+                        cluster.leader()
+                    } else {
+                        None
+                    }
+                    .unwrap_or_else(|| ids[rand_below(ids.len() as u64) as usize]);
+                    if cluster.is_up(victim) && !self.paused_until.contains_key(&victim) {
+                        cluster.kill(victim);
+                        let down = 50 + rand_below(1_500);
+                        self.down_until.insert(victim, now + down * 1_000_000);
+                        self.count("kill");
+                    }
+                }
+            } else if dice < params.partition_pct + 15 + params.kill_pct + params.pause_pct
+                && impaired < minority.max(1)
+            {
+                let victim = ids[rand_below(ids.len() as u64) as usize];
+                if cluster.is_up(victim) && !self.paused_until.contains_key(&victim) {
+                    cluster.pause(victim);
+                    let pause = 100 + rand_below(2_000);
+                    self.paused_until.insert(victim, now + pause * 1_000_000);
+                    self.count("pause");
+                }
+            }
+        }
+
+        fn heal_all(&mut self, cluster: &Cluster) {
+            self.heal_network(cluster);
+            for id in std::mem::take(&mut self.paused_until).into_keys() {
+                cluster.resume(id);
+            }
+            for id in std::mem::take(&mut self.down_until).into_keys() {
+                cluster.restart(id);
+            }
+        }
+    }
+
+    /// What the simulated run hands to the checkers.
+    struct Outcome {
+        history: Vec<Event>,
+        votes: Vec<VoteSeen>,
+        applied: Vec<AppliedEntry>,
+        samples: Vec<StoreSample>,
+        faults: BTreeMap<&'static str, u64>,
+        violations: Vec<String>,
+    }
+
+    async fn scenario(params: Params, trace: Trace) -> Outcome {
+        let mut violations = Vec::new();
+        let config = ClusterConfig {
+            size: params.size,
+            disk: params.disk.clone(),
+            read_mode: params.read_mode,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            allow_log_reversion: params.allow_log_reversion,
+        };
+        let cluster = Arc::new(Cluster::new(config, trace.clone()));
+        cluster.initialize().await;
+
+        let history: SharedHistory = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (1..=params.clients)
+            .map(|process| {
+                madsim::task::spawn(client(
+                    Arc::clone(&cluster),
+                    params.clone(),
+                    process,
+                    Arc::clone(&history),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+
+        // Safety phase.
+        let mut nemesis = Nemesis::default();
+        let safety_end = now_ns() + params.safety.as_nanos() as u64;
+        while now_ns() < safety_end {
+            let (lo, hi) = params.step_ms;
+            madsim::time::sleep(Duration::from_millis(lo + rand_below(hi - lo))).await;
+            nemesis.step(&cluster, &params);
+        }
+
+        // Liveness phase: heal everything, stop the clients.
+        nemesis.heal_all(&cluster);
+        madsim::net::NetSim::current().update_config(|net| net.packet_loss_rate = 0.0);
+        trace.record(0, "heal");
+        stop.store(true, Ordering::SeqCst);
+        for handle in clients {
+            let _ = handle.await;
+        }
+        let healed_at = now_ns();
+        let deadline = healed_at + params.liveness_bound.as_nanos() as u64;
+        let final_process = 1_000;
+        let mut converged = false;
+        let mut wrote = false;
+        while now_ns() < deadline {
+            madsim::time::sleep(Duration::from_millis(50)).await;
+            let Some(leader) = cluster.leader() else {
+                continue;
+            };
+            if !wrote {
+                let command = kv(KvVerb::Set, "liveness", "done", 0);
+                let outcome = cluster.write(leader, command, WRITE_TIMEOUT).await;
+                wrote = outcome == WriteOutcome::Applied(CommandResult::Bool(true));
+                continue;
+            }
+            let ids = cluster.ids();
+            let progress: Vec<_> = ids.iter().map(|id| cluster.progress(*id)).collect();
+            let states: Vec<_> = ids.iter().map(|id| cluster.store_state(*id)).collect();
+            let target = progress[0].map(|(_, last)| last);
+            let all_applied = progress.iter().all(|p| {
+                p.is_some_and(|(applied, last)| Some(applied) == target && Some(last) == target)
+            });
+            let same_store = states.windows(2).all(
+                |w| matches!((w[0], w[1]), (Some(a), Some(b)) if a.state_hash == b.state_hash),
+            );
+            if all_applied && same_store {
+                converged = true;
+                break;
+            }
+        }
+        if !wrote || !converged {
+            violations.push(format!(
+                "liveness: {} within {:?} of virtual time after healing",
+                if wrote {
+                    "servers did not converge (same log applied, same store)"
+                } else {
+                    "no leader accepted a write"
+                },
+                params.liveness_bound
+            ));
+        } else {
+            trace.record(0, "converged");
+            // Final reads through the leader: what every key holds now.
+            for k in 0..params.keys {
+                let key = format!("k{k}");
+                let mut done = false;
+                for _ in 0..20 {
+                    if read_op(&cluster, &history, final_process, &key)
+                        .await
+                        .is_some()
+                    {
+                        done = true;
+                        break;
+                    }
+                    madsim::time::sleep(Duration::from_millis(100)).await;
+                }
+                if !done {
+                    violations.push(format!("liveness: no final read of {key} succeeded"));
+                }
+            }
+            // Every acknowledged write is in every server's log.
+            let acked = acked_values(&history.lock().unwrap());
+            for id in cluster.ids() {
+                let disk = cluster.disk(id);
+                let last = disk.last_index().unwrap_or(0);
+                let present: BTreeSet<String> = disk
+                    .entries(0, last + 1)
+                    .iter()
+                    .filter_map(|entry| match &entry.payload {
+                        openraft::EntryPayload::Normal(Command::Kv(op)) => {
+                            Some(String::from_utf8_lossy(&op.value).into_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(missing) = acked.iter().find(|v| !present.contains(*v)) {
+                    violations.push(format!(
+                        "durability: acknowledged write of {missing:?} is not in server {id}'s log"
+                    ));
+                }
+            }
+        }
+        let mut samples = Vec::new();
+        for id in cluster.ids() {
+            samples.extend(cluster.store_state(id));
+        }
+        let observations = cluster.observations();
+        samples.extend(observations.samples.iter().copied());
+        let applied = observations
+            .applied
+            .iter()
+            .map(|(node, log_id)| AppliedEntry {
+                node: *node,
+                index: log_id.index(),
+                term: log_id.leader_id.term,
+                leader: log_id.leader_id.node_id,
+            })
+            .collect();
+        let history = history.lock().unwrap().clone();
+        Outcome {
+            history,
+            votes: observations
+                .votes
+                .iter()
+                .map(
+                    |&(node, incarnation, term, voted_for, committed)| VoteSeen {
+                        node,
+                        incarnation,
+                        term,
+                        voted_for,
+                        committed,
+                    },
+                )
+                .collect(),
+            applied,
+            samples,
+            faults: nemesis.counts,
+            violations,
+        }
+    }
+
+    /// Values of writes and CASes that were acknowledged.
+    fn acked_values(history: &[Event]) -> Vec<String> {
+        let mut pending: BTreeMap<u64, Option<String>> = BTreeMap::new();
+        let mut acked = Vec::new();
+        for event in history {
+            match event.event_type {
+                EventType::Invoke => {
+                    let carries = matches!(event.f, Function::Write | Function::Cas);
+                    pending.insert(event.process, event.value.clone().filter(|_| carries));
+                }
+                EventType::Ok => {
+                    if let Some(Some(value)) = pending.remove(&event.process) {
+                        acked.push(value);
+                    }
+                }
+                _ => {
+                    pending.remove(&event.process);
+                }
+            }
+        }
+        acked
+    }
+
+    /// Runs one seed in its own madsim runtime and checks it.
+    pub fn run(params: &Params, keep_lines: bool) -> Run {
+        let wall = std::time::Instant::now();
+        let mut config = madsim::Config::default();
+        config.net.packet_loss_rate = params.loss_rate;
+        config.net.send_latency =
+            Duration::from_millis(1)..Duration::from_millis(params.net_latency_max_ms);
+        let runtime = madsim::runtime::Runtime::with_seed_and_config(params.seed, config);
+        let trace = if keep_lines {
+            Trace::keeping_lines()
+        } else {
+            Trace::default()
+        };
+        let ran = {
+            let (params, trace) = (params.clone(), trace.clone());
+            // A panic anywhere in the simulation (an assertion in openraft
+            // or in the adapters) is a failed seed, not a failed process.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                runtime.block_on(async move {
+                    let start = Instant::now();
+                    let outcome = scenario(params, trace).await;
+                    (outcome, start.elapsed())
+                })
+            }))
+        };
+        let wall_time = wall.elapsed();
+        let (outcome, virtual_time) = match ran {
+            Ok(ran) => ran,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "(no message)".into());
+                return Run {
+                    params: params.clone(),
+                    trace_hash: trace.hash(),
+                    trace_events: trace.events(),
+                    trace_lines: trace.lines(),
+                    virtual_time: Duration::ZERO,
+                    wall_time,
+                    operations: 0,
+                    acked_writes: 0,
+                    faults: BTreeMap::new(),
+                    history: Vec::new(),
+                    violations: vec![format!("panic in the simulation: {message}")],
+                };
+            }
+        };
+        let mut violations = outcome.violations;
+        match History::from_events(&outcome.history) {
+            Err(e) => violations.push(format!("history does not pair: {e}")),
+            Ok(history) => {
+                let report = linearizability::check(&history);
+                for violation in &report.violations {
+                    violations.push(format!(
+                        "linearizability: key {}: no linearization past {} operations; \
+                         cannot place next: {}",
+                        violation.key,
+                        violation.prefix.len(),
+                        violation
+                            .unplaced
+                            .iter()
+                            .map(|u| linearizability::describe(&u.operation))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+            }
+        }
+        // No per-term election check: tribune's openraft uses advanced
+        // leader ids, under which a term may have several leaders (see
+        // raft_safety); state-machine safety below is what must hold.
+        if let Err(e) = raft_safety::check_votes(&outcome.votes) {
+            violations.push(e.to_string());
+        }
+        if let Err(e) = raft_safety::check_applied(&outcome.applied) {
+            violations.push(e.to_string());
+        }
+        let samples: Vec<ReplicaSample> = outcome
+            .samples
+            .iter()
+            .map(|s| ReplicaSample {
+                replica: s.node,
+                applied_index: s.applied_index,
+                state_hash: s.state_hash,
+            })
+            .collect();
+        if let Err(e) = replica_state::check(&samples) {
+            violations.push(format!("replica state: {e}"));
+        }
+        let operations = outcome
+            .history
+            .iter()
+            .filter(|e| e.event_type == EventType::Invoke)
+            .count();
+        Run {
+            params: params.clone(),
+            trace_hash: trace.hash(),
+            trace_events: trace.events(),
+            trace_lines: trace.lines(),
+            virtual_time,
+            wall_time,
+            operations,
+            acked_writes: acked_values(&outcome.history).len(),
+            faults: outcome.faults,
+            history: outcome.history,
+            violations,
+        }
+    }
+
+    fn env_u64(name: &str) -> Option<u64> {
+        let text = std::env::var(name).ok()?;
+        Some(
+            text.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={text:?} is not a number")),
+        )
+    }
+
+    /// The seeds to run: one (`TRIBUNE_SIM_SEED`), a soak
+    /// (`TRIBUNE_SIM_SEEDS`), or CI's budget.
+    fn seeds() -> Vec<u64> {
+        if let Some(seed) = env_u64("TRIBUNE_SIM_SEED") {
+            return vec![seed];
+        }
+        let first = env_u64("TRIBUNE_SIM_FIRST_SEED").unwrap_or(0);
+        let count = env_u64("TRIBUNE_SIM_SEEDS").unwrap_or(CI_SEEDS);
+        (first..first + count).collect()
+    }
+
+    /// The seed's parameters, with `TRIBUNE_SIM_SERVERS` (3 or 5)
+    /// overriding the cluster size (for measurements),
+    /// `TRIBUNE_SIM_NO_KILLS` turning crashes off, and
+    /// `TRIBUNE_SIM_READS` the read path (`read-index`, the daemon's, by
+    /// default; `daemon-default` for the daemon's lease-based `default` mode;
+    /// `openraft-read-index` or `openraft-lease-read` to judge openraft's
+    /// own).
+    fn params_for(seed: u64) -> Params {
+        let mut params = Params::from_seed(seed);
+        if let Some(size) = env_u64("TRIBUNE_SIM_SERVERS") {
+            params.size = size;
+        }
+        if std::env::var("TRIBUNE_SIM_NO_KILLS").is_ok() {
+            params.kill_pct = 0;
+        }
+        if let Ok(reads) = std::env::var("TRIBUNE_SIM_READS") {
+            params.read_mode = match reads.as_str() {
+                "read-index" => ReadMode::Linearizable,
+                "openraft-read-index" => ReadMode::OpenraftReadIndex,
+                "openraft-lease-read" => ReadMode::OpenraftLeaseRead,
+                "daemon-default" => ReadMode::DaemonDefault,
+                other => panic!(
+                    "TRIBUNE_SIM_READS={other:?}: read-index, daemon-default, \
+                     openraft-read-index or openraft-lease-read"
+                ),
+            };
+        }
+        params
+    }
+
+    /// One seed's trace lines (`TRIBUNE_SIM_TRACE=FILE`) and history
+    /// (`TRIBUNE_SIM_HISTORY=FILE`, JSON lines for `lincheck`).
+    fn save_artifacts(run: &Run) {
+        if let Ok(path) = std::env::var("TRIBUNE_SIM_TRACE") {
+            let mut text = run.trace_lines.join("\n");
+            text.push('\n');
+            std::fs::write(&path, text).expect("trace file written");
+            eprintln!("trace: {path}");
+        }
+        if let Ok(path) = std::env::var("TRIBUNE_SIM_HISTORY") {
+            let file = std::fs::File::create(&path).expect("history file created");
+            sim_tests::write_jsonl(&run.history, std::io::BufWriter::new(file))
+                .expect("history written");
+            eprintln!("history: {path}");
+        }
+    }
+
+    #[test]
+    fn seeds_pass() {
+        let seeds = seeds();
+        let single = seeds.len() == 1;
+        let wall = std::time::Instant::now();
+        let mut failed = Vec::new();
+        let mut virtual_total = Duration::ZERO;
+        for &seed in &seeds {
+            let run = run(&params_for(seed), single);
+            virtual_total += run.virtual_time;
+            if single {
+                eprintln!("{}", run.summary());
+                save_artifacts(&run);
+            }
+            if !run.violations.is_empty() {
+                eprintln!("FAILED {}", run.summary());
+                for violation in &run.violations {
+                    eprintln!("  {violation}");
+                }
+                eprintln!("  reproduce: {}", reproduce(seed));
+                failed.push(seed);
+            }
+        }
+        let wall = wall.elapsed();
+        eprintln!(
+            "{} seeds, {} failed; {:.1}s virtual in {:.1}s wall ({:.0}x)",
+            seeds.len(),
+            failed.len(),
+            virtual_total.as_secs_f64(),
+            wall.as_secs_f64(),
+            virtual_total.as_secs_f64() / wall.as_secs_f64()
+        );
+        assert!(
+            failed.is_empty(),
+            "seeds failed: {failed:?}; reproduce one with e.g. `{}`",
+            reproduce(failed[0])
+        );
+    }
+}
