@@ -41,6 +41,10 @@ pub const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 /// Between two attempts while there is no leader.
 const HOLD_RETRY: Duration = Duration::from_millis(50);
 
+/// How many election timeouts (`election_timeout_max`) a leader may go
+/// without a quorum's acknowledgement before it counts as no leader.
+const QUORUM_LOST_TIMEOUTS: u64 = 4;
+
 /// Between two rounds of the join exchange.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
 
@@ -162,9 +166,13 @@ impl Cluster {
         }
     }
 
-    /// Whether this leader has gone longer than the election timeout
-    /// without a quorum acknowledging it (Consul's leader steps down then,
-    /// hashicorp/raft's `checkLeaderLease`). openraft keeps such a leader
+    /// Whether this leader has gone longer than [`QUORUM_LOST_TIMEOUTS`]
+    /// election timeouts without a quorum acknowledging it (Consul's leader
+    /// steps down then, hashicorp/raft's `checkLeaderLease`; several
+    /// timeouts rather than one, because followers busy with large entries
+    /// or snapshots acknowledge late while this leader is still the only
+    /// one, and failing its writes then would turn a slow commit into an
+    /// unknown outcome). openraft keeps such a leader
     /// leading until a higher term reaches it, so its writes would wait
     /// for a commit that cannot come; counting it as no leader instead
     /// sends them to "No cluster leader" after the hold, as in Consul, and
@@ -174,7 +182,8 @@ impl Cluster {
         if m.membership_config.voter_ids().count() <= 1 {
             return false;
         }
-        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let lease =
+            Duration::from_millis(self.raft.config().election_timeout_max * QUORUM_LOST_TIMEOUTS);
         use openraft::Instant as _;
         let now = openraft::TokioInstant::now();
         let since = {
