@@ -233,6 +233,16 @@ mod sim {
         }
     }
 
+    /// Records `invoke`, writes `command` through a server and records its
+    /// completion (ok, fail, or info when the outcome is unknown).
+    async fn write_op(cluster: &Cluster, history: &SharedHistory, invoke: Event, command: Command) {
+        let (process, f, key) = (invoke.process, invoke.f, invoke.key.clone());
+        push(history, invoke);
+        let outcome = cluster.write(target(cluster), command, WRITE_TIMEOUT).await;
+        let kind = write_event_type(&outcome);
+        push(history, Event::complete(process, kind, f, &key, now_ns()));
+    }
+
     async fn client(
         cluster: Arc<Cluster>,
         params: Params,
@@ -247,19 +257,9 @@ mod sim {
             seq += 1;
             let value = format!("c{process}-{seq}");
             if dice < params.write_pct {
-                push(
-                    &history,
-                    Event::invoke_write(process, &key, &value, now_ns()),
-                );
+                let invoke = Event::invoke_write(process, &key, &value, now_ns());
                 let command = kv(KvVerb::Set, &key, &value, 0);
-                let outcome = cluster
-                    .write(target(&cluster), command, WRITE_TIMEOUT)
-                    .await;
-                let kind = write_event_type(&outcome);
-                push(
-                    &history,
-                    Event::complete(process, kind, Function::Write, &key, now_ns()),
-                );
+                write_op(&cluster, &history, invoke, command).await;
             } else if dice < params.write_pct + params.cas_pct {
                 // Consul's CAS compares the modify index; values are
                 // unique, so "index i" is "the value written at i", and the
@@ -269,30 +269,14 @@ mod sim {
                 };
                 let expected = value_string(&read);
                 let index = read.as_ref().map_or(0, |(_, index)| *index);
-                push(
-                    &history,
-                    Event::invoke_cas(process, &key, expected.as_deref(), &value, now_ns()),
-                );
+                let invoke =
+                    Event::invoke_cas(process, &key, expected.as_deref(), &value, now_ns());
                 let command = kv(KvVerb::Cas, &key, &value, index);
-                let outcome = cluster
-                    .write(target(&cluster), command, WRITE_TIMEOUT)
-                    .await;
-                let kind = write_event_type(&outcome);
-                push(
-                    &history,
-                    Event::complete(process, kind, Function::Cas, &key, now_ns()),
-                );
+                write_op(&cluster, &history, invoke, command).await;
             } else if dice < params.write_pct + params.cas_pct + params.delete_pct {
-                push(&history, Event::invoke_delete(process, &key, now_ns()));
+                let invoke = Event::invoke_delete(process, &key, now_ns());
                 let command = kv(KvVerb::Delete, &key, "", 0);
-                let outcome = cluster
-                    .write(target(&cluster), command, WRITE_TIMEOUT)
-                    .await;
-                let kind = write_event_type(&outcome);
-                push(
-                    &history,
-                    Event::complete(process, kind, Function::Delete, &key, now_ns()),
-                );
+                write_op(&cluster, &history, invoke, command).await;
             } else {
                 read_op(&cluster, &history, process, &key).await;
             }
