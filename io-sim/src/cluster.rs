@@ -2,8 +2,9 @@
 //!
 //! Each server is a madsim node at `10.0.0.<id>` whose init future builds
 //! everything a daemon's Raft has: io-tokio's `LogStore` over the node's
-//! [`Disk`], io-tokio's `StateMachine` over a fresh `MemStore` (a restart
-//! replays the log, like a daemon without a snapshot), the simulated
+//! [`Disk`], io-tokio's `StateMachine` over a fresh `MemStore` with its
+//! snapshot file on the same disk (a restart installs the snapshot, then
+//! replays the log behind it, as the daemon does), the simulated
 //! [`Network`], and `Raft::new`, all inside the node so that a kill drops
 //! every task openraft spawned. The disks belong to the [`Cluster`], so a
 //! restarted node finds what its disk kept.
@@ -18,6 +19,7 @@
 //! While running, each node's metrics watcher records the trace and what
 //! the safety checkers need ([`Observations`]).
 
+use crate::clock::{self, NodeClock};
 use crate::disk::{Disk, DiskConfig};
 use crate::net::{self, Network, Request, Response};
 use crate::trace::Trace;
@@ -74,6 +76,17 @@ pub struct ClusterConfig {
     /// turns it on so that the simulator's checkers, not openraft's
     /// assertion, must notice the lost writes.
     pub allow_log_reversion: bool,
+    /// Each server's clock (skew and drift); absent: virtual time.
+    pub clocks: BTreeMap<u64, NodeClock>,
+    /// The probability that a request between servers is delivered twice.
+    pub duplicate_rate: f64,
+    /// Build a snapshot every this many applied entries (`None`: never,
+    /// and the log is kept whole).
+    pub snapshot_every: Option<u64>,
+    /// Entries kept in the log behind a snapshot (openraft's
+    /// `max_in_snapshot_log_to_keep`): followers lagging further behind
+    /// get the snapshot.
+    pub logs_kept_after_snapshot: u64,
 }
 
 /// One observation of a server's replicated state, for `replica_state`.
@@ -124,6 +137,7 @@ pub enum ReadOutcome {
 struct Live {
     raft: Raft,
     store: Arc<MemStore>,
+    network: Network,
 }
 
 struct Slot {
@@ -152,9 +166,12 @@ fn raft_config(config: &ClusterConfig) -> Arc<openraft::Config> {
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
-        // The log is kept whole: a restarted node rebuilds its store from
-        // it (snapshots are for later, see the book).
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: match config.snapshot_every {
+            Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
+            None => openraft::SnapshotPolicy::Never,
+        },
+        max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+        purge_batch_size: 1,
         allow_log_reversion: Some(config.allow_log_reversion),
         ..openraft::Config::default()
     };
@@ -171,6 +188,10 @@ impl Cluster {
         let mut slots = BTreeMap::new();
         for id in 1..=config.size {
             let disk = Disk::new(config.disk.clone());
+            let node_clock = config.clocks.get(&id).copied();
+            let network = Network {
+                duplicate_rate: config.duplicate_rate,
+            };
             let live: Arc<Mutex<Option<Live>>> = Arc::default();
             let init = {
                 let (disk, live, trace, observations, raft) = (
@@ -181,13 +202,17 @@ impl Cluster {
                     Arc::clone(&raft),
                 );
                 move || {
-                    run_node(
-                        id,
-                        disk.clone(),
-                        Arc::clone(&live),
-                        trace.clone(),
-                        Arc::clone(&observations),
-                        Arc::clone(&raft),
+                    clock::with_clock(
+                        node_clock,
+                        run_node(
+                            id,
+                            disk.clone(),
+                            network.clone(),
+                            Arc::clone(&live),
+                            trace.clone(),
+                            Arc::clone(&observations),
+                            Arc::clone(&raft),
+                        ),
                     )
                 }
             };
@@ -393,7 +418,8 @@ impl Cluster {
         let Some(node) = self.handle.get_node(self.madsim_id(id)) else {
             return ReadOutcome::Failed(format!("server {id} is unknown"));
         };
-        let task = node.spawn(async move {
+        let node_clock = self.config.clocks.get(&id).copied();
+        let task = node.spawn(clock::with_clock(node_clock, async move {
             match mode {
                 ReadMode::LocalStale => ReadOutcome::Read(read_key(&live.store, &key)),
                 ReadMode::Linearizable => linearizable_read(id, &live, &key, round_timeout).await,
@@ -405,7 +431,7 @@ impl Cluster {
                 }
                 ReadMode::DaemonDefault => default_read(id, &live, &key, round_timeout).await,
             }
-        });
+        }));
         match madsim::time::timeout(timeout, task).await {
             Err(_) => ReadOutcome::Failed(format!("timed out after {timeout:?}")),
             Ok(Err(e)) => ReadOutcome::Failed(format!("server task ended: {e}")),
@@ -472,7 +498,11 @@ async fn linearizable_read(
             .iter()
             .map(|&id| async move {
                 let question = Request::ConfirmLeader { term, leader: me };
-                (id, net::call(id, question, round_timeout).await)
+                let duplicate_rate = live.network.duplicate_rate;
+                (
+                    id,
+                    net::call(id, question, round_timeout, duplicate_rate).await,
+                )
             })
             .collect();
         let confirmed = madsim::time::timeout(round_timeout, async {
@@ -552,6 +582,7 @@ async fn openraft_read(live: &Live, key: &str, policy: openraft::ReadPolicy) -> 
 async fn run_node(
     id: u64,
     disk: Disk,
+    network: Network,
     live: Arc<Mutex<Option<Live>>>,
     trace: Trace,
     observations: Arc<Mutex<Observations>>,
@@ -559,13 +590,15 @@ async fn run_node(
 ) {
     trace.record(id, "start");
     let store = Arc::new(MemStore::default());
-    let state_machine = StateMachine::<C>::in_memory(store.clone());
-    let raft = Raft::new(id, config, Network, disk.open(), state_machine)
+    let state_machine = StateMachine::<C>::with_snapshot_file(store.clone(), disk.snapshot_file())
+        .expect("the snapshot on the simulated disk is valid");
+    let raft = Raft::new(id, config, network.clone(), disk.open(), state_machine)
         .await
         .expect("raft starts from its disk");
     *lock(&live) = Some(Live {
         raft: raft.clone(),
         store: Arc::clone(&store),
+        network,
     });
     madsim::task::spawn(watch(
         id,

@@ -10,6 +10,10 @@
 //!   not reported to openraft) leaves a random prefix of its entries (a
 //!   torn tail); a vote save in progress lands or not; the committed log
 //!   id is forgotten (the WAL keeps it in memory only);
+//! - **snapshots**: the disk also holds the node's snapshot file (io-tokio's
+//!   [`SnapshotFile`]), replaced atomically as the daemon's temp file and
+//!   rename do; log entries purged after a snapshot move to an archive
+//!   the node never reads, kept for the durability check;
 //! - **broken mode** ([`DiskMode::AckBeforeSync`], for the teeth test):
 //!   appends and votes are reported durable at once but only reach stable
 //!   storage a while later; a crash before then loses them. This breaks
@@ -25,7 +29,7 @@ use std::io;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tribune::raft::{LogBackend, LogStore, MemLog};
+use tribune::raft::{LogBackend, LogStore, MemLog, SnapshotFile};
 
 /// How the disk keeps its promises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +62,11 @@ struct State {
     unsynced: BTreeMap<u64, Instant>,
     crashes: u64,
     lost_entries: u64,
+    /// The snapshot file's contents.
+    snapshot: Option<Vec<u8>>,
+    snapshots_saved: u64,
+    /// Entries purged from the log (for the checkers only).
+    purged: Vec<Entry>,
 }
 
 /// A node's disk. Clones share it.
@@ -81,6 +90,9 @@ impl Disk {
                 unsynced: BTreeMap::new(),
                 crashes: 0,
                 lost_entries: 0,
+                snapshot: None,
+                snapshots_saved: 0,
+                purged: Vec::new(),
             })),
             config: Arc::new(config),
         }
@@ -106,6 +118,32 @@ impl Disk {
 
     pub fn last_index(&self) -> Option<u64> {
         self.lock().log.last_entry_id().map(|id| id.index)
+    }
+
+    /// Every entry the log holds and every one purged from it, by index
+    /// (purged first): what the node ever kept, for the checkers.
+    pub fn history(&self) -> Vec<Entry> {
+        let state = self.lock();
+        let mut entries = state.purged.clone();
+        let first = state.log.last_purged().map_or(0, |id| id.index + 1);
+        let end = state.log.last_entry_id().map_or(0, |id| id.index + 1);
+        entries.extend(state.log.entries(first, end).unwrap_or_default());
+        entries
+    }
+
+    /// The last index the log dropped because a snapshot covers it.
+    pub fn purged_through(&self) -> Option<u64> {
+        self.lock().log.last_purged().map(|id| id.index)
+    }
+
+    /// How many snapshots were written to this disk.
+    pub fn snapshots_saved(&self) -> u64 {
+        self.lock().snapshots_saved
+    }
+
+    /// The node's snapshot file on this disk.
+    pub fn snapshot_file(&self) -> std::sync::Arc<dyn SnapshotFile> {
+        std::sync::Arc::new(DiskSnapshot { disk: self.clone() })
     }
 
     /// What a crash leaves: call between killing the node and restarting
@@ -246,7 +284,33 @@ impl LogBackend<C> for FaultLog {
     fn purge_through(&mut self, last: LogId) -> io::Result<()> {
         let mut state = self.disk.lock();
         state.unsynced.retain(|index, _| *index > last.index);
+        let first = state.log.last_purged().map_or(0, |id| id.index + 1);
+        let gone = state.log.entries(first, last.index + 1).unwrap_or_default();
+        state.purged.extend(gone);
         state.log.purge_through(last)
+    }
+}
+
+/// The snapshot file on a [`Disk`]: a save lands whole (the daemon's temp
+/// file, fsync and rename), and survives crashes.
+struct DiskSnapshot {
+    disk: Disk,
+}
+
+impl SnapshotFile for DiskSnapshot {
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.disk.lock().snapshot.clone())
+    }
+
+    fn save(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.disk.lock();
+        state.snapshot = Some(bytes.to_vec());
+        state.snapshots_saved += 1;
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        "simulated snapshot file".to_owned()
     }
 }
 

@@ -15,6 +15,7 @@
 //! without it this crate is empty. See book/src/simulation.md.
 #![cfg(madsim)]
 
+pub mod clock;
 pub mod cluster;
 pub mod disk;
 pub mod net;
@@ -23,6 +24,7 @@ pub mod trace;
 pub mod types;
 pub mod watch;
 
+pub use clock::NodeClock;
 pub use cluster::{Cluster, ClusterConfig, ReadMode, ReadOutcome, WriteOutcome};
 pub use disk::{Disk, DiskConfig, DiskMode};
 pub use runtime::MadsimRuntime;

@@ -7,8 +7,11 @@
 //! soft TTL (ports are reused, so late answers to earlier calls arrive
 //! too, and are dropped). madsim applies the network
 //! faults: latency, loss, clogged nodes and links (partitions), killed
-//! and paused nodes. Any failure is `Unreachable` for openraft, as in
-//! io-tokio's TCP network.
+//! and paused nodes. madsim has no duplication, so [`call`] adds it: with
+//! the cluster's duplicate rate a request is sent a second time, 0..20 ms
+//! later, from another endpoint (the server handles both; the second
+//! answer is dropped), which also reorders it behind later requests. Any
+//! failure is `Unreachable` for openraft, as in io-tokio's TCP network.
 
 use crate::types::{Vote, C};
 use bytes::Bytes;
@@ -38,6 +41,7 @@ pub fn addr(id: u64) -> SocketAddr {
 }
 
 /// What a node serves.
+#[derive(Clone)]
 pub enum Request {
     Append(AppendEntriesRequest<C>),
     Vote(VoteRequest<C>),
@@ -85,8 +89,14 @@ struct Answer {
     response: Response,
 }
 
-/// One call from the current node to `target`'s server.
-pub async fn call(target: u64, request: Request, timeout: Duration) -> Result<Response, String> {
+/// One call from the current node to `target`'s server; with probability
+/// `duplicate_rate` the request is delivered twice.
+pub async fn call(
+    target: u64,
+    request: Request,
+    timeout: Duration,
+    duplicate_rate: f64,
+) -> Result<Response, String> {
     let endpoint = Endpoint::bind("0.0.0.0:0")
         .await
         .map_err(|e| format!("bind: {e}"))?;
@@ -94,6 +104,21 @@ pub async fn call(target: u64, request: Request, timeout: Duration) -> Result<Re
         use madsim::rand::RngCore;
         madsim::rand::thread_rng().next_u64()
     };
+    if duplicate_rate > 0.0 {
+        use madsim::rand::Rng;
+        let mut rng = madsim::rand::thread_rng();
+        if rng.gen_bool(duplicate_rate.min(1.0)) {
+            let delay = Duration::from_micros(rng.gen_range(0..20_000));
+            let copy = request.clone();
+            madsim::task::spawn(async move {
+                madsim::time::sleep(delay).await;
+                if let Ok(endpoint) = Endpoint::bind("0.0.0.0:0").await {
+                    let call = Box::new(Call { id, request: copy });
+                    let _ = endpoint.send_to_raw(addr(target), TAG, call).await;
+                }
+            });
+        }
+    }
     endpoint
         .send_to_raw(addr(target), TAG, Box::new(Call { id, request }))
         .await
@@ -149,18 +174,25 @@ where
 
 /// openraft's network factory for one node.
 #[derive(Clone, Debug, Default)]
-pub struct Network;
+pub struct Network {
+    /// The probability that a request is delivered twice.
+    pub duplicate_rate: f64,
+}
 
 impl RaftNetworkFactory<C> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, _node: &ServerNode) -> Peer {
-        Peer { target }
+        Peer {
+            target,
+            duplicate_rate: self.duplicate_rate,
+        }
     }
 }
 
 pub struct Peer {
     target: u64,
+    duplicate_rate: f64,
 }
 
 fn unreachable(e: String) -> Unreachable<C> {
@@ -169,7 +201,7 @@ fn unreachable(e: String) -> Unreachable<C> {
 
 impl Peer {
     async fn request(&self, request: Request, option: &RPCOption) -> Result<Response, RPCError<C>> {
-        call(self.target, request, option.soft_ttl())
+        call(self.target, request, option.soft_ttl(), self.duplicate_rate)
             .await
             .map_err(|e| RPCError::Unreachable(unreachable(e)))
     }
@@ -231,7 +263,7 @@ impl RaftNetworkV2<C> for Peer {
             meta: snapshot.meta,
             data: snapshot.snapshot,
         };
-        let call = call(self.target, request, option.soft_ttl());
+        let call = call(self.target, request, option.soft_ttl(), self.duplicate_rate);
         let mut call = std::pin::pin!(call);
         let mut cancel = std::pin::pin!(cancel);
         let answer = std::future::poll_fn(|cx| {

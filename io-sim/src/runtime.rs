@@ -3,8 +3,10 @@
 //!
 //! - `spawn` puts the task on the *current* simulated node, so the tasks a
 //!   `Raft` spawns die with the node that created it (`Handle::kill`).
-//! - `Instant` is `std::time::Instant`: inside a simulation madsim hooks the
-//!   clock, so it reads virtual time.
+//! - `Instant` is [`SimInstant`]: virtual time as the current node's clock
+//!   reads it (its skew and drift, [`crate::clock`]); sleeps and timeouts
+//!   convert the node's durations and deadlines back to virtual time.
+//!   `spawn` carries the spawning task's clock into the new task.
 //! - The RNG draws from madsim's seeded global generator (rand 0.8 there,
 //!   rand 0.10 here: [`MadsimRng`] adapts).
 //! - mpsc, oneshot and mutex are tokio's `sync` ones (no RNG, executor
@@ -14,6 +16,7 @@
 //! - `spawn_blocking` runs the closure inline: the default spawns an OS
 //!   thread, which madsim forbids.
 
+use crate::clock::{self, SimInstant};
 use crate::watch::SimWatch;
 use openraft_rt::{AsyncRuntime, OptionalSend};
 use std::convert::Infallible;
@@ -22,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The madsim runtime. The inner runtime is only used by `new`/`block_on`
 /// (openraft's own tests); a simulation builds its own `madsim::runtime`.
@@ -102,7 +105,7 @@ impl AsyncRuntime for MadsimRuntime {
     type JoinError = madsim::task::JoinError;
     type JoinHandle<T: OptionalSend + 'static> = madsim::task::JoinHandle<T>;
     type Sleep = madsim::time::Sleep;
-    type Instant = Instant;
+    type Instant = SimInstant;
     type TimeoutError = Elapsed;
     type Timeout<R, T: Future<Output = R> + OptionalSend> = SimTimeout<T>;
     type ThreadLocalRng = MadsimRng;
@@ -112,15 +115,15 @@ impl AsyncRuntime for MadsimRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        madsim::task::spawn(future)
+        madsim::task::spawn(clock::inherit(future))
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
-        madsim::time::sleep(duration)
+        madsim::time::sleep(clock::virtual_duration(duration))
     }
 
-    fn sleep_until(deadline: Instant) -> Self::Sleep {
-        madsim::time::sleep_until(deadline)
+    fn sleep_until(deadline: SimInstant) -> Self::Sleep {
+        madsim::time::sleep_until(deadline.to_madsim())
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(
@@ -129,17 +132,17 @@ impl AsyncRuntime for MadsimRuntime {
     ) -> Self::Timeout<R, F> {
         SimTimeout {
             future,
-            sleep: madsim::time::sleep(duration),
+            sleep: Self::sleep(duration),
         }
     }
 
     fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
-        deadline: Instant,
+        deadline: SimInstant,
         future: F,
     ) -> Self::Timeout<R, F> {
         SimTimeout {
             future,
-            sleep: madsim::time::sleep_until(deadline),
+            sleep: Self::sleep_until(deadline),
         }
     }
 

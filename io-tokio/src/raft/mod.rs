@@ -34,5 +34,5 @@ pub use log_store::{LogBackend, LogStore, MemLog};
 pub use network::{forward, Network};
 pub use rpc::{ForwardError, ForwardReply, RpcClient, RpcError};
 pub use rpc_server::{RaftWriter, RpcServer, WriteHandler};
-pub use state_machine::{MemStore, StateMachine, Store};
+pub use state_machine::{MemStore, SnapshotDir, SnapshotFile, StateMachine, Store};
 pub use types::{Raft, ServerNode, TypeConfig};

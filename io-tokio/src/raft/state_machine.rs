@@ -109,7 +109,54 @@ pub struct StateMachine<C: RaftTypeConfig> {
     files: Arc<Mutex<()>>,
     store: Arc<dyn Store>,
     /// Where snapshots are kept across restarts; `None`: memory only.
-    snapshot_dir: Option<PathBuf>,
+    snapshot_file: Option<Arc<dyn SnapshotFile>>,
+}
+
+/// Where a server keeps its newest snapshot across restarts: a directory
+/// in the daemon ([`SnapshotDir`]), the simulated disk in io-sim.
+pub trait SnapshotFile: Send + Sync + 'static {
+    /// The kept snapshot's bytes, `None` if there is none yet.
+    fn load(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the kept snapshot atomically: after a crash the old one or
+    /// the new one is there, never a mix.
+    fn save(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Names the snapshot in errors (a path).
+    fn name(&self) -> String;
+}
+
+/// A snapshot file in a directory: `DIR/snapshot`, replaced through
+/// `DIR/snapshot.tmp` (temp file → fsync → rename → fsync of the
+/// directory).
+pub struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    /// Creates `dir` if needed.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<SnapshotDir> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(SnapshotDir { dir })
+    }
+}
+
+impl SnapshotFile for SnapshotDir {
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+    }
+
+    fn save(&self, bytes: &[u8]) -> io::Result<()> {
+        write_atomically(&self.dir, bytes)
+    }
+
+    fn name(&self) -> String {
+        self.dir.join(SNAPSHOT_FILE).display().to_string()
+    }
 }
 
 impl<C: RaftTypeConfig> Clone for StateMachine<C> {
@@ -118,7 +165,7 @@ impl<C: RaftTypeConfig> Clone for StateMachine<C> {
             state: Arc::clone(&self.state),
             files: Arc::clone(&self.files),
             store: Arc::clone(&self.store),
-            snapshot_dir: self.snapshot_dir.clone(),
+            snapshot_file: self.snapshot_file.clone(),
         }
     }
 }
@@ -143,7 +190,7 @@ impl<C: RaftTypeConfig> StateMachine<C> {
             })),
             files: Arc::new(Mutex::new(())),
             store,
-            snapshot_dir: None,
+            snapshot_file: None,
         }
     }
 
@@ -152,29 +199,28 @@ impl<C: RaftTypeConfig> StateMachine<C> {
     /// damaged snapshot file is an error naming the file, not a silent
     /// fresh start.
     pub fn durable(store: Arc<dyn Store>, dir: impl Into<PathBuf>) -> io::Result<StateMachine<C>> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        StateMachine::with_snapshot_file(store, Arc::new(SnapshotDir::new(dir)?))
+    }
+
+    /// A state machine over `store` that keeps its snapshot in `file` and
+    /// offers the one found there (validated) to openraft at start-up.
+    pub fn with_snapshot_file(
+        store: Arc<dyn Store>,
+        file: Arc<dyn SnapshotFile>,
+    ) -> io::Result<StateMachine<C>> {
         let sm = StateMachine {
-            snapshot_dir: Some(dir.clone()),
+            snapshot_file: Some(Arc::clone(&file)),
             ..StateMachine::in_memory(store)
         };
-        let path = dir.join(SNAPSHOT_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let contents = decode_snapshot::<C>(&bytes).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
-                let meta = SnapshotMetaOf::<C> {
-                    last_log_id: contents.last_applied,
-                    last_membership: contents.membership,
-                };
-                sm.lock().snapshot = Some((meta, Bytes::from(bytes)));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        if let Some(bytes) = file.load()? {
+            let contents = decode_snapshot::<C>(&bytes).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", file.name()))
+            })?;
+            let meta = SnapshotMetaOf::<C> {
+                last_log_id: contents.last_applied,
+                last_membership: contents.membership,
+            };
+            sm.lock().snapshot = Some((meta, Bytes::from(bytes)));
         }
         Ok(sm)
     }
@@ -208,8 +254,8 @@ impl<C: RaftTypeConfig> StateMachine<C> {
         meta: SnapshotMetaOf<C>,
         bytes: Bytes,
     ) -> io::Result<()> {
-        if let Some(dir) = &self.snapshot_dir {
-            write_atomically(dir, &bytes)?;
+        if let Some(file) = &self.snapshot_file {
+            file.save(&bytes)?;
         }
         state.snapshot = Some((meta, bytes));
         Ok(())
@@ -366,8 +412,8 @@ where
         // An installed (or built) snapshot at least as new was kept while
         // this one was encoded: keep that one.
         if !superseded(&self.lock()) {
-            if let Some(dir) = &self.snapshot_dir {
-                write_atomically(dir, &bytes)?;
+            if let Some(file) = &self.snapshot_file {
+                file.save(&bytes)?;
             }
             let mut state = self.lock();
             if !superseded(&state) {
