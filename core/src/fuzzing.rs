@@ -768,7 +768,8 @@ pub fn wal_recovery_input(data: &[u8]) -> (u64, &[u8]) {
 /// A WAL segment of arbitrary bytes (what a damaged disk or a crash can
 /// leave): the scan reports only records that re-encode to exactly the bytes
 /// they came from, contiguous from the named index, and stops where it says
-/// (a clean end covers every byte). Recovery then either refuses with a
+/// (a clean end covers every byte; a padded one leaves only zeros after the
+/// records). Recovery then either refuses with a
 /// location inside the file or yields a layout that locates every record.
 /// The same bytes as a vote file decode only if they re-encode identically.
 pub fn wal_recovery(data: &[u8]) {
@@ -795,12 +796,18 @@ pub fn wal_recovery(data: &[u8]) {
     assert_eq!(&reencoded[..], &segment[..valid_len as usize]);
     match scan.end {
         SegmentEnd::Clean => assert_eq!(valid_len, segment.len() as u64),
+        SegmentEnd::Padded { offset } => {
+            assert_eq!(offset, valid_len);
+            assert!(segment[offset as usize..].iter().all(|&b| b == 0));
+            assert!(offset < segment.len() as u64);
+        }
         SegmentEnd::TornTail { offset, .. } | SegmentEnd::Corrupt { offset, .. } => {
             assert_eq!(offset, valid_len);
             assert!(offset < segment.len() as u64);
         }
     }
     let corrupt = matches!(scan.end, SegmentEnd::Corrupt { .. });
+    let padded = matches!(scan.end, SegmentEnd::Padded { .. });
     let records = scan.records.clone();
     match Layout::recover(64 * 1024, vec![(first_index, scan)]) {
         Ok(recovered) => {
@@ -813,7 +820,11 @@ pub fn wal_recovery(data: &[u8]) {
                 );
             }
             let truncate = recovered.truncate.map(|(_, len)| len);
-            assert_eq!(truncate.is_some(), valid_len < segment.len() as u64);
+            // Cut only a torn tail: preallocated zeros stay.
+            assert_eq!(
+                truncate.is_some(),
+                valid_len < segment.len() as u64 && !padded
+            );
         }
         Err(error) => {
             assert!(corrupt);

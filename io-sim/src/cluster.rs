@@ -403,6 +403,44 @@ impl Cluster {
         }
     }
 
+    /// Asks server `id` (the leader) to make `voters` the voting members,
+    /// through openraft's joint consensus; the other servers stay in the
+    /// cluster as learners (they keep replicating and applying).
+    pub async fn change_voters(
+        &self,
+        id: u64,
+        voters: BTreeSet<u64>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let Some(live) = self.live(id) else {
+            return Err(format!("server {id} is down"));
+        };
+        let change = live.raft.change_membership(voters.clone(), true);
+        let result = match madsim::time::timeout(timeout, change).await {
+            Err(_) => Err(format!("timed out after {timeout:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(_)) => Ok(()),
+        };
+        let outcome = match &result {
+            Ok(()) => "done".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.trace.record(
+            0,
+            format!("change voters to {voters:?} via n{id}: {outcome}"),
+        );
+        result
+    }
+
+    /// The voters in server `id`'s effective membership (during a joint
+    /// change: both configurations').
+    pub fn voters(&self, id: u64) -> Option<BTreeSet<u64>> {
+        let live = self.live(id)?;
+        let metrics = live.raft.metrics();
+        let m = metrics.borrow_watched();
+        Some(m.membership_config.membership().voter_ids().collect())
+    }
+
     /// A read of `key` served by server `id` in the cluster's read mode.
     pub async fn read(&self, id: u64, key: &str, timeout: Duration) -> ReadOutcome {
         let Some(live) = self.live(id) else {

@@ -5,7 +5,10 @@
 //!
 //! Environment: WAL_BENCH_DIR (a directory on the disk to measure; default
 //! the system temp dir), WAL_BENCH_SECS (per concurrency, default 10),
-//! WAL_BENCH_CONCURRENCY (default "1 16 128"), WAL_BENCH_ENTRY_BYTES (256).
+//! WAL_BENCH_CONCURRENCY (default "1 16 128"), WAL_BENCH_ENTRY_BYTES (256),
+//! WAL_BENCH_SEGMENTS ("preallocated growing": each concurrency runs with
+//! preallocated segment files, the default, and with files that grow as
+//! written, back to back, for an A/B in one sitting).
 
 use std::fs::File;
 use std::io::Write;
@@ -53,9 +56,13 @@ struct Row {
     fdatasync_ms_mean: f64,
 }
 
-fn run(dir: &Path, appenders: usize, seconds: u64, entry_bytes: usize) -> Row {
+fn run(dir: &Path, appenders: usize, seconds: u64, entry_bytes: usize, preallocate: bool) -> Row {
     let _ = std::fs::remove_dir_all(dir);
-    let wal = Wal::open(WalConfig::new(dir)).unwrap();
+    let wal = Wal::open(WalConfig {
+        preallocate,
+        ..WalConfig::new(dir)
+    })
+    .unwrap();
     let next = Mutex::new(1u64);
     let stop = AtomicBool::new(false);
     let start = Instant::now();
@@ -120,23 +127,41 @@ fn main() {
     std::fs::create_dir_all(&base).unwrap();
     // The disk is shared with other work, so its fdatasync rate drifts:
     // measure the raw rate right before each row.
+    let segments = env_or("WAL_BENCH_SEGMENTS", "preallocated growing");
     println!(
-        "| appenders | appends/s | p50 ack (ms) | p99 ack (ms) | appends per fdatasync \
+        "| appenders | segments | appends/s | p50 ack (ms) | p99 ack (ms) | appends per fdatasync \
          | mean fdatasync (ms) | raw fdatasync/s just before |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for appenders in concurrency.split_whitespace() {
-        let raw = raw_fdatasync_per_second(&base, 3);
-        let row = run(&dir, appenders.parse().unwrap(), seconds, entry_bytes);
-        println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} |",
-            row.appenders,
-            row.appends_per_second,
-            row.p50_ms,
-            row.p99_ms,
-            row.appends_per_fsync,
-            row.fdatasync_ms_mean,
-            raw
-        );
+        for kind in segments.split_whitespace() {
+            let preallocate = match kind {
+                "preallocated" => true,
+                "growing" => false,
+                other => panic!("WAL_BENCH_SEGMENTS: {other:?} is not preallocated or growing"),
+            };
+            let raw = raw_fdatasync_per_second(&base, 3);
+            let row = run(
+                &dir,
+                appenders.parse().unwrap(),
+                seconds,
+                entry_bytes,
+                preallocate,
+            );
+            print_row(&row, kind, raw);
+        }
     }
+}
+
+fn print_row(row: &Row, kind: &str, raw: f64) {
+    println!(
+        "| {} | {kind} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} |",
+        row.appenders,
+        row.appends_per_second,
+        row.p50_ms,
+        row.p99_ms,
+        row.appends_per_fsync,
+        row.fdatasync_ms_mean,
+        raw
+    );
 }

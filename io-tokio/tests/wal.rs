@@ -53,8 +53,8 @@ fn entries(range: std::ops::Range<u64>, len: usize) -> Vec<Entry> {
 
 fn open(dir: &Path, segment_bytes: u64) -> Result<Wal, WalError> {
     Wal::open(WalConfig {
-        dir: dir.to_path_buf(),
         segment_bytes,
+        ..WalConfig::new(dir)
     })
 }
 
@@ -114,8 +114,14 @@ fn torn_tail_at_every_offset_of_the_last_record_is_cut() {
     }
     drop(wal);
     let last_segment = segments(&dir.0).pop().unwrap();
-    let full = fs::read(&last_segment).unwrap();
     let record_len = 28 + 90;
+    // The segment file is preallocated: its records, then zeros.
+    let first_in_segment = segment_first_index(&last_segment);
+    let records_len = (30 - first_in_segment + 1) as usize * record_len;
+    let file = fs::read(&last_segment).unwrap();
+    assert_eq!(file.len(), 2048, "preallocated to the segment size");
+    assert!(file[records_len..].iter().all(|&b| b == 0));
+    let full = file[..records_len].to_vec();
     let last_start = full.len() - record_len;
     for cut in last_start..full.len() {
         fs::write(&last_segment, &full[..cut]).unwrap();
@@ -134,12 +140,32 @@ fn torn_tail_at_every_offset_of_the_last_record_is_cut() {
             assert_eq!(check_log(&wal, 90).len(), 30);
         }
     }
-    // A zero-filled tail (a file extended but never written) is cut too.
+    // A zero-filled tail (preallocated space, or a file extended but
+    // never written) is a clean end: nothing to cut.
     let mut zeroed = full.clone();
     zeroed.extend_from_slice(&[0; 4096]);
     fs::write(&last_segment, &zeroed).unwrap();
     let wal = open(&dir.0, 2048).unwrap();
     assert_eq!(check_log(&wal, 90).len(), 30);
+    assert!(wal.cut_tail().is_none());
+    assert_eq!(
+        fs::metadata(&last_segment).unwrap().len(),
+        zeroed.len() as u64
+    );
+    // Appends go right after the last record, into the zeros.
+    wal.append(entries(31..32, 90)).wait().unwrap();
+    drop(wal);
+    let wal = open(&dir.0, 2048).unwrap();
+    assert_eq!(check_log(&wal, 90).len(), 31);
+    assert_eq!(
+        fs::metadata(&last_segment).unwrap().len(),
+        zeroed.len() as u64
+    );
+}
+
+fn segment_first_index(path: &Path) -> u64 {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    tribune_core::wal::parse_segment_file_name(name).unwrap()
 }
 
 #[test]
@@ -185,11 +211,15 @@ fn a_torn_record_in_an_older_segment_is_refused() {
         wal.append(entries(index..index + 1, 100)).wait().unwrap();
     }
     drop(wal);
-    let first = segments(&dir.0).remove(0);
-    let len = fs::metadata(&first).unwrap().len();
+    let all = segments(&dir.0);
+    let (first, second) = (&all[0], &all[1]);
+    // The first segment's records end where the second segment's first
+    // index says; the rest of the file is preallocated zeros.
+    let records = segment_first_index(second) - 1;
+    let len = records * (28 + 100);
     OpenOptions::new()
         .write(true)
-        .open(&first)
+        .open(first)
         .unwrap()
         .set_len(len - 3)
         .unwrap();
@@ -282,9 +312,10 @@ fn purge_keeps_disk_use_bounded() {
             peak = peak.max(dir_bytes(&dir.0));
         }
     }
-    // Trailing entries plus at most one partly purgeable segment and the
-    // batch that overshot the roll threshold.
-    let bound = trailing * record_bytes + 2 * segment_bytes + 10 * record_bytes;
+    // Trailing entries plus at most one partly purgeable segment, the
+    // batch that overshot the roll threshold, and the active segment's
+    // preallocated space.
+    let bound = trailing * record_bytes + 3 * segment_bytes + 10 * record_bytes;
     assert!(peak <= bound, "peak {peak} > bound {bound}");
     assert!(segments(&dir.0).len() <= 10);
     wal.purge_upto(10_000).wait().unwrap();

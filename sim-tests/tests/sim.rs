@@ -76,6 +76,9 @@ mod sim {
         /// many entries behind it.
         pub snapshot_every: Option<u64>,
         pub logs_kept_after_snapshot: u64,
+        /// Nemesis steps (out of 100, after the other faults' weights) that
+        /// change the voting members to a random subset of the servers.
+        pub membership_pct: u64,
         pub disk: DiskConfig,
         pub read_mode: ReadMode,
         pub allow_log_reversion: bool,
@@ -105,17 +108,10 @@ mod sim {
             let mut more = generate::Rng::new(seed ^ 0x00c1_0c4d_d0b1_e5ed);
             let duplicate_rate = [0.0, 0.0, 0.02, 0.1][more.below(4) as usize];
             let drift_ppm = [0, 100, 10_000, 50_000][more.below(4) as usize];
-            let clocks = (1..=5)
-                .map(|id| {
-                    let clock = NodeClock {
-                        offset_ns: more.below(1 << 45),
-                        rate_ppm: more.below(2 * drift_ppm + 1) as i64 - drift_ppm as i64,
-                    };
-                    (id, clock)
-                })
-                .collect();
+            let clocks = clocks(&mut more, drift_ppm);
             let snapshot_every = more.percent(60).then(|| 3 + more.below(30));
             let logs_kept_after_snapshot = more.below(10);
+            let membership_pct = [0, 0, 5, 12][more.below(4) as usize];
             Params {
                 seed,
                 size,
@@ -128,6 +124,7 @@ mod sim {
                 clocks,
                 snapshot_every,
                 logs_kept_after_snapshot,
+                membership_pct,
                 disk: DiskConfig {
                     latency_min: Duration::from_millis(disk_min),
                     latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -148,6 +145,20 @@ mod sim {
         }
     }
 
+    /// Each server's clock: its own origin, and a rate within
+    /// `±drift_ppm` of virtual time.
+    fn clocks(rng: &mut generate::Rng, drift_ppm: u64) -> BTreeMap<u64, NodeClock> {
+        (1..=5)
+            .map(|id| {
+                let clock = NodeClock {
+                    offset_ns: rng.below(1 << 45),
+                    rate_ppm: rng.below(2 * drift_ppm + 1) as i64 - drift_ppm as i64,
+                };
+                (id, clock)
+            })
+            .collect()
+    }
+
     impl Params {
         /// The seed as it ran before request duplication, clock drift and
         /// snapshots joined the fault model: what the regressions recorded
@@ -157,6 +168,7 @@ mod sim {
             self.drift_ppm = 0;
             self.clocks.clear();
             self.snapshot_every = None;
+            self.membership_pct = 0;
             self
         }
     }
@@ -180,7 +192,7 @@ mod sim {
         pub fn summary(&self) -> String {
             format!(
                 "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
-                 snapshots every {:?} entries, {} ops ({} acked writes), \
+                 snapshots every {:?} entries, voter changes {}%, {} ops ({} acked writes), \
                  faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
                 self.params.seed,
                 self.params.size,
@@ -190,6 +202,7 @@ mod sim {
                 self.params.duplicate_rate,
                 self.params.drift_ppm,
                 self.params.snapshot_every,
+                self.params.membership_pct,
                 self.operations,
                 self.acked_writes,
                 self.faults,
@@ -514,7 +527,7 @@ mod sim {
             *self.counts.entry(what).or_default() += 1;
         }
 
-        fn step(&mut self, cluster: &Cluster, params: &Params) {
+        fn step(&mut self, cluster: &Arc<Cluster>, params: &Params) {
             let now = now_ns();
             let ids = cluster.ids();
             for (id, until) in self.paused_until.clone() {
@@ -595,15 +608,40 @@ mod sim {
                         self.count("kill");
                     }
                 }
-            } else if dice < params.partition_pct + 15 + params.kill_pct + params.pause_pct
-                && impaired < minority.max(1)
+            } else if dice < params.partition_pct + 15 + params.kill_pct + params.pause_pct {
+                if impaired < minority.max(1) {
+                    let victim = ids[rand_below(ids.len() as u64) as usize];
+                    if cluster.is_up(victim) && !self.paused_until.contains_key(&victim) {
+                        cluster.pause(victim);
+                        let pause = 100 + rand_below(2_000);
+                        self.paused_until.insert(victim, now + pause * 1_000_000);
+                        self.count("pause");
+                    }
+                }
+            } else if dice
+                < params.partition_pct
+                    + 15
+                    + params.kill_pct
+                    + params.pause_pct
+                    + params.membership_pct
             {
-                let victim = ids[rand_below(ids.len() as u64) as usize];
-                if cluster.is_up(victim) && !self.paused_until.contains_key(&victim) {
-                    cluster.pause(victim);
-                    let pause = 100 + rand_below(2_000);
-                    self.paused_until.insert(victim, now + pause * 1_000_000);
-                    self.count("pause");
+                // A random non-empty subset of the servers votes from now
+                // on; the rest stay as learners. Proposed in the background
+                // (it may wait on partitions); openraft refuses a change
+                // while another is in progress.
+                if let Some(leader) = cluster.leader() {
+                    let voters: BTreeSet<u64> = loop {
+                        let subset: BTreeSet<u64> =
+                            ids.iter().copied().filter(|_| rand_below(2) == 0).collect();
+                        if !subset.is_empty() {
+                            break subset;
+                        }
+                    };
+                    let cluster = Arc::clone(cluster);
+                    madsim::task::spawn(async move {
+                        let _ = cluster.change_voters(leader, voters, WRITE_TIMEOUT).await;
+                    });
+                    self.count("change-voters");
                 }
             }
         }
@@ -697,11 +735,21 @@ mod sim {
         let final_process = 1_000;
         let mut converged = false;
         let mut wrote = false;
+        // Every server votes again (the nemesis may have left a subset).
+        let mut all_voters = params.membership_pct == 0;
         while now_ns() < deadline {
             madsim::time::sleep(Duration::from_millis(50)).await;
             let Some(leader) = cluster.leader() else {
                 continue;
             };
+            if !all_voters {
+                let all: BTreeSet<u64> = cluster.ids().into_iter().collect();
+                all_voters = cluster
+                    .change_voters(leader, all, WRITE_TIMEOUT)
+                    .await
+                    .is_ok();
+                continue;
+            }
             if !wrote {
                 let command = kv(KvVerb::Set, "liveness", "done", 0);
                 let outcome = cluster.write(leader, command, WRITE_TIMEOUT).await;
@@ -726,7 +774,9 @@ mod sim {
         if !wrote || !converged {
             violations.push(format!(
                 "liveness: {} within {:?} of virtual time after healing",
-                if wrote {
+                if !all_voters {
+                    "no leader made every server a voter again"
+                } else if wrote {
                     "servers did not converge (same log applied, same store)"
                 } else {
                     "no leader accepted a write"
@@ -1031,7 +1081,8 @@ mod sim {
 
     /// The seed's parameters, with `TRIBUNE_SIM_SERVERS` (3 or 5)
     /// overriding the cluster size (for measurements),
-    /// `TRIBUNE_SIM_NO_KILLS` turning crashes off, and
+    /// `TRIBUNE_SIM_NO_KILLS` turning crashes off,
+    /// `TRIBUNE_SIM_DRIFT_PPM` setting every seed's largest clock drift, and
     /// `TRIBUNE_SIM_READS` the read path (`read-index`, the daemon's, by
     /// default; `daemon-default` for the daemon's lease-based `default` mode;
     /// `openraft-read-index` or `openraft-lease-read` to judge openraft's
@@ -1043,6 +1094,14 @@ mod sim {
         }
         if std::env::var("TRIBUNE_SIM_NO_KILLS").is_ok() {
             params.kill_pct = 0;
+        }
+        if let Some(drift_ppm) = env_u64("TRIBUNE_SIM_DRIFT_PPM") {
+            assert!(
+                drift_ppm < 1_000_000,
+                "TRIBUNE_SIM_DRIFT_PPM must be below 1,000,000"
+            );
+            params.drift_ppm = drift_ppm;
+            params.clocks = clocks(&mut generate::Rng::new(seed ^ 0xd21f7), drift_ppm);
         }
         if let Ok(reads) = std::env::var("TRIBUNE_SIM_READS") {
             params.read_mode = match reads.as_str() {

@@ -36,7 +36,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub struct Segment {
     pub first_index: u64,
     offsets: Vec<u64>,
-    /// Bytes of valid records (the file's length once recovered).
+    /// Bytes of valid records: where the next record goes. The file can
+    /// be longer, zeros preallocated by the shell.
     pub len_bytes: u64,
 }
 
@@ -180,7 +181,7 @@ impl Layout {
         for (position, (first_index, scan)) in scans.into_iter().enumerate() {
             let last = position + 1 == count;
             match scan.end {
-                SegmentEnd::Clean => {}
+                SegmentEnd::Clean | SegmentEnd::Padded { .. } => {}
                 SegmentEnd::Corrupt { offset, cause } => {
                     return Err(RecoveryError::Corrupt {
                         segment: first_index,
@@ -212,6 +213,12 @@ impl Layout {
         }
         layout.check_invariants();
         Ok(Recovered { layout, truncate })
+    }
+
+    /// The size at which a segment is full (the next batch starts a new
+    /// one); the shell preallocates new segment files to it.
+    pub fn segment_bytes_target(&self) -> u64 {
+        self.segment_bytes_target
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {

@@ -129,6 +129,39 @@ fn recovery_refuses_gaps_and_torn_middles() {
     assert_eq!(last_torn.layout.last_index(), Some(4));
 }
 
+#[test]
+fn preallocated_segments_recover_without_cutting() {
+    let segment = |first: u64, count: u64, padding: usize| {
+        let mut bytes = Vec::new();
+        for index in first..first + count {
+            encode_record(&mut bytes, index, first, b"p");
+        }
+        let records = bytes.len() as u64;
+        bytes.resize(bytes.len() + padding, 0);
+        (bytes, records)
+    };
+    let (a, a_len) = segment(1, 3, 500);
+    let (b, b_len) = segment(4, 2, 700);
+    let ok = Layout::recover(64, vec![(1, scan_segment(&a, 1)), (4, scan_segment(&b, 4))]).unwrap();
+    assert_eq!(ok.truncate, None);
+    assert_eq!(ok.layout.last_index(), Some(5));
+    let lens: Vec<u64> = ok.layout.segments().map(|s| s.len_bytes).collect();
+    assert_eq!(lens, vec![a_len, b_len]);
+    // Records lost from the end of a padded earlier segment still show as
+    // a gap before the next one.
+    let (short, _) = segment(1, 2, 500);
+    assert_eq!(
+        Layout::recover(
+            64,
+            vec![(1, scan_segment(&short, 1)), (4, scan_segment(&b, 4))]
+        ),
+        Err(RecoveryError::Gap {
+            segment: 4,
+            expected: 3
+        })
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<u32>),

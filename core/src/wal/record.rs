@@ -24,6 +24,13 @@
 //! an interrupted write: it is truncated. The one case this cannot decide is
 //! damage inside the last batch after it was synced; like etcd's WAL, it is
 //! then treated as a torn tail.
+//!
+//! Segment files are preallocated (the shell reserves the segment's full
+//! size when it creates it, so that an fdatasync does not also have to
+//! commit the file's growth), so a segment normally ends in zeros. Zeros
+//! cannot start a record (the magic is not zero), and space that was never
+//! written reads as zeros: a tail of nothing but zero bytes is
+//! [`SegmentEnd::Padded`], a clean end, in any segment.
 
 use crate::checksum;
 use crate::limits::{WAL_BATCH_RECORDS_MAX, WAL_RECORD_PAYLOAD_BYTES_MAX};
@@ -200,6 +207,9 @@ pub enum Corruption {
 pub enum SegmentEnd {
     /// Every byte belongs to a valid record.
     Clean,
+    /// Every byte from `offset` on is zero: preallocated space not written
+    /// yet. A clean end; nothing to cut.
+    Padded { offset: u64 },
     /// The bytes from `offset` on are an interrupted write: truncate there.
     TornTail { offset: u64, cause: RecordError },
     /// Damage at `offset` that truncation would turn into silent data loss.
@@ -235,6 +245,11 @@ pub fn scan_segment(bytes: &[u8], first_index: u64) -> SegmentScan {
         }
         let record = match decode_record(&bytes[offset..]) {
             Ok(record) => record,
+            Err(_) if bytes[offset..].iter().all(|&b| b == 0) => {
+                break SegmentEnd::Padded {
+                    offset: offset as u64,
+                }
+            }
             Err(cause) => break classify_damage(bytes, offset, expected, cause),
         };
         let corrupt = |cause| SegmentEnd::Corrupt {

@@ -53,17 +53,51 @@ fn round_trip_and_clean_scan() {
 }
 
 #[test]
-fn zero_filled_tail_is_torn() {
+fn zero_filled_tail_is_preallocated_padding() {
     let mut built = build(1, &[vec![b"x".to_vec()]]);
     built.bytes.extend_from_slice(&[0; 4096]);
     let scan = scan_segment(&built.bytes, 1);
-    assert_eq!(scan.records.len(), 1);
+    assert_eq!(scan.records, built.slots);
     assert_eq!(
         scan.end,
-        SegmentEnd::TornTail {
-            offset: built.slots[0].len as u64,
-            cause: RecordError::BadMagic
+        SegmentEnd::Padded {
+            offset: built.slots[0].len as u64
         }
+    );
+    // A preallocated segment nothing was written to yet.
+    let scan = scan_segment(&[0; 100], 1);
+    assert!(scan.records.is_empty());
+    assert_eq!(scan.end, SegmentEnd::Padded { offset: 0 });
+}
+
+#[test]
+fn an_interrupted_write_into_preallocated_space_is_a_torn_tail() {
+    let built = build(
+        1,
+        &[vec![b"x".to_vec()], vec![b"y".to_vec(), b"z".to_vec()]],
+    );
+    let second_batch = built.slots[1].offset as usize;
+    // The second batch's write reached the disk only partly: a prefix of
+    // it, then the preallocated zeros.
+    let mut bytes = built.bytes[..second_batch + 10].to_vec();
+    bytes.resize(built.bytes.len() + 4096, 0);
+    let scan = scan_segment(&bytes, 1);
+    assert_eq!(scan.records, built.slots[..1]);
+    assert!(
+        matches!(scan.end, SegmentEnd::TornTail { offset, .. } if offset == second_batch as u64),
+        "{:?}",
+        scan.end
+    );
+    // A non-zero byte anywhere in the tail means it is not padding.
+    let mut bytes = built.bytes.clone();
+    bytes.resize(built.bytes.len() + 4096, 0);
+    bytes[built.bytes.len() + 4000] = 1;
+    let scan = scan_segment(&bytes, 1);
+    assert_eq!(scan.records, built.slots);
+    assert!(
+        matches!(scan.end, SegmentEnd::TornTail { .. }),
+        "{:?}",
+        scan.end
     );
 }
 
@@ -158,7 +192,17 @@ proptest! {
         match scan.end {
             SegmentEnd::Clean => prop_assert_eq!(scan.valid_len(), cut as u64),
             SegmentEnd::TornTail { offset, .. } => prop_assert_eq!(offset, scan.valid_len()),
-            SegmentEnd::Corrupt { .. } => prop_assert!(false, "prefix taken for corruption: {:?}", scan.end),
+            SegmentEnd::Corrupt { .. } | SegmentEnd::Padded { .. } => prop_assert!(false, "prefix taken for corruption or padding: {:?}", scan.end),
+        }
+        // The same prefix in a preallocated file: a clean end at the
+        // prefix's last whole record, or a torn tail there.
+        let mut padded = built.bytes[..cut].to_vec();
+        padded.resize(built.bytes.len() + 64, 0);
+        let scan = scan_segment(&padded, first);
+        prop_assert_eq!(&scan.records[..], &built.slots[..whole]);
+        match scan.end {
+            SegmentEnd::Padded { offset } | SegmentEnd::TornTail { offset, .. } => prop_assert_eq!(offset, scan.valid_len()),
+            SegmentEnd::Clean | SegmentEnd::Corrupt { .. } => prop_assert!(false, "padded prefix: {:?}", scan.end),
         }
     }
 

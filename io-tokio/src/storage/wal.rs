@@ -50,6 +50,9 @@ pub struct WalConfig {
     pub dir: PathBuf,
     /// Size at which the next batch goes into a new segment file.
     pub segment_bytes: u64,
+    /// Reserve each new segment file's full size when creating it (see
+    /// `wal_writer::preallocate`); on by default.
+    pub preallocate: bool,
 }
 
 impl WalConfig {
@@ -57,6 +60,7 @@ impl WalConfig {
         WalConfig {
             dir: dir.into(),
             segment_bytes: WAL_SEGMENT_BYTES_DEFAULT,
+            preallocate: true,
         }
     }
 }
@@ -190,6 +194,7 @@ pub(super) struct Shared {
     pub poisoned: Mutex<Option<String>>,
     pub counters: Counters,
     vote: Mutex<()>,
+    pub preallocate: bool,
 }
 
 impl Shared {
@@ -281,6 +286,7 @@ impl Wal {
             poisoned: Mutex::new(None),
             counters: Counters::default(),
             vote: Mutex::new(()),
+            preallocate: config.preallocate,
         });
         let wal_probe = Wal {
             shared: shared.clone(),

