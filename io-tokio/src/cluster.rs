@@ -42,8 +42,9 @@ pub const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 const HOLD_RETRY: Duration = Duration::from_millis(50);
 
 /// How many election timeouts (`election_timeout_max`) a leader may go
-/// without a quorum's acknowledgement before it counts as no leader.
-const QUORUM_LOST_TIMEOUTS: u64 = 4;
+/// without a quorum's acknowledgement before it counts as no leader: 4.8 s
+/// by default, four times the silence after which followers elect.
+const QUORUM_LOST_TIMEOUTS: u64 = 6;
 
 /// Between two rounds of the join exchange.
 const JOIN_RETRY: Duration = Duration::from_secs(1);

@@ -59,7 +59,8 @@ pub struct AgentConfig {
     pub raft_snapshot_bytes: u64,
     /// `performance.raft_multiplier` (1–10): scales Raft's heartbeat and
     /// election timeouts, as in Consul. Default 2: heartbeats every
-    /// 100 ms, elections after 0.6–1.2 s of silence.
+    /// 100 ms, elections after 1.2–1.6 s of silence (openraft's leader
+    /// lease, 800 ms, then a random 400–800 ms).
     pub raft_multiplier: u32,
     pub log_level: String,
     /// DNS domain, lowercase, without the final dot (`-domain`, `consul`).

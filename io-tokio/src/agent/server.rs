@@ -63,9 +63,12 @@ fn raft_config(config: &AgentConfig) -> Result<Arc<Config>, String> {
     let m = u64::from(config.raft_multiplier);
     let raft = Config {
         cluster_name: format!("tribune-{}", config.datacenter),
+        // A follower starts an election after openraft's leader lease
+        // (election_timeout_max) plus a random election timeout without
+        // hearing from the leader: 600–800 ms × m, 1.2–1.6 s by default.
         heartbeat_interval: 50 * m,
-        election_timeout_min: 300 * m,
-        election_timeout_max: 600 * m,
+        election_timeout_min: 200 * m,
+        election_timeout_max: 400 * m,
         max_payload_entries: RAFT_APPEND_ENTRIES_MAX as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft_snapshot_threshold),
         max_in_snapshot_log_to_keep: config.raft_trailing_logs,
