@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tribune::raft::{MemStore, ServerNode, StateMachine};
 use tribune_core::command::{Command, CommandResult};
+use tribune_core::ids::SessionId;
 
 /// How reads are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,10 +444,46 @@ impl Cluster {
 
     /// A read of `key` served by server `id` in the cluster's read mode.
     pub async fn read(&self, id: u64, key: &str, timeout: Duration) -> ReadOutcome {
-        let Some(live) = self.live(id) else {
-            return ReadOutcome::Failed(format!("server {id} is down"));
-        };
         let key = key.to_owned();
+        match self
+            .read_with(id, timeout, move |store| read_key(store, &key))
+            .await
+        {
+            Ok(value) => ReadOutcome::Read(value),
+            Err(e) => ReadOutcome::Failed(e),
+        }
+    }
+
+    /// A read of lock `key` served by server `id` in the cluster's read
+    /// mode: its `LockIndex` and holder, `None` if the key is absent.
+    pub async fn read_lock(
+        &self,
+        id: u64,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<(u64, Option<SessionId>)>, String> {
+        let key = key.to_owned();
+        self.read_with(id, timeout, move |store| {
+            store.read(|fsm| {
+                fsm.kv
+                    .get(&key)
+                    .map(|entry| (entry.lock_index, entry.session))
+            })
+        })
+        .await
+    }
+
+    /// Runs `read` on server `id`'s store once the read mode's barrier
+    /// passed there.
+    async fn read_with<T: Send + 'static>(
+        &self,
+        id: u64,
+        timeout: Duration,
+        read: impl FnOnce(&MemStore) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let Some(live) = self.live(id) else {
+            return Err(format!("server {id} is down"));
+        };
         let mode = self.config.read_mode;
         let round_timeout = Duration::from_millis(2 * self.config.election_timeout_max_ms);
         // Runs on the server, so its calls to the voters go out from its
@@ -454,25 +491,26 @@ impl Cluster {
         // A fresh handle: the one from `create_node` still points at the
         // node's first incarnation after a restart.
         let Some(node) = self.handle.get_node(self.madsim_id(id)) else {
-            return ReadOutcome::Failed(format!("server {id} is unknown"));
+            return Err(format!("server {id} is unknown"));
         };
         let node_clock = self.config.clocks.get(&id).copied();
         let task = node.spawn(clock::with_clock(node_clock, async move {
-            match mode {
-                ReadMode::LocalStale => ReadOutcome::Read(read_key(&live.store, &key)),
-                ReadMode::Linearizable => linearizable_read(id, &live, &key, round_timeout).await,
+            let barrier = match mode {
+                ReadMode::LocalStale => Ok(()),
+                ReadMode::Linearizable => linearizable_barrier(id, &live, round_timeout).await,
                 ReadMode::OpenraftReadIndex => {
-                    openraft_read(&live, &key, openraft::ReadPolicy::ReadIndex).await
+                    openraft_barrier(&live, openraft::ReadPolicy::ReadIndex).await
                 }
                 ReadMode::OpenraftLeaseRead => {
-                    openraft_read(&live, &key, openraft::ReadPolicy::LeaseRead).await
+                    openraft_barrier(&live, openraft::ReadPolicy::LeaseRead).await
                 }
-                ReadMode::DaemonDefault => default_read(id, &live, &key, round_timeout).await,
-            }
+                ReadMode::DaemonDefault => default_barrier(id, &live, round_timeout).await,
+            };
+            barrier.map(|()| read(&live.store))
         }));
         match madsim::time::timeout(timeout, task).await {
-            Err(_) => ReadOutcome::Failed(format!("timed out after {timeout:?}")),
-            Ok(Err(e)) => ReadOutcome::Failed(format!("server task ended: {e}")),
+            Err(_) => Err(format!("timed out after {timeout:?}")),
+            Ok(Err(e)) => Err(format!("server task ended: {e}")),
             Ok(Ok(outcome)) => outcome,
         }
     }
@@ -501,18 +539,13 @@ fn sample(node: u64, store: &MemStore) -> StoreSample {
 /// io-tokio's `read_index`, on the simulated network: note the term and
 /// last log index, have a quorum of voters confirm they follow this server
 /// in that term (questions sent after the read began), wait until the
-/// noted index is applied, then read.
-async fn linearizable_read(
-    me: u64,
-    live: &Live,
-    key: &str,
-    round_timeout: Duration,
-) -> ReadOutcome {
+/// noted index is applied; then the caller reads.
+async fn linearizable_barrier(me: u64, live: &Live, round_timeout: Duration) -> Result<(), String> {
     let metrics = live.raft.metrics();
     let (term, read_index, configs, others) = {
         let m = metrics.borrow_watched();
         if m.state != ServerState::Leader || m.current_leader != Some(me) {
-            return ReadOutcome::Failed("not the leader".into());
+            return Err("not the leader".into());
         }
         let membership = m.membership_config.membership();
         let configs: Vec<BTreeSet<u64>> = membership.get_joint_config().clone();
@@ -560,7 +593,7 @@ async fn linearizable_read(
         })
         .await;
         if confirmed != Ok(true) {
-            return ReadOutcome::Failed("leadership not confirmed".into());
+            return Err("leadership not confirmed".into());
         }
     }
     let mut metrics = metrics;
@@ -572,20 +605,20 @@ async fn linearizable_read(
         })
         .await;
     if applied.is_err() {
-        return ReadOutcome::Failed("server stopped".into());
+        return Err("server stopped".into());
     }
-    ReadOutcome::Read(read_key(&live.store, key))
+    Ok(())
 }
 
 /// io-tokio's `default` read: openraft's lease read, raised to the last
 /// log index (a leader resuming its term after a restart reuses its old
 /// no-op entry), else the quorum round.
-async fn default_read(me: u64, live: &Live, key: &str, round_timeout: Duration) -> ReadOutcome {
+async fn default_barrier(me: u64, live: &Live, round_timeout: Duration) -> Result<(), String> {
     let last_log_index = {
         let metrics = live.raft.metrics();
         let m = metrics.borrow_watched();
         if m.state != ServerState::Leader || m.current_leader != Some(me) {
-            return ReadOutcome::Failed("not the leader".into());
+            return Err("not the leader".into());
         }
         m.last_log_index.unwrap_or(0)
     };
@@ -596,7 +629,7 @@ async fn default_read(me: u64, live: &Live, key: &str, round_timeout: Duration) 
     )
     .await;
     let Ok(Ok(linearizer)) = lease else {
-        return linearizable_read(me, live, key, round_timeout).await;
+        return linearizable_barrier(me, live, round_timeout).await;
     };
     let index = linearizer.read_log_id().index().max(last_log_index);
     let mut metrics = live.raft.metrics();
@@ -604,16 +637,16 @@ async fn default_read(me: u64, live: &Live, key: &str, round_timeout: Duration) 
         .wait_until(|m| m.last_applied.as_ref().is_some_and(|l| l.index >= index))
         .await;
     if applied.is_err() {
-        return ReadOutcome::Failed("server stopped".into());
+        return Err("server stopped".into());
     }
-    ReadOutcome::Read(read_key(&live.store, key))
+    Ok(())
 }
 
-/// openraft's linearizable read, then the server's store.
-async fn openraft_read(live: &Live, key: &str, policy: openraft::ReadPolicy) -> ReadOutcome {
+/// openraft's linearizable read; then the caller reads the server's store.
+async fn openraft_barrier(live: &Live, policy: openraft::ReadPolicy) -> Result<(), String> {
     match live.raft.ensure_linearizable(policy).await {
-        Ok(_) => ReadOutcome::Read(read_key(&live.store, key)),
-        Err(e) => ReadOutcome::Failed(e.to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -43,6 +43,7 @@ mod sim {
     };
     use madsim::rand::Rng;
     use sim_tests::history::{Event, EventType, Function, History};
+    use sim_tests::lock_exclusivity::{self, Exclusivity, LockHold};
     use sim_tests::raft_safety::{self, AppliedEntry, VoteSeen};
     use sim_tests::replica_state::{self, ReplicaSample};
     use sim_tests::{generate, linearizability};
@@ -82,6 +83,9 @@ mod sim {
         /// Client operations (out of 100, after write, CAS and delete) that
         /// are multi-key transactions (`Command::Txn`: sets and reads).
         pub txn_pct: u64,
+        /// Client operations (after the transactions) on a lock: acquire
+        /// with the client's session, or release the lock it holds.
+        pub lock_pct: u64,
         pub disk: DiskConfig,
         pub read_mode: ReadMode,
         pub allow_log_reversion: bool,
@@ -116,6 +120,7 @@ mod sim {
             let logs_kept_after_snapshot = more.below(10);
             let membership_pct = [0, 0, 5, 12][more.below(4) as usize];
             let txn_pct = [0, 10, 25][more.below(3) as usize];
+            let lock_pct = [0, 10, 20][more.below(3) as usize];
             Params {
                 seed,
                 size,
@@ -130,6 +135,7 @@ mod sim {
                 logs_kept_after_snapshot,
                 membership_pct,
                 txn_pct,
+                lock_pct,
                 disk: DiskConfig {
                     latency_min: Duration::from_millis(disk_min),
                     latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -175,6 +181,7 @@ mod sim {
             self.snapshot_every = None;
             self.membership_pct = 0;
             self.txn_pct = 0;
+            self.lock_pct = 0;
             self
         }
     }
@@ -198,7 +205,7 @@ mod sim {
         pub fn summary(&self) -> String {
             format!(
                 "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
-                 snapshots every {:?} entries, voter changes {}%, txns {}%, \
+                 snapshots every {:?} entries, voter changes {}%, txns {}%, locks {}%, \
                  {} ops ({} acked writes), \
                  faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
                 self.params.seed,
@@ -211,6 +218,7 @@ mod sim {
                 self.params.snapshot_every,
                 self.params.membership_pct,
                 self.params.txn_pct,
+                self.params.lock_pct,
                 self.operations,
                 self.acked_writes,
                 self.faults,
@@ -422,9 +430,15 @@ mod sim {
         params: Params,
         process: u64,
         history: SharedHistory,
+        locks: SharedLocks,
         stop: Arc<AtomicBool>,
     ) {
         let mut seq = 0u64;
+        let mut lock = if params.lock_pct > 0 {
+            create_session(&cluster, process, &stop).await
+        } else {
+            None
+        };
         while !stop.load(Ordering::SeqCst) {
             let key = format!("k{}", rand_below(params.keys));
             let dice = rand_below(100);
@@ -452,6 +466,17 @@ mod sim {
                 .contains(&dice)
             {
                 txn_op(&cluster, &params, &history, process, &value).await;
+            } else if (params.write_pct + params.cas_pct + params.delete_pct + params.txn_pct
+                ..params.write_pct
+                    + params.cas_pct
+                    + params.delete_pct
+                    + params.txn_pct
+                    + params.lock_pct)
+                .contains(&dice)
+            {
+                if let Some(lock) = lock.as_mut() {
+                    lock_op(&cluster, process, lock, &locks).await;
+                }
             } else if dice < params.write_pct + params.cas_pct + params.delete_pct {
                 let invoke = Event::invoke_delete(process, &key, now_ns());
                 let command = kv(KvVerb::Delete, &key, "", 0);
@@ -461,6 +486,193 @@ mod sim {
             }
             madsim::time::sleep(Duration::from_millis(rand_below(20))).await;
         }
+        if let Some(Client {
+            holding: Some((token, acquired)),
+            ..
+        }) = lock
+        {
+            locks.lock().unwrap().holds.push(LockHold {
+                lock: LOCK_KEY.into(),
+                holder: format!("c{process}"),
+                token,
+                acquired,
+                released: None,
+            });
+        }
+    }
+
+    /// The lock the clients contend for (not a register key).
+    const LOCK_KEY: &str = "lock";
+    const LOCK_NODE: &str = "sim-client";
+
+    /// What the lock workload saw: holds (from the acquire's
+    /// acknowledgement to the release's invoke) and anomalies.
+    #[derive(Default)]
+    struct Locks {
+        holds: Vec<LockHold>,
+        anomalies: Vec<String>,
+    }
+
+    type SharedLocks = Arc<Mutex<Locks>>;
+
+    /// One client's session and what it holds. Sessions here have no TTL
+    /// and no health checks, so nothing but the holder's own release ends
+    /// a hold: the holds must never overlap
+    /// (`lock_exclusivity::Exclusivity::Strict`).
+    struct Client {
+        session: tribune_core::ids::SessionId,
+        /// (fencing token = the key's `LockIndex`, acknowledged at).
+        holding: Option<(u64, u64)>,
+        /// A release never got a definite answer: the client stops using
+        /// the lock (it may still hold it; others then wait forever).
+        stuck: bool,
+    }
+
+    /// Registers the client node (idempotent) and creates a session for
+    /// client `process`; `None` if the safety phase ends first.
+    async fn create_session(cluster: &Cluster, process: u64, stop: &AtomicBool) -> Option<Client> {
+        use tribune_core::catalog::{Node, Registration};
+        use tribune_core::session::{Behavior, Session};
+        let id = tribune_core::ids::SessionId::new(
+            (u128::from(madsim::rand::thread_rng().gen::<u64>()) << 64) | u128::from(process),
+        );
+        let node = Registration {
+            node: Node {
+                id: String::new(),
+                name: LOCK_NODE.into(),
+                address: "10.0.0.100".into(),
+                datacenter: "dc1".into(),
+                tagged_addresses: Default::default(),
+                meta: Default::default(),
+                create_index: 0,
+                modify_index: 0,
+            },
+            skip_node_update: false,
+            service: None,
+            checks: Vec::new(),
+        };
+        let session = Session {
+            id,
+            name: format!("c{process}"),
+            node: LOCK_NODE.into(),
+            node_checks: Vec::new(),
+            service_checks: Vec::new(),
+            lock_delay: tribune_core::time::Duration::ZERO,
+            behavior: Behavior::Release,
+            ttl: tribune_core::time::Duration::ZERO,
+            create_index: 0,
+            modify_index: 0,
+        };
+        let mut registered = false;
+        while !stop.load(Ordering::SeqCst) {
+            if !registered {
+                let command = Command::Register(Box::new(node.clone()));
+                registered = matches!(
+                    cluster.write(target(cluster), command, WRITE_TIMEOUT).await,
+                    WriteOutcome::Applied(CommandResult::Done)
+                );
+            } else {
+                let command = Command::SessionCreate(Box::new(session.clone()));
+                match cluster.write(target(cluster), command, WRITE_TIMEOUT).await {
+                    WriteOutcome::Applied(CommandResult::SessionCreated(created)) => {
+                        return Some(Client {
+                            session: created,
+                            holding: None,
+                            stuck: false,
+                        })
+                    }
+                    // Created by an earlier attempt whose answer was lost.
+                    WriteOutcome::Applied(CommandResult::Failed(
+                        tribune_core::command::ApplyError::SessionExists(_),
+                    )) => {
+                        return Some(Client {
+                            session: id,
+                            holding: None,
+                            stuck: false,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            madsim::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Acquires the lock when the client holds nothing, releases it when
+    /// it does. A hold is recorded from the acquire's acknowledgement to
+    /// the release's invoke, with the `LockIndex` read right after the
+    /// acquire as its token; an acquire or release with an unknown outcome
+    /// is followed by releases until one is answered, and records nothing.
+    async fn lock_op(cluster: &Cluster, process: u64, client: &mut Client, locks: &SharedLocks) {
+        if client.stuck {
+            return;
+        }
+        let unlock = KvOp {
+            session: Some(client.session),
+            ..KvOp::new(KvVerb::Unlock, LOCK_KEY)
+        };
+        if let Some((token, acquired)) = client.holding.take() {
+            locks.lock().unwrap().holds.push(LockHold {
+                lock: LOCK_KEY.into(),
+                holder: format!("c{process}"),
+                token,
+                acquired,
+                released: Some(now_ns()),
+            });
+            client.stuck = !release(cluster, unlock).await;
+            return;
+        }
+        let acquire = KvOp {
+            value: format!("c{process}").into_bytes(),
+            session: Some(client.session),
+            ..KvOp::new(KvVerb::Lock, LOCK_KEY)
+        };
+        match cluster
+            .write(target(cluster), Command::Kv(acquire), WRITE_TIMEOUT)
+            .await
+        {
+            WriteOutcome::Applied(CommandResult::Bool(true)) => {
+                let acquired = now_ns();
+                for _ in 0..5 {
+                    match cluster
+                        .read_lock(target(cluster), LOCK_KEY, READ_TIMEOUT)
+                        .await
+                    {
+                        Ok(Some((token, Some(holder)))) if holder == client.session => {
+                            client.holding = Some((token, acquired));
+                            return;
+                        }
+                        Ok(other) => {
+                            locks.lock().unwrap().anomalies.push(format!(
+                                "locks: c{process} acquired {LOCK_KEY:?} at {acquired} but a \
+                                 read right after shows {other:?}"
+                            ));
+                            break;
+                        }
+                        Err(_) => madsim::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                client.stuck = !release(cluster, unlock).await;
+            }
+            // Held by another session, or refused before it was proposed.
+            WriteOutcome::Applied(_) | WriteOutcome::Refused(_) => {}
+            WriteOutcome::Unknown(_) => client.stuck = !release(cluster, unlock).await,
+        }
+    }
+
+    /// Releases until a server answers (true or false); false if none did.
+    async fn release(cluster: &Cluster, unlock: KvOp) -> bool {
+        for _ in 0..20 {
+            let outcome = cluster
+                .write(target(cluster), Command::Kv(unlock.clone()), WRITE_TIMEOUT)
+                .await;
+            if let WriteOutcome::Applied(CommandResult::Bool(_)) = outcome {
+                return true;
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     /// Seeds that once failed, kept as named regressions.
@@ -842,6 +1054,7 @@ mod sim {
 
         let history: SharedHistory = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
+        let locks: SharedLocks = Arc::default();
         let clients: Vec<_> = (1..=params.clients)
             .map(|process| {
                 madsim::task::spawn(client(
@@ -849,6 +1062,7 @@ mod sim {
                     params.clone(),
                     process,
                     Arc::clone(&history),
+                    Arc::clone(&locks),
                     Arc::clone(&stop),
                 ))
             })
@@ -976,6 +1190,16 @@ mod sim {
             .sum();
         if snapshots > 0 {
             faults.insert("snapshots saved", snapshots);
+        }
+        {
+            let locks = locks.lock().unwrap();
+            violations.extend(locks.anomalies.iter().cloned());
+            if let Err(e) = lock_exclusivity::check(&locks.holds, &[], Exclusivity::Strict) {
+                violations.push(format!("locks: {e}"));
+            }
+            if !locks.holds.is_empty() {
+                faults.insert("lock holds", locks.holds.len() as u64);
+            }
         }
         Outcome {
             history,
