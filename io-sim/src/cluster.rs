@@ -473,6 +473,18 @@ impl Cluster {
         .await
     }
 
+    /// Reads server `id`'s state machine with `read` once the read mode's
+    /// barrier passed there (for reads other than a KV key's value).
+    pub async fn read_fsm<T: Send + 'static>(
+        &self,
+        id: u64,
+        timeout: Duration,
+        read: impl FnOnce(&tribune_core::fsm::Fsm) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        self.read_with(id, timeout, move |store| store.read(read))
+            .await
+    }
+
     /// Runs `read` on server `id`'s store once the read mode's barrier
     /// passed there.
     async fn read_with<T: Send + 'static>(
