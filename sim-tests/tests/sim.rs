@@ -89,6 +89,10 @@ mod sim {
         /// Client operations (out of 100, after the locks) on the catalog:
         /// register, deregister or read a service instance.
         pub catalog_pct: u64,
+        /// Broken on purpose (the teeth test): lock clients take a refused
+        /// acquire for a granted one and whatever `LockIndex` they read
+        /// for their token.
+        pub careless_locks: bool,
         pub disk: DiskConfig,
         pub read_mode: ReadMode,
         pub allow_log_reversion: bool,
@@ -141,6 +145,7 @@ mod sim {
                 txn_pct,
                 lock_pct,
                 catalog_pct,
+                careless_locks: false,
                 disk: DiskConfig {
                     latency_min: Duration::from_millis(disk_min),
                     latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -462,7 +467,7 @@ mod sim {
             };
             if other < params.lock_pct {
                 if let Some(lock) = lock.as_mut() {
-                    lock_op(&cluster, process, lock, &locks).await;
+                    lock_op(&cluster, process, lock, &locks, params.careless_locks).await;
                 }
             } else if other < params.lock_pct + params.catalog_pct {
                 catalog_op(&cluster, &params, &history, process, &value).await;
@@ -724,7 +729,13 @@ mod sim {
     /// the release's invoke, with the `LockIndex` read right after the
     /// acquire as its token; an acquire or release with an unknown outcome
     /// is followed by releases until one is answered, and records nothing.
-    async fn lock_op(cluster: &Cluster, process: u64, client: &mut Client, locks: &SharedLocks) {
+    async fn lock_op(
+        cluster: &Cluster,
+        process: u64,
+        client: &mut Client,
+        locks: &SharedLocks,
+        careless: bool,
+    ) {
         if client.stuck {
             return;
         }
@@ -748,18 +759,21 @@ mod sim {
             session: Some(client.session),
             ..KvOp::new(KvVerb::Lock, LOCK_KEY)
         };
-        match cluster
+        let outcome = cluster
             .write(target(cluster), Command::Kv(acquire), WRITE_TIMEOUT)
-            .await
-        {
-            WriteOutcome::Applied(CommandResult::Bool(true)) => {
+            .await;
+        let refused = outcome == WriteOutcome::Applied(CommandResult::Bool(false));
+        match outcome {
+            WriteOutcome::Applied(CommandResult::Bool(granted)) if granted || careless => {
                 let acquired = now_ns();
                 for _ in 0..5 {
                     match cluster
                         .read_lock(target(cluster), LOCK_KEY, READ_TIMEOUT)
                         .await
                     {
-                        Ok(Some((token, Some(holder)))) if holder == client.session => {
+                        Ok(Some((token, Some(holder))))
+                            if holder == client.session || (careless && refused) =>
+                        {
                             client.holding = Some((token, acquired));
                             return;
                         }
@@ -959,6 +973,25 @@ mod sim {
         eprintln!("stale reads caught at seed {seed}: {}", violations[0]);
         assert!(
             violations.iter().any(|v| v.starts_with("linearizability")),
+            "{violations:?}"
+        );
+    }
+
+    /// Clients that take a refused lock acquire for a granted one hold the
+    /// lock together with its real holder: the lock check must say so.
+    #[test]
+    fn teeth_careless_lock_clients_are_caught() {
+        let caught = first_caught(|params| {
+            params.lock_pct = 30;
+            params.careless_locks = true;
+        });
+        let (seed, violations) = caught.expect("overlapping lock holds went unnoticed");
+        eprintln!(
+            "careless lock clients caught at seed {seed}: {}",
+            violations[0]
+        );
+        assert!(
+            violations.iter().any(|v| v.starts_with("locks:")),
             "{violations:?}"
         );
     }
