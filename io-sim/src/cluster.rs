@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tribune::raft::{MemStore, ServerNode, StateMachine};
 use tribune_core::command::{Command, CommandResult};
-use tribune_core::ids::SessionId;
 
 /// How reads are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -452,25 +451,6 @@ impl Cluster {
             Ok(value) => ReadOutcome::Read(value),
             Err(e) => ReadOutcome::Failed(e),
         }
-    }
-
-    /// A read of lock `key` served by server `id` in the cluster's read
-    /// mode: its `LockIndex` and holder, `None` if the key is absent.
-    pub async fn read_lock(
-        &self,
-        id: u64,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Option<(u64, Option<SessionId>)>, String> {
-        let key = key.to_owned();
-        self.read_with(id, timeout, move |store| {
-            store.read(|fsm| {
-                fsm.kv
-                    .get(&key)
-                    .map(|entry| (entry.lock_index, entry.session))
-            })
-        })
-        .await
     }
 
     /// Reads server `id`'s state machine with `read` once the read mode's

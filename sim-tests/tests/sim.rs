@@ -281,7 +281,7 @@ mod sim {
     /// The history type of a write's outcome.
     fn write_event_type(outcome: &WriteOutcome) -> EventType {
         match outcome {
-            WriteOutcome::Applied(CommandResult::Bool(true)) => EventType::Ok,
+            WriteOutcome::Applied(CommandResult::Bool(true) | CommandResult::Done) => EventType::Ok,
             WriteOutcome::Applied(CommandResult::Bool(false) | CommandResult::Failed(_)) => {
                 EventType::Fail
             }
@@ -529,45 +529,31 @@ mod sim {
         process: u64,
         value: &str,
     ) {
-        use tribune_core::catalog::{Node, Registration, Service, Weights};
+        use tribune_core::catalog::{Service, Weights};
         let instance = format!("s{}", rand_below(params.keys));
         let key = format!("svc/{instance}");
         match rand_below(3) {
             0 => {
-                let registration = Registration {
-                    node: Node {
-                        id: String::new(),
-                        name: LOCK_NODE.into(),
-                        address: "10.0.0.100".into(),
-                        datacenter: "dc1".into(),
-                        tagged_addresses: Default::default(),
-                        meta: Default::default(),
-                        create_index: 0,
-                        modify_index: 0,
+                let registration = client_node(Some(Service {
+                    node: CLIENT_NODE.into(),
+                    id: instance.clone(),
+                    name: "web".into(),
+                    kind: String::new(),
+                    tags: vec![value.to_owned()],
+                    address: String::new(),
+                    tagged_addresses: Default::default(),
+                    meta: Default::default(),
+                    port: 80,
+                    weights: Weights {
+                        passing: 1,
+                        warning: 1,
                     },
-                    skip_node_update: false,
-                    service: Some(Service {
-                        node: LOCK_NODE.into(),
-                        id: instance.clone(),
-                        name: "web".into(),
-                        kind: String::new(),
-                        tags: vec![value.to_owned()],
-                        address: String::new(),
-                        tagged_addresses: Default::default(),
-                        meta: Default::default(),
-                        port: 80,
-                        weights: Weights {
-                            passing: 1,
-                            warning: 1,
-                        },
-                        enable_tag_override: false,
-                        create_index: 0,
-                        modify_index: 0,
-                    }),
-                    checks: Vec::new(),
-                };
+                    enable_tag_override: false,
+                    create_index: 0,
+                    modify_index: 0,
+                }));
                 let invoke = Event::invoke_write(process, &key, value, now_ns());
-                catalog_write(
+                write_op(
                     cluster,
                     history,
                     invoke,
@@ -578,11 +564,11 @@ mod sim {
             1 => {
                 let invoke = Event::invoke_delete(process, &key, now_ns());
                 let command = Command::Deregister {
-                    node: LOCK_NODE.into(),
+                    node: CLIENT_NODE.into(),
                     service_id: Some(instance),
                     check_id: None,
                 };
-                catalog_write(cluster, history, invoke, command).await;
+                write_op(cluster, history, invoke, command).await;
             }
             _ => {
                 push(history, Event::invoke_read(process, &key, now_ns()));
@@ -590,7 +576,7 @@ mod sim {
                     .read_fsm(target(cluster), READ_TIMEOUT, move |fsm| {
                         fsm.catalog
                             .services
-                            .get(&(LOCK_NODE.to_owned(), instance))
+                            .get(&(CLIENT_NODE.to_owned(), instance))
                             .and_then(|service| service.tags.first().cloned())
                     })
                     .await;
@@ -605,30 +591,32 @@ mod sim {
         }
     }
 
-    /// A catalog write: `Done` took effect; a refusal or an apply error
-    /// did not; anything else is unknown.
-    async fn catalog_write(
-        cluster: &Cluster,
-        history: &SharedHistory,
-        invoke: Event,
-        command: Command,
-    ) {
-        let (process, f, key) = (invoke.process, invoke.f, invoke.key.clone());
-        push(history, invoke);
-        let outcome = cluster.write(target(cluster), command, WRITE_TIMEOUT).await;
-        let kind = match outcome {
-            WriteOutcome::Applied(CommandResult::Done) => EventType::Ok,
-            WriteOutcome::Applied(CommandResult::Failed(_)) | WriteOutcome::Refused(_) => {
-                EventType::Fail
-            }
-            WriteOutcome::Applied(_) | WriteOutcome::Unknown(_) => EventType::Info,
-        };
-        push(history, Event::complete(process, kind, f, &key, now_ns()));
-    }
-
     /// The lock the clients contend for (not a register key).
     const LOCK_KEY: &str = "lock";
-    const LOCK_NODE: &str = "sim-client";
+    /// The node the lock sessions and the catalog's service instances
+    /// belong to.
+    const CLIENT_NODE: &str = "sim-client";
+
+    /// Registers [`CLIENT_NODE`], with `service` if any.
+    fn client_node(
+        service: Option<tribune_core::catalog::Service>,
+    ) -> tribune_core::catalog::Registration {
+        tribune_core::catalog::Registration {
+            node: tribune_core::catalog::Node {
+                id: String::new(),
+                name: CLIENT_NODE.into(),
+                address: "10.0.0.100".into(),
+                datacenter: "dc1".into(),
+                tagged_addresses: Default::default(),
+                meta: Default::default(),
+                create_index: 0,
+                modify_index: 0,
+            },
+            skip_node_update: false,
+            service,
+            checks: Vec::new(),
+        }
+    }
 
     /// What the lock workload saw: holds (from the acquire's
     /// acknowledgement to the release's invoke) and anomalies.
@@ -656,30 +644,15 @@ mod sim {
     /// Registers the client node (idempotent) and creates a session for
     /// client `process`; `None` if the safety phase ends first.
     async fn create_session(cluster: &Cluster, process: u64, stop: &AtomicBool) -> Option<Client> {
-        use tribune_core::catalog::{Node, Registration};
         use tribune_core::session::{Behavior, Session};
         let id = tribune_core::ids::SessionId::new(
             (u128::from(madsim::rand::thread_rng().gen::<u64>()) << 64) | u128::from(process),
         );
-        let node = Registration {
-            node: Node {
-                id: String::new(),
-                name: LOCK_NODE.into(),
-                address: "10.0.0.100".into(),
-                datacenter: "dc1".into(),
-                tagged_addresses: Default::default(),
-                meta: Default::default(),
-                create_index: 0,
-                modify_index: 0,
-            },
-            skip_node_update: false,
-            service: None,
-            checks: Vec::new(),
-        };
+        let node = client_node(None);
         let session = Session {
             id,
             name: format!("c{process}"),
-            node: LOCK_NODE.into(),
+            node: CLIENT_NODE.into(),
             node_checks: Vec::new(),
             service_checks: Vec::new(),
             lock_delay: tribune_core::time::Duration::ZERO,
@@ -698,25 +671,20 @@ mod sim {
                 );
             } else {
                 let command = Command::SessionCreate(Box::new(session.clone()));
-                match cluster.write(target(cluster), command, WRITE_TIMEOUT).await {
-                    WriteOutcome::Applied(CommandResult::SessionCreated(created)) => {
-                        return Some(Client {
-                            session: created,
-                            holding: None,
-                            stuck: false,
-                        })
-                    }
+                let created = match cluster.write(target(cluster), command, WRITE_TIMEOUT).await {
+                    WriteOutcome::Applied(CommandResult::SessionCreated(created)) => Some(created),
                     // Created by an earlier attempt whose answer was lost.
                     WriteOutcome::Applied(CommandResult::Failed(
                         tribune_core::command::ApplyError::SessionExists(_),
-                    )) => {
-                        return Some(Client {
-                            session: id,
-                            holding: None,
-                            stuck: false,
-                        })
-                    }
-                    _ => {}
+                    )) => Some(id),
+                    _ => None,
+                };
+                if let Some(session) = created {
+                    return Some(Client {
+                        session,
+                        holding: None,
+                        stuck: false,
+                    });
                 }
             }
             madsim::time::sleep(Duration::from_millis(50)).await;
@@ -767,10 +735,12 @@ mod sim {
             WriteOutcome::Applied(CommandResult::Bool(granted)) if granted || careless => {
                 let acquired = now_ns();
                 for _ in 0..5 {
-                    match cluster
-                        .read_lock(target(cluster), LOCK_KEY, READ_TIMEOUT)
-                        .await
-                    {
+                    let read = cluster.read_fsm(target(cluster), READ_TIMEOUT, |fsm| {
+                        fsm.kv
+                            .get(LOCK_KEY)
+                            .map(|entry| (entry.lock_index, entry.session))
+                    });
+                    match read.await {
                         Ok(Some((token, Some(holder))))
                             if holder == client.session || (careless && refused) =>
                         {
@@ -1445,6 +1415,25 @@ mod sim {
     /// entries it purged after a snapshot), or behind the snapshot that
     /// replaced that part of its log. Written values are unique, so a value
     /// names one log entry.
+    /// The values a log entry writes, as the history records them: KV
+    /// values (alone or in a transaction) and the tag of a registered
+    /// service instance.
+    fn written_values(entry: &io_sim::types::Entry) -> Vec<String> {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        match &entry.payload {
+            openraft::EntryPayload::Normal(Command::Kv(op)) => vec![text(&op.value)],
+            openraft::EntryPayload::Normal(Command::Txn(ops)) => {
+                ops.iter().map(|op| text(&op.value)).collect()
+            }
+            openraft::EntryPayload::Normal(Command::Register(registration)) => registration
+                .service
+                .iter()
+                .flat_map(|service| service.tags.first().cloned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn durability(cluster: &Cluster, acked: &[String]) -> Vec<String> {
         let logs: BTreeMap<u64, BTreeMap<String, u64>> = cluster
             .ids()
@@ -1455,28 +1444,10 @@ mod sim {
                     .history()
                     .iter()
                     .flat_map(|entry| {
-                        let ops = match &entry.payload {
-                            openraft::EntryPayload::Normal(Command::Kv(op)) => {
-                                std::slice::from_ref(op)
-                            }
-                            openraft::EntryPayload::Normal(Command::Txn(ops)) => ops.as_slice(),
-                            // A catalog write's value is its service's tag.
-                            openraft::EntryPayload::Normal(Command::Register(registration)) => {
-                                return registration
-                                    .service
-                                    .iter()
-                                    .flat_map(|service| service.tags.first())
-                                    .map(|tag| (tag.clone(), entry.log_id.index))
-                                    .collect::<Vec<_>>();
-                            }
-                            _ => &[],
-                        };
-                        ops.iter()
-                            .map(|op| {
-                                let value = String::from_utf8_lossy(&op.value).into_owned();
-                                (value, entry.log_id.index)
-                            })
-                            .collect::<Vec<_>>()
+                        let index = entry.log_id.index;
+                        written_values(entry)
+                            .into_iter()
+                            .map(move |value| (value, index))
                     })
                     .collect();
                 (id, values)
