@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tribune_core::gossip::codec::{
-    decode_packet_with, encode_packet, label_header, Inbound, Outbound,
+    decode_packet_with, encode_packet, label_header, Inbound, Outbound, Packer,
 };
 use tribune_core::gossip::crypto::{EncryptionVersion, Keyring};
 use tribune_core::gossip::message::Message;
@@ -165,10 +165,19 @@ impl Gossip {
         let tcp_timeout = StdDuration::from_nanos(config.serf.memberlist.tcp_timeout.0);
         let mut config = config;
         let keyring = KeyringCell::new(config.serf.keyring.clone());
-        if config.serf.keyring.is_some() {
-            // memberlist leaves room for the encryption in every packet.
-            config.serf.memberlist.udp_reserved_bytes += EncryptionVersion::Unpadded.overhead();
-        }
+        // Room for what sealing adds to every packet: the label header, the
+        // CRC and (memberlist does the same) the encryption.
+        let memberlist = &mut config.serf.memberlist;
+        memberlist.udp_reserved_bytes += Packer::framing_bytes(
+            &config.label,
+            true,
+            config
+                .serf
+                .keyring
+                .as_ref()
+                .map(|_| EncryptionVersion::Unpadded),
+        );
+        let compress = memberlist.enable_compression;
         let encrypted = config.serf.keyring.is_some();
         let serf = Serf::new(
             now,
@@ -184,6 +193,7 @@ impl Gossip {
         let stats = Arc::new(TransportStats::default());
         let bad_log = Arc::new(Mutex::new(BadLog::default()));
         let shared = Shared {
+            compress,
             label: config.label,
             keyring: keyring.clone(),
             encryption: config.encryption,
@@ -353,6 +363,8 @@ pub async fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String
 /// What the accept loop and stream tasks share with the driver.
 #[derive(Clone)]
 struct Shared {
+    /// memberlist's `EnableCompression`, as core packs packets for it.
+    compress: bool,
     label: String,
     keyring: KeyringCell,
     encryption: Encryption,
@@ -376,7 +388,10 @@ impl Shared {
 
     fn outbound<'a>(&'a self, keyring: Option<&'a Keyring>) -> Outbound<'a> {
         let keyring = keyring.filter(|_| self.encryption.verify_outgoing);
-        Outbound::new(&self.label, keyring)
+        Outbound {
+            compress: self.compress,
+            ..Outbound::new(&self.label, keyring)
+        }
     }
 
     /// Counts bad input and logs it, at most once per

@@ -15,7 +15,7 @@ use support::serf::{
     assert_failures_detected, assert_mutually_alive, serf_binary, tribune_status, SerfAgent,
     JOIN_LIMIT,
 };
-use support::{free_port, wait_for};
+use support::{free_port, free_udp_tcp_port, wait_for};
 
 #[test]
 fn serf_agent_joins_a_tribune_server() {
@@ -134,5 +134,69 @@ fn graceful_leave_shows_left_to_serf() {
     let client = cluster.servers[0].client.clone();
     wait_for(JOIN_LIMIT, "the other server to mark it left", || {
         (tribune_status(&client, &name) == Some(3)).then_some(())
+    });
+}
+
+/// tribune fills packets by their compressed size, so a packet of
+/// Consul-tagged alive messages holds about twice what fits in memberlist's
+/// 1,400-byte buffer uncompressed. A real serf agent must take such a
+/// packet: here 16 members' alive messages (about 2.7 KB as a compound) are
+/// sealed by tribune's codec into one compressed packet under 1,400 bytes,
+/// sent to serf over UDP, and serf lists every one of them.
+#[test]
+fn serf_takes_a_compressed_packet_fuller_than_its_buffer() {
+    use std::collections::BTreeMap;
+    use tribune_core::gossip::codec::{encode_compound, encode_message, encode_packet, Outbound};
+    use tribune_core::gossip::message::{addr_bytes, Alive, Message};
+    use tribune_core::gossip::serf::encode_tags;
+    use tribune_core::gossip::sim::VSN;
+    use tribune_core::rng::Rng;
+
+    let Some(bin) = serf_binary() else { return };
+    let serf = SerfAgent::start(bin, "serfnode");
+    let msgs: Vec<Message> = (0..16)
+        .map(|i| {
+            let tags: BTreeMap<String, String> = [
+                ("role", "node".to_string()),
+                ("dc", "dc1".to_string()),
+                ("segment", String::new()),
+                ("id", format!("{i:08x}-5f3a-4c1e-9d2b-{:012x}", i * 104_729)),
+                ("vsn", "2".to_string()),
+                ("vsn_min", "2".to_string()),
+                ("vsn_max", "3".to_string()),
+                ("build", "0.1.0".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            Message::Alive(Alive {
+                incarnation: 1,
+                node: format!("packed-{i}"),
+                addr: addr_bytes("127.0.0.1".parse().unwrap()),
+                // Nothing listens there: serf will suspect them later,
+                // after the check below.
+                port: free_udp_tcp_port(&[]),
+                meta: encode_tags(&tags).expect("tags"),
+                vsn: VSN,
+            })
+        })
+        .collect();
+    let parts: Vec<Vec<u8>> = msgs.iter().map(encode_message).collect();
+    let raw = encode_compound(&parts).expect("compound").len();
+    let packet =
+        encode_packet(&msgs, &Outbound::new("", None), &mut Rng::from_seed(7)).expect("packet");
+    assert!(raw > 2400, "the compound is {raw} bytes");
+    assert!(packet.len() <= 1400, "the packet is {} bytes", packet.len());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    socket.send_to(&packet, serf.addr()).expect("send");
+    wait_for(JOIN_LIMIT, "serf to list all 16 packed members", || {
+        let members = serf.members();
+        (0..16)
+            .all(|i| {
+                members
+                    .iter()
+                    .any(|(name, _, _)| *name == format!("packed-{i}"))
+            })
+            .then_some(())
     });
 }

@@ -3,26 +3,43 @@
 //!
 //! Order of service: fewest transmissions first (fresh news spreads
 //! first), then the largest message that still fits the packet, then the
-//! newest. A named entry (memberlist's `NamedBroadcast`, the node name for
+//! newest. Sizes are the exact encoded lengths, so a packet holds what
+//! really fits (memberlist queues pre-encoded messages for the same
+//! reason). A named entry (memberlist's `NamedBroadcast`, the node name for
 //! alive/suspect/dead) replaces the queued entry with the same name: only
 //! the latest word about a member is worth sending. An entry that reaches
 //! its limit or is replaced is "finished"; entries queued with a notify
 //! token report it through [`BroadcastQueue::take_finished`] (`leave` waits
 //! for its dead message this way).
 
+use super::codec::encode_message;
 use super::config::retransmit_limit;
 use super::message::Message;
-use super::size::estimated_len;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// Position of an entry: (transmits, larger first, newer first).
 type OrderKey = (u32, Reverse<usize>, Reverse<u64>);
+
+/// A queued entry chosen for a packet by [`BroadcastQueue::select`], not
+/// yet counted as sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick(OrderKey);
+
+impl Pick {
+    /// The entry's encoded length in bytes (without a compound prefix).
+    pub fn bytes(&self) -> usize {
+        self.0 .1 .0
+    }
+}
 
 #[derive(Clone, Debug)]
 struct Entry {
     name: Option<String>,
     msg: Message,
+    /// `msg` encoded, for its exact length and for compressed packing.
+    bytes: Vec<u8>,
     notify: Option<u64>,
 }
 
@@ -47,11 +64,20 @@ impl BroadcastQueue {
             self.remove_finished(old_key);
         }
         self.next_id += 1;
-        let key = (0, Reverse(estimated_len(&msg)), Reverse(self.next_id));
+        let bytes = encode_message(&msg);
+        let key = (0, Reverse(bytes.len()), Reverse(self.next_id));
         if let Some(n) = &name {
             self.by_name.insert(n.clone(), key);
         }
-        self.entries.insert(key, Entry { name, msg, notify });
+        self.entries.insert(
+            key,
+            Entry {
+                name,
+                msg,
+                bytes,
+                notify,
+            },
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -62,8 +88,9 @@ impl BroadcastQueue {
         self.entries.is_empty()
     }
 
-    /// Messages for one packet: each costs `overhead + estimated_len`, all
-    /// within `limit` bytes. Every chosen entry counts one transmission.
+    /// Messages for one packet: each costs `overhead` plus its encoded
+    /// length, all within `limit` bytes. Every chosen entry counts one
+    /// transmission.
     pub fn get_broadcasts(
         &mut self,
         overhead: usize,
@@ -71,30 +98,72 @@ impl BroadcastQueue {
         retransmit_mult: usize,
         cluster_size: usize,
     ) -> Vec<Message> {
+        let picks = self.select(overhead, limit, usize::MAX);
+        self.send(&picks, retransmit_mult, cluster_size)
+    }
+
+    /// The entries one packet would carry, in service order, without
+    /// sending them: at most `parts_max`, each costing `overhead` plus its
+    /// length, all within `limit` bytes. In each tier the largest entry
+    /// that still fits goes next.
+    pub fn select(&self, overhead: usize, limit: usize, parts_max: usize) -> Vec<Pick> {
         let (Some(first), Some(last)) = (self.entries.keys().next(), self.entries.keys().last())
         else {
             return Vec::new();
         };
         let (mut tier, max_tier) = (first.0, last.0);
-        let transmit_limit = retransmit_limit(retransmit_mult, cluster_size);
         let mut used = 0usize;
         let mut out = Vec::new();
-        let mut reinsert = Vec::new();
-        while tier <= max_tier {
+        // The last pick in the current tier: later picks in a tier come
+        // after it, since the room only shrinks.
+        let mut last_pick: Option<OrderKey> = None;
+        while tier <= max_tier && out.len() < parts_max {
             let Some(free) = limit.checked_sub(used + overhead).filter(|f| *f > 0) else {
                 break;
             };
             // Within a tier, entries are ordered largest first, so the first
             // entry at or after `free` is the largest one that fits.
-            let start = (tier, Reverse(free), Reverse(u64::MAX));
-            let end = (tier + 1, Reverse(usize::MAX), Reverse(u64::MAX));
-            let Some(key) = self.entries.range(start..end).map(|(k, _)| *k).next() else {
+            let fits_from = (tier, Reverse(free), Reverse(u64::MAX));
+            let start = match last_pick {
+                Some(k) if k > fits_from => Bound::Excluded(k),
+                _ => Bound::Included(fits_from),
+            };
+            let end = Bound::Excluded((tier + 1, Reverse(usize::MAX), Reverse(u64::MAX)));
+            let Some(key) = self.entries.range((start, end)).map(|(k, _)| *k).next() else {
                 tier += 1;
+                last_pick = None;
                 continue;
             };
-            // The key came from the map a line above.
-            let entry = self.entries.remove(&key).expect("key from range");
             used += overhead + key.1 .0;
+            out.push(Pick(key));
+            last_pick = Some(key);
+        }
+        out
+    }
+
+    /// The picked entries' encoded messages, in pick order.
+    pub fn encoded<'a>(&'a self, picks: &'a [Pick]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        picks
+            .iter()
+            .filter_map(|p| self.entries.get(&p.0).map(|e| e.bytes.as_slice()))
+    }
+
+    /// Sends `picks` (from [`select`](Self::select), with no change to the
+    /// queue in between): each counts one transmission and finishes at the
+    /// retransmit limit. Returns their messages in pick order.
+    pub fn send(
+        &mut self,
+        picks: &[Pick],
+        retransmit_mult: usize,
+        cluster_size: usize,
+    ) -> Vec<Message> {
+        let transmit_limit = retransmit_limit(retransmit_mult, cluster_size);
+        let mut out = Vec::with_capacity(picks.len());
+        let mut reinsert = Vec::new();
+        for &Pick(key) in picks {
+            let Some(entry) = self.entries.remove(&key) else {
+                continue;
+            };
             out.push(entry.msg.clone());
             let transmits = key.0 + 1;
             if transmits as usize >= transmit_limit {
@@ -221,6 +290,34 @@ mod tests {
     }
 
     #[test]
+    fn select_leaves_the_queue_alone_and_send_counts_only_the_picks() {
+        let mut q = BroadcastQueue::new();
+        for len in [50, 40, 30, 20, 10] {
+            q.queue(None, user(len), None);
+        }
+        // Room for 51 + 2, 41 + 2 and 21 + 2 (each message is its type
+        // byte and payload): in a tier the largest that fits goes next.
+        let picks = q.select(2, 120, usize::MAX);
+        let lens: Vec<usize> = picks.iter().map(Pick::bytes).collect();
+        assert_eq!(lens, vec![51, 41, 21]);
+        assert_eq!(q.select(2, 120, usize::MAX), picks, "select is a pure read");
+        assert_eq!(q.select(2, 120, 2).len(), 2, "parts_max bounds the picks");
+        let encoded: Vec<&[u8]> = q.encoded(&picks[..2]).collect();
+        assert_eq!(
+            encoded,
+            vec![&encode_message(&user(50))[..], &encode_message(&user(40))]
+        );
+        // Send only the first two: they move to tier 1, the rest stay fresh.
+        assert_eq!(q.send(&picks[..2], 4, 10), vec![user(50), user(40)]);
+        let tiers: Vec<(u32, usize)> = q
+            .iter()
+            .map(|(t, m)| (t, encode_message(m).len()))
+            .collect();
+        assert_eq!(tiers, vec![(0, 31), (0, 21), (0, 11), (1, 51), (1, 41)]);
+        q.check_invariants();
+    }
+
+    #[test]
     fn retransmit_limit_bounds_transmissions() {
         let mut q = BroadcastQueue::new();
         q.queue(Some("x".into()), alive("x", 1), Some(9));
@@ -241,7 +338,7 @@ mod tests {
             q.queue(None, user(97), None);
         }
         let sent = q.get_broadcasts(2, 1000, 4, 100);
-        let bytes: usize = sent.iter().map(|m| 2 + estimated_len(m)).sum();
+        let bytes: usize = sent.iter().map(|m| 2 + encode_message(m).len()).sum();
         assert_eq!(sent.len(), 10);
         assert!(bytes <= 1000);
         q.prune(5);

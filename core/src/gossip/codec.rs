@@ -466,14 +466,16 @@ impl Packer {
     /// `udp_buffer` bytes: what the label header, CRC and encryption add
     /// is set aside (memberlist's `sendMsg` arithmetic, plus the CRC).
     pub fn budget(udp_buffer: usize, out: &Outbound<'_>) -> usize {
-        let label = if out.label.is_empty() {
-            0
-        } else {
-            2 + out.label.len()
-        };
-        let crc = if out.crc { 5 } else { 0 };
-        let encryption = out.keyring.map_or(0, |_| out.encryption_version.overhead());
-        udp_buffer.saturating_sub(label + crc + encryption)
+        let encryption = out.keyring.map(|_| out.encryption_version);
+        udp_buffer.saturating_sub(Self::framing_bytes(out.label, out.crc, encryption))
+    }
+
+    /// What sealing adds around a payload: the label header, the CRC and
+    /// the encryption.
+    pub fn framing_bytes(label: &str, crc: bool, encryption: Option<EncryptionVersion>) -> usize {
+        let label = if label.is_empty() { 0 } else { 2 + label.len() };
+        let crc = if crc { 5 } else { 0 };
+        label + crc + encryption.map_or(0, EncryptionVersion::overhead)
     }
 
     /// The size the packet's payload would have with `parts` parts
@@ -774,6 +776,27 @@ pub fn compress_payload(payload: &[u8]) -> Vec<u8> {
     write_key(&mut out, "Buf");
     write_str(&mut out, &packed);
     out
+}
+
+/// The payload [`seal_packet`] would start from for `parts` (encoded
+/// messages): the message itself, or their compound, LZW-compressed when
+/// `compress` is on and that is smaller. `None` when they cannot form a
+/// compound (too many parts, a part over 64 KiB). Label, CRC and
+/// encryption come on top.
+pub fn packet_payload_len<P: AsRef<[u8]>>(parts: &[P], compress: bool) -> Option<usize> {
+    let compound;
+    let payload = match parts {
+        [] => return Some(0),
+        [one] => one.as_ref(),
+        _ => {
+            compound = encode_compound(parts).ok()?;
+            &compound
+        }
+    };
+    if !compress {
+        return Some(payload.len());
+    }
+    Some(payload.len().min(compress_payload(payload).len()))
 }
 
 /// Turns a packet payload (one encoded message, or a compound from a

@@ -24,6 +24,12 @@ pub const COMPOUND_HEADER_BYTES: usize = 2;
 /// memberlist's `compoundOverhead`: the length prefix of each part.
 pub const COMPOUND_PART_BYTES: usize = 2;
 
+/// With compression on, broadcasts are drawn for up to this many times
+/// the packet's room and then cut to what fits compressed. LZW shrinks a
+/// packet of Consul-tagged alive messages to about 0.45 of its size, and
+/// nothing real below 0.25.
+pub const COMPRESSED_FILL_FACTOR: usize = 4;
+
 /// Bound on user broadcasts waiting in the queue. Overflow policy: the
 /// most-transmitted entries are dropped first (memberlist's `Prune`), so
 /// fresh news always gets its turn.
@@ -75,6 +81,9 @@ pub struct Config {
     /// How long a stream exchange may take before the shell gives up
     /// (memberlist's `TCPTimeout`); the shell reads it, core documents it.
     pub tcp_timeout: Duration,
+    /// memberlist's `EnableCompression`: packets are LZW-compressed when
+    /// that makes them smaller, and filled by their compressed size.
+    pub enable_compression: bool,
 }
 
 impl Config {
@@ -97,6 +106,7 @@ impl Config {
             udp_reserved_bytes: 0,
             disable_tcp_pings: false,
             tcp_timeout: Duration::from_secs(10),
+            enable_compression: true,
         }
     }
 

@@ -10,7 +10,6 @@
 //! - [`broadcast`]: the transmit-limited queue piggybacked on packets.
 //! - [`awareness`], [`suspicion`]: Lifeguard's health score and
 //!   confirmation-shortened suspicion timers.
-//! - [`size`]: conservative encoded sizes for packing packets.
 //! - [`sim`]: a virtual network of [`Memberlist`]s in virtual time (tests,
 //!   the gossip benchmark, and later the simulator).
 //! - [`codec`]: packets (label → decryption → CRC → compression →
@@ -47,7 +46,6 @@ mod serf_query;
 pub mod serf_state;
 mod serf_types;
 pub mod sim;
-pub mod size;
 pub mod stream;
 pub mod suspicion;
 pub mod swim;

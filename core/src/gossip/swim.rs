@@ -29,13 +29,15 @@
 //! (the table rules) and `swim_probe.rs` (failure detection).
 
 use super::awareness::Awareness;
-use super::broadcast::BroadcastQueue;
+use super::broadcast::{BroadcastQueue, Pick};
+use super::codec::{encode_message, packet_payload_len};
 use super::config::{
-    push_pull_scale, Config, COMPOUND_PART_BYTES, META_BYTES_MAX, USER_BROADCASTS_QUEUED_MAX,
+    push_pull_scale, Config, COMPOUND_HEADER_BYTES, COMPOUND_PART_BYTES, COMPRESSED_FILL_FACTOR,
+    META_BYTES_MAX, USER_BROADCASTS_QUEUED_MAX,
 };
 use super::message::{Ack, Message, NodeState, Ping, PushPull};
-use super::size::estimated_len;
 use super::suspicion::Suspicion;
+use crate::limits::GOSSIP_COMPOUND_PARTS_MAX;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use std::collections::{BTreeMap, VecDeque};
@@ -423,7 +425,7 @@ impl Memberlist {
     /// Queues an opaque message (serf's) to gossip to every member.
     pub fn send_user_broadcast(&mut self, bytes: Vec<u8>) -> Result<(), MemberlistError> {
         let msg = Message::User(bytes);
-        let len = estimated_len(&msg);
+        let len = encode_message(&msg).len();
         let budget = self.config.packet_budget_bytes();
         if len + COMPOUND_PART_BYTES > budget {
             return Err(MemberlistError::BroadcastTooLarge { len, budget });
@@ -519,34 +521,77 @@ impl Memberlist {
 
     /// Packs `msg` and as many queued broadcasts as fit into one packet.
     pub(super) fn send_with_piggyback(&mut self, to: SocketAddr, msg: Message) {
-        let budget = self
-            .config
-            .packet_budget_bytes()
-            .saturating_sub(estimated_len(&msg) + COMPOUND_PART_BYTES);
-        let mut msgs = vec![msg];
-        msgs.extend(self.take_broadcasts(budget));
+        let msgs = self.fill_packet(Some(msg));
         self.outputs.push_back(Output::Packet { to, msgs });
     }
 
     /// memberlist's `getBroadcasts`: membership news first, then user
-    /// messages in the room left.
-    pub(super) fn take_broadcasts(&mut self, budget: usize) -> Vec<Message> {
+    /// messages in the room left, after `lead` (a probe message) if there
+    /// is one. With compression on, the packet is filled by its compressed
+    /// size: Consul's tags make every alive message about 170 bytes, of
+    /// which the keys and most values repeat from member to member, so a
+    /// 1,400-byte packet carries about twice as many of them (memberlist
+    /// fills by the uncompressed size; its receivers decompress without a
+    /// size limit, so they take these packets).
+    pub(super) fn fill_packet(&mut self, lead: Option<Message>) -> Vec<Message> {
         let n = self.members.len();
         let mult = self.config.retransmit_mult;
-        let mut msgs = self
+        let compress = self.config.enable_compression;
+        let budget = self.config.packet_budget_bytes();
+        let lead_bytes = lead.as_ref().map(encode_message);
+        let lead_cost = lead_bytes
+            .as_ref()
+            .map_or(0, |b| b.len() + COMPOUND_PART_BYTES);
+        let room = budget.saturating_sub(lead_cost);
+        let raw_room = if compress {
+            room.saturating_mul(COMPRESSED_FILL_FACTOR)
+        } else {
+            room
+        };
+        let parts_max = GOSSIP_COMPOUND_PARTS_MAX - usize::from(lead.is_some());
+        let member = self
             .broadcasts
-            .get_broadcasts(COMPOUND_PART_BYTES, budget, mult, n);
-        let used: usize = msgs
-            .iter()
-            .map(|m| estimated_len(m) + COMPOUND_PART_BYTES)
-            .sum();
-        let avail = budget.saturating_sub(used);
-        if avail > COMPOUND_PART_BYTES + 1 {
-            msgs.extend(
-                self.user_broadcasts
-                    .get_broadcasts(COMPOUND_PART_BYTES, avail, mult, n),
-            );
+            .select(COMPOUND_PART_BYTES, raw_room, parts_max);
+        let cost = |picks: &[Pick]| -> usize {
+            picks.iter().map(|p| p.bytes() + COMPOUND_PART_BYTES).sum()
+        };
+        let left = raw_room.saturating_sub(cost(&member));
+        let user = if left > COMPOUND_PART_BYTES + 1 {
+            self.user_broadcasts
+                .select(COMPOUND_PART_BYTES, left, parts_max - member.len())
+        } else {
+            Vec::new()
+        };
+        // How many of the picks (member news, then user messages) to send:
+        // all that fit uncompressed, and with compression the longest
+        // prefix whose compressed packet fits.
+        let all: Vec<Pick> = member.iter().chain(&user).copied().collect();
+        let mut keep = 0;
+        let mut used = 0;
+        for p in &all {
+            used += p.bytes() + COMPOUND_PART_BYTES;
+            if used > room {
+                break;
+            }
+            keep += 1;
         }
+        if keep < all.len() {
+            let mut parts: Vec<&[u8]> = lead_bytes.as_deref().into_iter().collect();
+            let lead_parts = parts.len();
+            parts.extend(
+                self.broadcasts
+                    .encoded(&member)
+                    .chain(self.user_broadcasts.encoded(&user)),
+            );
+            keep = longest_fitting_prefix(&parts, lead_parts, keep, compress, budget);
+        }
+        let member_kept = keep.min(member.len());
+        let mut msgs: Vec<Message> = lead.into_iter().collect();
+        msgs.extend(self.broadcasts.send(&member[..member_kept], mult, n));
+        msgs.extend(
+            self.user_broadcasts
+                .send(&user[..keep - member_kept], mult, n),
+        );
         msgs
     }
 
@@ -617,9 +662,8 @@ impl Memberlist {
                     NodeState::Left => true,
                 }
         });
-        let budget = self.config.packet_budget_bytes();
         for to in targets {
-            let msgs = self.take_broadcasts(budget);
+            let msgs = self.fill_packet(None);
             if msgs.is_empty() {
                 return;
             }
@@ -788,4 +832,42 @@ pub(super) fn shuffle<T>(rng: &mut Rng, items: &mut [T]) {
         let j = rng.below(i as u64 + 1) as usize;
         items.swap(i, j);
     }
+}
+
+/// How many of `parts[skip..]` can follow `parts[..skip]` in one packet
+/// whose payload (compressed if `compress` and smaller) stays within
+/// `budget + COMPOUND_HEADER_BYTES`. The first `fits` of them are known to
+/// fit. LZW's ratio changes slowly with the amount of input, so the
+/// count the whole set's ratio suggests is close: start there and step,
+/// each step one compression (about three per packet).
+fn longest_fitting_prefix(
+    parts: &[&[u8]],
+    skip: usize,
+    fits: usize,
+    compress: bool,
+    budget: usize,
+) -> usize {
+    let limit = budget + COMPOUND_HEADER_BYTES;
+    let size = |k: usize| packet_payload_len(&parts[..skip + k], compress);
+    let ok = |k: usize| size(k).is_some_and(|l| l <= limit);
+    let all = parts.len() - skip;
+    let Some(whole) = size(all) else {
+        return fits;
+    };
+    if whole <= limit {
+        return all;
+    }
+    let guess = (all * limit / whole).clamp(fits, all - 1);
+    let mut k = guess;
+    if ok(k) {
+        while k + 1 < all && ok(k + 1) {
+            k += 1;
+        }
+    } else {
+        while k > fits && !ok(k - 1) {
+            k -= 1;
+        }
+        k = k.saturating_sub(1).max(fits);
+    }
+    k
 }

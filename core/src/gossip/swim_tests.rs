@@ -1,6 +1,7 @@
 //! Direct tests of the membership rules: one `Memberlist`, hand-fed
 //! messages, outputs inspected.
 
+use super::codec::{encode_message, packet_payload_len};
 use super::message::{Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Suspect};
 use super::sim::{node_addr, node_name, VSN};
 use super::swim::{LocalNode, MemberEvent, Memberlist, MemberlistError, Output};
@@ -465,30 +466,115 @@ fn leave_broadcasts_dead_from_self_and_reports_when_sent() {
     }));
 }
 
+/// The payload bytes a packet of `msgs` takes before CRC and encryption,
+/// as the shell will seal it.
+fn payload_len(msgs: &[Message], compress: bool) -> usize {
+    let parts: Vec<Vec<u8>> = msgs.iter().map(encode_message).collect();
+    packet_payload_len(&parts, compress).unwrap()
+}
+
 #[test]
 fn packets_respect_the_udp_budget() {
-    let config = Config::lan();
-    let mut list = with_peers(config.clone(), 40);
-    for i in 0..50 {
-        list.send_user_broadcast(vec![i as u8; 200]).unwrap();
+    for compress in [true, false] {
+        let config = Config {
+            enable_compression: compress,
+            ..Config::lan()
+        };
+        let mut list = with_peers(config.clone(), 40);
+        for i in 0..50 {
+            // Incompressible payloads: the packet is full before LZW helps.
+            let payload: Vec<u8> = (0..200u32).map(|j| (j * 97 + i * 31 % 251) as u8).collect();
+            list.send_user_broadcast(payload).unwrap();
+        }
+        assert!(matches!(
+            list.send_user_broadcast(vec![0; 1500]),
+            Err(MemberlistError::BroadcastTooLarge { .. })
+        ));
+        let out = run(&mut list, Instant::from_nanos(3_000_000_000));
+        let mut packets = 0;
+        for o in &out {
+            if let Output::Packet { msgs, .. } = o {
+                packets += 1;
+                let bytes = payload_len(msgs, compress);
+                assert!(bytes <= config.udp_buffer_size, "{bytes} bytes");
+            }
+        }
+        assert!(packets > 0);
     }
-    assert!(matches!(
-        list.send_user_broadcast(vec![0; 1500]),
-        Err(MemberlistError::BroadcastTooLarge { .. })
-    ));
-    let out = run(&mut list, Instant::from_nanos(3_000_000_000));
-    let mut packets = 0;
+}
+
+/// Node 0 with `n - 1` members carrying Consul's client tags, their alive
+/// messages queued for gossip.
+fn with_tagged_peers(config: Config, n: usize) -> Memberlist {
+    let mut list = Memberlist::new(Instant(0), config, local(0), 42).unwrap();
+    for i in 1..n {
+        let tags: std::collections::BTreeMap<String, String> = [
+            ("role", "node".to_string()),
+            ("dc", "dc1".to_string()),
+            ("segment", String::new()),
+            (
+                "id",
+                format!("{:08x}-5f3a-4c1e-9d2b-{:012x}", i * 7919, i * 104_729),
+            ),
+            ("vsn", "2".to_string()),
+            ("vsn_min", "2".to_string()),
+            ("vsn_max", "3".to_string()),
+            ("build", "0.1.0".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let msg = Alive {
+            meta: super::serf::encode_tags(&tags).unwrap(),
+            ..alive(i, 1)
+        };
+        list.handle_packet(Instant(0), node_addr(i), Message::Alive(msg));
+    }
+    drain(&mut list);
+    list
+}
+
+/// Alive messages per gossip packet in the first gossip round, and the
+/// largest payload.
+fn first_round_alives(config: Config) -> (Vec<usize>, usize) {
+    let compress = config.enable_compression;
+    let mut list = with_tagged_peers(config.clone(), 60);
+    let out = run(&mut list, Instant(0) + config.gossip_interval);
+    let mut counts = Vec::new();
+    let mut largest = 0;
     for o in &out {
         if let Output::Packet { msgs, .. } = o {
-            packets += 1;
-            let bytes: usize = msgs
-                .iter()
-                .map(|m| super::size::estimated_len(m) + super::config::COMPOUND_PART_BYTES)
-                .sum();
-            assert!(bytes <= config.packet_budget_bytes(), "{bytes} bytes");
+            if matches!(msgs[0], Message::Ping(_) | Message::Ack(_)) {
+                continue;
+            }
+            counts.push(
+                msgs.iter()
+                    .filter(|m| matches!(m, Message::Alive(_)))
+                    .count(),
+            );
+            largest = largest.max(payload_len(msgs, compress));
         }
     }
-    assert!(packets > 0);
+    (counts, largest)
+}
+
+#[test]
+fn compressed_packets_carry_more_tagged_alive_messages() {
+    let on = Config::lan();
+    let off = Config {
+        enable_compression: false,
+        ..Config::lan()
+    };
+    let (with, with_largest) = first_round_alives(on.clone());
+    let (without, without_largest) = first_round_alives(off);
+    assert_eq!(with.len(), on.gossip_nodes);
+    assert_eq!(without.len(), on.gossip_nodes);
+    assert!(with_largest <= on.udp_buffer_size, "{with_largest}");
+    assert!(without_largest <= on.udp_buffer_size, "{without_largest}");
+    // Uncompressed, a 170-byte alive message fits 8 times in 1,400 bytes;
+    // compressed, about twice as many.
+    assert!(without.iter().all(|&c| c == 8), "{without:?}");
+    assert!(with.iter().all(|&c| c >= 12), "{with:?} vs {without:?}");
 }
 
 #[test]
