@@ -321,6 +321,16 @@ impl Cluster {
         self.trace.record(0, format!("kill n{id}"));
     }
 
+    /// Why `id`'s Raft core stopped, if it stopped on a fault (a storage
+    /// error, such as a read that failed its checksum). The daemon exits
+    /// then; the simulation's supervisor kills and restarts the node.
+    pub fn stopped_by_fault(&self, id: u64) -> Option<String> {
+        let live = self.live(id)?;
+        let metrics = live.raft.metrics();
+        let fault = tribune::raft::stopped_by_fault(&metrics.borrow_watched());
+        fault
+    }
+
     /// Restarts a killed node from its disk.
     pub fn restart(&self, id: u64) {
         let slot = &self.slots[&id];
@@ -743,6 +753,11 @@ async fn watch(
                 ),
             )
         };
+        let fault = tribune::raft::stopped_by_fault(&metrics.borrow_watched());
+        if let Some(fault) = fault {
+            trace.record(id, format!("stopped on a fault: {fault}"));
+            return;
+        }
         if last.as_ref() != Some(&now) {
             let (state, term, leader, last_log, committed, applied, vote) = now;
             trace.record(

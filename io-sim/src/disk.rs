@@ -14,6 +14,14 @@
 //!   [`SnapshotFile`]), replaced atomically as the daemon's temp file and
 //!   rename do; log entries purged after a snapshot move to an archive
 //!   the node never reads, kept for the durability check;
+//! - **read corruption** (`DiskConfig::read_corruption_ppm`): entries are
+//!   kept as the WAL's records (io-tokio's `entry_record`: checksummed
+//!   header, postcard payload) and every read decodes them back the way
+//!   the WAL's reads do; a read may come back with one bit flipped (a
+//!   transient fault between platter and memory: the stored record stays
+//!   intact), which the checksum catches, so the read fails. openraft
+//!   stops the node's Raft on that error, as it would in the daemon, and
+//!   a supervisor must restart it;
 //! - **broken mode** ([`DiskMode::AckBeforeSync`], for the teeth test):
 //!   appends and votes are reported durable at once but only reach stable
 //!   storage a while later; a crash before then loses them. This breaks
@@ -29,6 +37,7 @@ use std::io;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tribune::raft::wal_log::{entry_from_record, entry_record};
 use tribune::raft::{LogBackend, LogStore, MemLog, SnapshotFile};
 
 /// How the disk keeps its promises.
@@ -46,10 +55,23 @@ pub struct DiskConfig {
     pub latency_min: Duration,
     pub latency_max: Duration,
     pub mode: DiskMode,
+    /// Chance, in parts per million, that reading one entry returns it
+    /// with a bit flipped (0: never).
+    pub read_corruption_ppm: u64,
+    /// Broken on purpose (the teeth test): reads skip the record's header
+    /// and checksum and decode whatever payload bytes they got.
+    pub skip_read_checksums: bool,
 }
 
 struct State {
+    /// Log ids, purge and truncation bookkeeping.
     log: MemLog<C>,
+    /// What each entry's bytes on disk are: its WAL record. Reads decode
+    /// these, not `log`'s copies.
+    records: BTreeMap<u64, Vec<u8>>,
+    read_corruption_ppm: u64,
+    skip_read_checksums: bool,
+    reads_corrupted: u64,
     vote: Option<Vote>,
     committed: Option<LogId>,
     /// An append waiting on latency: may land partly on a crash.
@@ -81,6 +103,10 @@ impl Disk {
         Disk {
             state: Arc::new(Mutex::new(State {
                 log: MemLog::default(),
+                records: BTreeMap::new(),
+                read_corruption_ppm: config.read_corruption_ppm,
+                skip_read_checksums: config.skip_read_checksums,
+                reads_corrupted: 0,
                 vote: None,
                 committed: None,
                 in_flight: Vec::new(),
@@ -160,7 +186,7 @@ impl Disk {
         });
         if contiguous {
             let kept = rand(in_flight.len() as u64 + 1) as usize;
-            let _ = state.log.append(in_flight.into_iter().take(kept).collect());
+            let _ = state.append(in_flight.into_iter().take(kept).collect());
         }
         if let Some(vote) = state.in_flight_vote.take() {
             if rand(2) == 1 {
@@ -172,7 +198,7 @@ impl Disk {
             if let Some(first_lost) = state.unsynced.keys().next().copied() {
                 let lost = state.unsynced.len() as u64;
                 state.lost_entries += lost;
-                let _ = state.log.truncate_from(first_lost);
+                let _ = state.truncate_from(first_lost);
                 state.unsynced.clear();
             }
             state.vote = state.durable_vote;
@@ -187,6 +213,17 @@ impl Disk {
     /// Entries lost by crashes in broken mode.
     pub fn lost_entries(&self) -> u64 {
         self.lock().lost_entries
+    }
+
+    /// Reads that came back corrupted (and failed their checksum).
+    pub fn reads_corrupted(&self) -> u64 {
+        self.lock().reads_corrupted
+    }
+
+    /// Ends read corruption (the fault model heals before the liveness
+    /// phase).
+    pub fn stop_read_corruption(&self) {
+        self.lock().read_corruption_ppm = 0;
     }
 
     fn latency(&self) -> Duration {
@@ -211,6 +248,80 @@ fn settle(state: &mut State, now: Instant) {
         state.durable_vote = state.vote;
         state.vote_synced_at = None;
     }
+}
+
+impl State {
+    /// Appends to the log and writes each entry's record.
+    fn append(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        let records = entries
+            .iter()
+            .map(|e| Ok((e.index(), entry_record::<C>(e)?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        self.log.append(entries)?;
+        self.records.extend(records);
+        Ok(())
+    }
+
+    fn truncate_from(&mut self, first_removed: u64) -> io::Result<()> {
+        self.log.truncate_from(first_removed)?;
+        self.records.split_off(&first_removed);
+        Ok(())
+    }
+
+    fn purge_through(&mut self, last: LogId) -> io::Result<()> {
+        self.log.purge_through(last)?;
+        self.records = self.records.split_off(&(last.index + 1));
+        Ok(())
+    }
+
+    /// Entries `start..end` read back from their records, each read
+    /// possibly corrupted in transit; a corrupted one fails its checksum.
+    fn read(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        use madsim::rand::Rng;
+        let ids = self.log.entries(start, end)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for entry in ids {
+            let index = entry.index();
+            let stored = self.records.get(&index).ok_or_else(|| {
+                io::Error::other(format!("log entry {index} has no record on disk"))
+            })?;
+            let ppm = self.read_corruption_ppm;
+            let mut rng = madsim::rand::thread_rng();
+            let read = if ppm > 0 && rng.gen_range(0..1_000_000) < ppm {
+                let mut bytes = stored.clone();
+                let bit = rng.gen_range(0..bytes.len() * 8);
+                bytes[bit / 8] ^= 1 << (bit % 8);
+                bytes
+            } else {
+                stored.clone()
+            };
+            let decoded = if self.skip_read_checksums {
+                unchecked_entry(&read)
+            } else {
+                entry_from_record::<C>(&read)
+            };
+            match decoded {
+                Ok(decoded) => out.push(decoded),
+                Err(e) => {
+                    self.reads_corrupted += 1;
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("reading log entry {index}: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Broken mode: the payload of a record decoded with no look at its
+/// header or checksum.
+fn unchecked_entry(record: &[u8]) -> io::Result<Entry> {
+    let payload = record
+        .get(tribune_core::wal::RECORD_HEADER_BYTES..)
+        .unwrap_or_default();
+    postcard::from_bytes(payload).map_err(|e| io::Error::other(format!("payload: {e}")))
 }
 
 /// The `LogBackend` the daemon's `LogStore` drives.
@@ -259,7 +370,7 @@ impl LogBackend<C> for FaultLog {
     }
 
     fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        self.disk.lock().log.entries(start, end)
+        self.disk.lock().read(start, end)
     }
 
     fn append(&mut self, entries: Vec<Entry>) -> io::Result<()> {
@@ -272,13 +383,13 @@ impl LogBackend<C> for FaultLog {
                 state.unsynced.insert(entry.index(), now + sync_delay);
             }
         }
-        state.log.append(entries)
+        state.append(entries)
     }
 
     fn truncate_from(&mut self, first_removed: u64) -> io::Result<()> {
         let mut state = self.disk.lock();
         state.unsynced.retain(|index, _| *index < first_removed);
-        state.log.truncate_from(first_removed)
+        state.truncate_from(first_removed)
     }
 
     fn purge_through(&mut self, last: LogId) -> io::Result<()> {
@@ -287,7 +398,7 @@ impl LogBackend<C> for FaultLog {
         let first = state.log.last_purged().map_or(0, |id| id.index + 1);
         let gone = state.log.entries(first, last.index + 1).unwrap_or_default();
         state.purged.extend(gone);
-        state.log.purge_through(last)
+        state.purge_through(last)
     }
 }
 

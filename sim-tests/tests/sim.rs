@@ -129,6 +129,7 @@ mod sim {
             let txn_pct = [0, 10, 25][more.below(3) as usize];
             let lock_pct = [0, 10, 20][more.below(3) as usize];
             let catalog_pct = [0, 10, 20][more.below(3) as usize];
+            let read_corruption_ppm = [0, 0, 0, 200, 2_000][more.below(5) as usize];
             Params {
                 seed,
                 size,
@@ -150,6 +151,8 @@ mod sim {
                     latency_min: Duration::from_millis(disk_min),
                     latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
                     mode: DiskMode::Durable,
+                    read_corruption_ppm,
+                    skip_read_checksums: false,
                 },
                 read_mode: ReadMode::Linearizable,
                 allow_log_reversion: false,
@@ -193,6 +196,7 @@ mod sim {
             self.txn_pct = 0;
             self.lock_pct = 0;
             self.catalog_pct = 0;
+            self.disk.read_corruption_ppm = 0;
             self
         }
     }
@@ -217,7 +221,7 @@ mod sim {
             format!(
                 "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
                  snapshots every {:?} entries, voter changes {}%, txns {}%, locks {}%, \
-                 catalog {}%, \
+                 catalog {}%, read corruption {}ppm, \
                  {} ops ({} acked writes), \
                  faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
                 self.params.seed,
@@ -232,6 +236,7 @@ mod sim {
                 self.params.txn_pct,
                 self.params.lock_pct,
                 self.params.catalog_pct,
+                self.params.disk.read_corruption_ppm,
                 self.operations,
                 self.acked_writes,
                 self.faults,
@@ -982,6 +987,19 @@ mod sim {
         eprintln!("unsynced acks caught at seed {seed}: {violations:?}");
     }
 
+    /// A disk whose reads skip the records' checksums hands corrupted
+    /// entries to Raft (applied on one server, or sent to the others):
+    /// some check must fail.
+    #[test]
+    fn teeth_unchecked_disk_reads_are_caught() {
+        let caught = first_caught(|params| {
+            params.disk.read_corruption_ppm = 50_000;
+            params.disk.skip_read_checksums = true;
+        });
+        let (seed, violations) = caught.expect("corrupted reads went unnoticed");
+        eprintln!("unchecked reads caught at seed {seed}: {violations:?}");
+    }
+
     /// Faults the nemesis has in place.
     #[derive(Default)]
     struct Nemesis {
@@ -1013,6 +1031,7 @@ mod sim {
         fn step(&mut self, cluster: &Arc<Cluster>, params: &Params) {
             let now = now_ns();
             let ids = cluster.ids();
+            self.supervise(cluster, now);
             for (id, until) in self.paused_until.clone() {
                 if until <= now {
                     cluster.resume(id);
@@ -1129,7 +1148,27 @@ mod sim {
             }
         }
 
+        /// The service manager: a server whose Raft stopped on a fault
+        /// exits (the daemon's policy), and is started again from its disk
+        /// a moment later.
+        fn supervise(&mut self, cluster: &Cluster, now: u64) {
+            for id in cluster.ids() {
+                if self.down_until.contains_key(&id) || cluster.stopped_by_fault(id).is_none() {
+                    continue;
+                }
+                cluster.kill(id);
+                self.paused_until.remove(&id);
+                let down = 100 + rand_below(900);
+                self.down_until.insert(id, now + down * 1_000_000);
+                self.count("restart-after-fault");
+            }
+        }
+
         fn heal_all(&mut self, cluster: &Cluster) {
+            for id in cluster.ids() {
+                cluster.disk(id).stop_read_corruption();
+            }
+            self.supervise(cluster, now_ns());
             self.heal_network(cluster);
             for id in std::mem::take(&mut self.paused_until).into_keys() {
                 cluster.resume(id);
@@ -1306,6 +1345,14 @@ mod sim {
             .sum();
         if snapshots > 0 {
             faults.insert("snapshots saved", snapshots);
+        }
+        let corrupted: u64 = cluster
+            .ids()
+            .iter()
+            .map(|id| cluster.disk(*id).reads_corrupted())
+            .sum();
+        if corrupted > 0 {
+            faults.insert("corrupted reads caught", corrupted);
         }
         {
             let locks = locks.lock().unwrap();
@@ -1655,9 +1702,13 @@ mod sim {
         let wall = std::time::Instant::now();
         let mut failed = Vec::new();
         let mut virtual_total = Duration::ZERO;
+        let mut fault_totals: BTreeMap<&'static str, u64> = BTreeMap::new();
         for &seed in &seeds {
             let run = run(&params_for(seed), single);
             virtual_total += run.virtual_time;
+            for (fault, n) in &run.faults {
+                *fault_totals.entry(fault).or_default() += n;
+            }
             if single {
                 eprintln!("{}", run.summary());
                 save_artifacts(&run);
@@ -1680,6 +1731,11 @@ mod sim {
             wall.as_secs_f64(),
             virtual_total.as_secs_f64() / wall.as_secs_f64()
         );
+        let totals: Vec<String> = fault_totals
+            .iter()
+            .map(|(fault, n)| format!("{fault} {n}"))
+            .collect();
+        eprintln!("faults over all seeds: {}", totals.join(", "));
         assert!(
             failed.is_empty(),
             "seeds failed: {failed:?}; reproduce one with e.g. `{}`",

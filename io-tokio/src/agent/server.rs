@@ -173,6 +173,7 @@ pub async fn start(config: &AgentConfig, node: &Arc<Node>, node_id: &str) -> Res
         }
         None => {}
     }
+    tokio::spawn(exit_on_raft_fault(raft.clone()));
     tokio::spawn(follow_leadership(node.clone(), raft));
     tokio::spawn(cluster.form(config.join.clone(), Some(gossip)));
     Ok(())
@@ -359,6 +360,27 @@ async fn snapshot_by_size(raft: Raft, wal: crate::storage::WalStatsHandle, thres
                 threshold / (1024 * 1024)
             )),
             Err(e) => crate::log::warn(&format!("raft: size-triggered snapshot: {e}")),
+        }
+    }
+}
+
+/// Ends the process when Raft stops on a fault (see
+/// [`crate::raft::stopped_by_fault`]): a server whose Raft core has stopped
+/// cannot serve or recover on its own, so it exits with status 1 for its
+/// service manager to restart it, as a Consul server stops on a storage
+/// failure. Everything it acknowledged is on disk already.
+async fn exit_on_raft_fault(raft: Raft) {
+    let mut metrics = raft.metrics();
+    loop {
+        let fault = crate::raft::stopped_by_fault(&metrics.borrow_watched());
+        if let Some(fault) = fault {
+            crate::log::error(&format!(
+                "raft: stopped on a fault: {fault}; exiting so that a restart reopens the log"
+            ));
+            std::process::exit(1);
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

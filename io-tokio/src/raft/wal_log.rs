@@ -83,6 +83,40 @@ where
     })
 }
 
+/// Entry `entry` as the WAL stores it: record `entry.index() + 1`, a
+/// batch of its own, whose payload is the postcard-encoded entry. The
+/// simulator's disk keeps entries this way, so its reads go through the
+/// WAL's checksums.
+pub fn entry_record<C: RaftTypeConfig>(entry: &C::Entry) -> io::Result<Vec<u8>>
+where
+    C::Entry: Serialize,
+{
+    let payload = postcard::to_allocvec(entry)
+        .map_err(|e| io::Error::other(format!("entry does not encode: {e}")))?;
+    let index = entry.index() + 1;
+    let mut out = Vec::with_capacity(tribune_core::wal::encoded_len(payload.len()));
+    tribune_core::wal::encode_record(&mut out, index, index, &payload);
+    Ok(out)
+}
+
+/// The entry a record read back holds: the framing and checksum checked as
+/// the WAL's reads check them, then the payload decoded.
+pub fn entry_from_record<C: RaftTypeConfig>(bytes: &[u8]) -> io::Result<C::Entry>
+where
+    C::Entry: DeserializeOwned,
+{
+    let record = tribune_core::wal::decode_record(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a log record no longer decodes ({e:?})"),
+        )
+    })?;
+    decode::<C>(&Entry {
+        index: record.index,
+        payload: record.payload.to_vec(),
+    })
+}
+
 impl<C: RaftTypeConfig> WalLog<C>
 where
     C::Entry: Serialize + DeserializeOwned,

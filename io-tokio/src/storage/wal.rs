@@ -88,6 +88,13 @@ pub enum WalError {
         offset: u64,
         detail: String,
     },
+    /// A record read back while running fails its checksum (damaged on
+    /// disk, or on the way from it).
+    DamagedRead {
+        path: PathBuf,
+        offset: u64,
+        index: u64,
+    },
     /// An earlier write or sync failed; reopen the WAL (see module docs).
     Poisoned {
         cause: String,
@@ -130,6 +137,16 @@ impl fmt::Display for WalError {
                 f,
                 "WAL file {} is corrupt at byte offset {offset}: {detail}; refusing to start \
                  (restore this server from a snapshot or a peer)",
+                path.display()
+            ),
+            WalError::DamagedRead {
+                path,
+                offset,
+                index,
+            } => write!(
+                f,
+                "WAL file {}: record {index} at byte offset {offset} no longer decodes \
+                 (damaged on disk or in transit)",
                 path.display()
             ),
             WalError::Poisoned { cause } => {
@@ -419,10 +436,10 @@ impl Wal {
             let record = wal::decode_record(&bytes[at..])
                 .ok()
                 .filter(|record| record.index == slot.index)
-                .ok_or_else(|| WalError::Corrupt {
+                .ok_or_else(|| WalError::DamagedRead {
                     path: path.clone(),
                     offset: slot.offset,
-                    detail: format!("record {} no longer decodes", slot.index),
+                    index: slot.index,
                 })?;
             entries.push(Entry {
                 index: record.index,

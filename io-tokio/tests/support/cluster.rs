@@ -21,6 +21,8 @@ pub struct Server {
     log: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
+    /// How the process ended, once [`Server::exited`] saw it end.
+    status: Option<std::process::ExitStatus>,
 }
 
 impl Server {
@@ -71,6 +73,7 @@ impl Server {
             data_dir,
             child: None,
             args,
+            status: None,
         };
         server.spawn();
         server
@@ -100,13 +103,24 @@ impl Server {
     /// The process ended on its own (reaped here).
     pub fn exited(&mut self) -> bool {
         let done = match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+            Some(child) => match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.status = Some(status);
+                    true
+                }
+                _ => false,
+            },
             None => true,
         };
         if done {
             self.child = None;
         }
         done
+    }
+
+    /// The exit code of a process that ended on its own.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
     }
 
     pub fn running(&self) -> bool {
