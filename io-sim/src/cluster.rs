@@ -144,6 +144,8 @@ struct Slot {
     node: madsim::runtime::NodeHandle,
     disk: Disk,
     live: Arc<Mutex<Option<Live>>>,
+    /// Why the current incarnation failed to start, if it did.
+    start_failure: Arc<Mutex<Option<String>>>,
     up: AtomicBool,
     paused: AtomicBool,
 }
@@ -193,7 +195,9 @@ impl Cluster {
                 duplicate_rate: config.duplicate_rate,
             };
             let live: Arc<Mutex<Option<Live>>> = Arc::default();
+            let start_failure: Arc<Mutex<Option<String>>> = Arc::default();
             let init = {
+                let failure = Arc::clone(&start_failure);
                 let (disk, live, trace, observations, raft) = (
                     disk.clone(),
                     Arc::clone(&live),
@@ -208,7 +212,10 @@ impl Cluster {
                             id,
                             disk.clone(),
                             network.clone(),
-                            Arc::clone(&live),
+                            Incarnation {
+                                live: Arc::clone(&live),
+                                start_failure: Arc::clone(&failure),
+                            },
                             trace.clone(),
                             Arc::clone(&observations),
                             Arc::clone(&raft),
@@ -228,6 +235,7 @@ impl Cluster {
                     node,
                     disk,
                     live,
+                    start_failure,
                     up: AtomicBool::new(true),
                     paused: AtomicBool::new(false),
                 },
@@ -325,6 +333,13 @@ impl Cluster {
     /// error, such as a read that failed its checksum). The daemon exits
     /// then; the simulation's supervisor kills and restarts the node.
     pub fn stopped_by_fault(&self, id: u64) -> Option<String> {
+        let slot = self.slots.get(&id)?;
+        if !slot.up.load(SeqCst) {
+            return None;
+        }
+        if let Some(failure) = lock(&slot.start_failure).clone() {
+            return Some(failure);
+        }
         let live = self.live(id)?;
         let metrics = live.raft.metrics();
         let fault = tribune::raft::stopped_by_fault(&metrics.borrow_watched());
@@ -337,6 +352,7 @@ impl Cluster {
         if slot.up.swap(true, SeqCst) {
             return;
         }
+        *lock(&slot.start_failure) = None;
         self.handle.restart(slot.node.id());
         self.trace.record(0, format!("restart n{id}"));
     }
@@ -652,22 +668,41 @@ async fn openraft_barrier(live: &Live, policy: openraft::ReadPolicy) -> Result<(
     }
 }
 
+/// Where a node's current incarnation reports to its slot: its Raft once
+/// started, or why it failed to start.
+struct Incarnation {
+    live: Arc<Mutex<Option<Live>>>,
+    start_failure: Arc<Mutex<Option<String>>>,
+}
+
 async fn run_node(
     id: u64,
     disk: Disk,
     network: Network,
-    live: Arc<Mutex<Option<Live>>>,
+    incarnation: Incarnation,
     trace: Trace,
     observations: Arc<Mutex<Observations>>,
     config: Arc<openraft::Config>,
 ) {
+    let Incarnation {
+        live,
+        start_failure,
+    } = incarnation;
     trace.record(id, "start");
     let store = Arc::new(MemStore::default());
     let state_machine = StateMachine::<C>::with_snapshot_file(store.clone(), disk.snapshot_file())
         .expect("the snapshot on the simulated disk is valid");
-    let raft = Raft::new(id, config, network.clone(), disk.open(), state_machine)
-        .await
-        .expect("raft starts from its disk");
+    // Starting reads the log (a read may fail its checksum): the daemon
+    // then exits with the error, and so does this incarnation, for the
+    // supervisor to start another.
+    let raft = match Raft::new(id, config, network.clone(), disk.open(), state_machine).await {
+        Ok(raft) => raft,
+        Err(e) => {
+            trace.record(id, format!("failed to start: {e}"));
+            *lock(&start_failure) = Some(e.to_string());
+            return;
+        }
+    };
     *lock(&live) = Some(Live {
         raft: raft.clone(),
         store: Arc::clone(&store),

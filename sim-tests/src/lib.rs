@@ -1,7 +1,7 @@
 //! tribune's simulation tests and the checkers they judge runs with.
 //!
 //! Each checker verifies one invariant over plain data that a run records,
-//! whether the run is the deterministic simulator (`tests/sim.rs` on io-sim,
+//! whether the run is the deterministic simulator (`tests/sim/` on io-sim,
 //! under `cfg(madsim)`) or real processes:
 //!
 //! | module | invariant |

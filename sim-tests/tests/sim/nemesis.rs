@@ -1,0 +1,183 @@
+//! The nemesis: partitions, kills, pauses and voter changes at every
+//! step, and the service manager that restarts servers stopped on a fault.
+
+use io_sim::Cluster;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::params::*;
+use crate::workload::*;
+
+/// Faults the nemesis has in place.
+#[derive(Default)]
+pub(crate) struct Nemesis {
+    clogged: BTreeSet<(u64, u64)>,
+    paused_until: BTreeMap<u64, u64>,
+    down_until: BTreeMap<u64, u64>,
+    pub(crate) counts: BTreeMap<&'static str, u64>,
+}
+
+impl Nemesis {
+    fn clog(&mut self, cluster: &Cluster, a: u64, b: u64) {
+        if a != b && self.clogged.insert((a, b)) {
+            madsim::net::NetSim::current().clog_link(cluster.madsim_id(a), cluster.madsim_id(b));
+        }
+    }
+
+    fn heal_network(&mut self, cluster: &Cluster) {
+        let net = madsim::net::NetSim::current();
+        for (a, b) in std::mem::take(&mut self.clogged) {
+            net.unclog_link(cluster.madsim_id(a), cluster.madsim_id(b));
+        }
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.counts.entry(what).or_default() += 1;
+    }
+
+    pub(crate) fn step(&mut self, cluster: &Arc<Cluster>, params: &Params) {
+        let now = now_ns();
+        let ids = cluster.ids();
+        self.supervise(cluster, now);
+        for (id, until) in self.paused_until.clone() {
+            if until <= now {
+                cluster.resume(id);
+                self.paused_until.remove(&id);
+            }
+        }
+        for (id, until) in self.down_until.clone() {
+            if until <= now {
+                cluster.restart(id);
+                self.down_until.remove(&id);
+            }
+        }
+        let dice = rand_below(100);
+        let minority = (params.size - 1) / 2;
+        let impaired = (self.paused_until.len() + self.down_until.len()) as u64;
+        if dice < params.partition_pct {
+            self.heal_network(cluster);
+            match rand_below(5) {
+                0 => {
+                    // Random halves.
+                    let mut shuffled = ids.clone();
+                    for i in (1..shuffled.len()).rev() {
+                        shuffled.swap(i, rand_below(i as u64 + 1) as usize);
+                    }
+                    let cut = 1 + rand_below(params.size / 2) as usize;
+                    let (left, right) = shuffled.split_at(cut);
+                    for &a in left {
+                        for &b in right {
+                            self.clog(cluster, a, b);
+                            self.clog(cluster, b, a);
+                        }
+                    }
+                    self.count("partition-halves");
+                }
+                1 | 2 => {
+                    // Isolate the leader (or any node without one).
+                    let victim = cluster
+                        .leader()
+                        .unwrap_or_else(|| ids[rand_below(ids.len() as u64) as usize]);
+                    for &other in &ids {
+                        self.clog(cluster, victim, other);
+                        self.clog(cluster, other, victim);
+                    }
+                    self.count("isolate-leader");
+                }
+                3 => {
+                    let victim = ids[rand_below(ids.len() as u64) as usize];
+                    for &other in &ids {
+                        self.clog(cluster, victim, other);
+                        self.clog(cluster, other, victim);
+                    }
+                    self.count("isolate-one");
+                }
+                _ => {
+                    let a = ids[rand_below(ids.len() as u64) as usize];
+                    let b = ids[rand_below(ids.len() as u64) as usize];
+                    self.clog(cluster, a, b);
+                    self.count("one-way-link");
+                }
+            }
+        } else if dice < params.partition_pct + 15 {
+            self.heal_network(cluster);
+            self.count("heal");
+        } else if dice < params.partition_pct + 15 + params.kill_pct {
+            if impaired < minority.max(1) {
+                let victim = if rand_below(2) == 0 {
+                    cluster.leader()
+                } else {
+                    None
+                }
+                .unwrap_or_else(|| ids[rand_below(ids.len() as u64) as usize]);
+                if cluster.is_up(victim) && !self.paused_until.contains_key(&victim) {
+                    cluster.kill(victim);
+                    let down = 50 + rand_below(1_500);
+                    self.down_until.insert(victim, now + down * 1_000_000);
+                    self.count("kill");
+                }
+            }
+        } else if dice < params.partition_pct + 15 + params.kill_pct + params.pause_pct {
+            if impaired < minority.max(1) {
+                let victim = ids[rand_below(ids.len() as u64) as usize];
+                if cluster.is_up(victim) && !self.paused_until.contains_key(&victim) {
+                    cluster.pause(victim);
+                    let pause = 100 + rand_below(2_000);
+                    self.paused_until.insert(victim, now + pause * 1_000_000);
+                    self.count("pause");
+                }
+            }
+        } else if dice
+            < params.partition_pct + 15 + params.kill_pct + params.pause_pct + params.membership_pct
+        {
+            // A random non-empty subset of the servers votes from now
+            // on; the rest stay as learners. Proposed in the background
+            // (it may wait on partitions); openraft refuses a change
+            // while another is in progress.
+            if let Some(leader) = cluster.leader() {
+                let voters: BTreeSet<u64> = loop {
+                    let subset: BTreeSet<u64> =
+                        ids.iter().copied().filter(|_| rand_below(2) == 0).collect();
+                    if !subset.is_empty() {
+                        break subset;
+                    }
+                };
+                let cluster = Arc::clone(cluster);
+                madsim::task::spawn(async move {
+                    let _ = cluster.change_voters(leader, voters, WRITE_TIMEOUT).await;
+                });
+                self.count("change-voters");
+            }
+        }
+    }
+
+    /// The service manager: a server whose Raft stopped on a fault
+    /// exits (the daemon's policy), and is started again from its disk
+    /// a moment later.
+    fn supervise(&mut self, cluster: &Cluster, now: u64) {
+        for id in cluster.ids() {
+            if self.down_until.contains_key(&id) || cluster.stopped_by_fault(id).is_none() {
+                continue;
+            }
+            cluster.kill(id);
+            self.paused_until.remove(&id);
+            let down = 100 + rand_below(900);
+            self.down_until.insert(id, now + down * 1_000_000);
+            self.count("restart-after-fault");
+        }
+    }
+
+    pub(crate) fn heal_all(&mut self, cluster: &Cluster) {
+        for id in cluster.ids() {
+            cluster.disk(id).stop_read_corruption();
+        }
+        self.supervise(cluster, now_ns());
+        self.heal_network(cluster);
+        for id in std::mem::take(&mut self.paused_until).into_keys() {
+            cluster.resume(id);
+        }
+        for id in std::mem::take(&mut self.down_until).into_keys() {
+            cluster.restart(id);
+        }
+    }
+}
