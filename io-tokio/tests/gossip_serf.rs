@@ -145,30 +145,16 @@ fn graceful_leave_shows_left_to_serf() {
 /// sent to serf over UDP, and serf lists every one of them.
 #[test]
 fn serf_takes_a_compressed_packet_fuller_than_its_buffer() {
-    use std::collections::BTreeMap;
     use tribune_core::gossip::codec::{encode_compound, encode_message, encode_packet, Outbound};
     use tribune_core::gossip::message::{addr_bytes, Alive, Message};
     use tribune_core::gossip::serf::encode_tags;
-    use tribune_core::gossip::sim::VSN;
+    use tribune_core::gossip::sim::{consul_client_tags, VSN};
     use tribune_core::rng::Rng;
 
     let Some(bin) = serf_binary() else { return };
     let serf = SerfAgent::start(bin, "serfnode");
     let msgs: Vec<Message> = (0..16)
         .map(|i| {
-            let tags: BTreeMap<String, String> = [
-                ("role", "node".to_string()),
-                ("dc", "dc1".to_string()),
-                ("segment", String::new()),
-                ("id", format!("{i:08x}-5f3a-4c1e-9d2b-{:012x}", i * 104_729)),
-                ("vsn", "2".to_string()),
-                ("vsn_min", "2".to_string()),
-                ("vsn_max", "3".to_string()),
-                ("build", "0.1.0".to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
             Message::Alive(Alive {
                 incarnation: 1,
                 node: format!("packed-{i}"),
@@ -176,7 +162,7 @@ fn serf_takes_a_compressed_packet_fuller_than_its_buffer() {
                 // Nothing listens there: serf will suspect them later,
                 // after the check below.
                 port: free_udp_tcp_port(&[]),
-                meta: encode_tags(&tags).expect("tags"),
+                meta: encode_tags(&consul_client_tags(i)).expect("tags"),
                 vsn: VSN,
             })
         })

@@ -109,6 +109,28 @@ pub fn node_name(i: usize) -> String {
     format!("node-{i:05}")
 }
 
+/// The tags a Consul client agent announces (`role`, `dc`, `segment`,
+/// `id`, protocol versions, `build`), with a node id made from `i`: alive
+/// messages of a real datacenter's size, for tests and benchmarks.
+pub fn consul_client_tags(i: usize) -> BTreeMap<String, String> {
+    [
+        ("role", "node".to_string()),
+        ("dc", "dc1".to_string()),
+        ("segment", String::new()),
+        (
+            "id",
+            format!("{:08x}-5f3a-4c1e-9d2b-{:012x}", i * 7919, i * 104_729),
+        ),
+        ("vsn", "2".to_string()),
+        ("vsn_min", "2".to_string()),
+        ("vsn_max", "3".to_string()),
+        ("build", "0.1.0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 pub fn node_addr(i: usize) -> SocketAddr {
     let ip = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
     SocketAddr::new(IpAddr::V4(ip), 7946)

@@ -3,7 +3,7 @@
 
 use super::codec::{encode_message, packet_payload_len};
 use super::message::{Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Suspect};
-use super::sim::{node_addr, node_name, VSN};
+use super::sim::{consul_client_tags, node_addr, node_name, VSN};
 use super::swim::{LocalNode, MemberEvent, Memberlist, MemberlistError, Output};
 use super::Config;
 use crate::time::{Duration, Instant};
@@ -508,24 +508,8 @@ fn packets_respect_the_udp_budget() {
 fn with_tagged_peers(config: Config, n: usize) -> Memberlist {
     let mut list = Memberlist::new(Instant(0), config, local(0), 42).unwrap();
     for i in 1..n {
-        let tags: std::collections::BTreeMap<String, String> = [
-            ("role", "node".to_string()),
-            ("dc", "dc1".to_string()),
-            ("segment", String::new()),
-            (
-                "id",
-                format!("{:08x}-5f3a-4c1e-9d2b-{:012x}", i * 7919, i * 104_729),
-            ),
-            ("vsn", "2".to_string()),
-            ("vsn_min", "2".to_string()),
-            ("vsn_max", "3".to_string()),
-            ("build", "0.1.0".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
         let msg = Alive {
-            meta: super::serf::encode_tags(&tags).unwrap(),
+            meta: super::serf::encode_tags(&consul_client_tags(i)).unwrap(),
             ..alive(i, 1)
         };
         list.handle_packet(Instant(0), node_addr(i), Message::Alive(msg));
