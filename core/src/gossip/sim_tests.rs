@@ -378,3 +378,29 @@ fn gossip_same_seed_same_trace() {
     assert_eq!(first, traced_run(77));
     assert_ne!(first.0, traced_run(78).0);
 }
+
+/// Sixty members join one after another, 13 ms apart (as the serf
+/// anchor's joins come): one who joined just before others could miss
+/// their alive messages, gossiped while it was still unknown to most of
+/// the pool, and waited for a later repair (6.4 s at seed 8). The
+/// push/pull a probe interval after each join closes that tail.
+#[test]
+fn gossip_members_joining_together_all_meet_within_two_seconds() {
+    let config = Config::lan();
+    let n = 60;
+    for seed in 7..12u64 {
+        let mut sim = Sim::new(n, &config, NetConfig::default(), seed);
+        for i in 1..n {
+            sim.join(i, 0);
+            sim.run_for(Duration::from_millis(13));
+        }
+        let all: Vec<usize> = (0..n).collect();
+        let took = sim.run_until_true(Duration::from_millis(10), Duration::from_secs(2), |s| {
+            s.all_see_alive(&all)
+        });
+        assert!(
+            took.is_some(),
+            "seed {seed}: not converged 2 s after the last join"
+        );
+    }
+}
