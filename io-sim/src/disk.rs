@@ -278,40 +278,39 @@ impl State {
     /// possibly corrupted in transit; a corrupted one fails its checksum.
     fn read(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
         use madsim::rand::Rng;
-        let ids = self.log.entries(start, end)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for entry in ids {
-            let index = entry.index();
-            let stored = self.records.get(&index).ok_or_else(|| {
-                io::Error::other(format!("log entry {index} has no record on disk"))
-            })?;
-            let ppm = self.read_corruption_ppm;
-            let mut rng = madsim::rand::thread_rng();
-            let read = if ppm > 0 && rng.gen_range(0..1_000_000) < ppm {
-                let mut bytes = stored.clone();
-                let bit = rng.gen_range(0..bytes.len() * 8);
-                bytes[bit / 8] ^= 1 << (bit % 8);
-                bytes
-            } else {
-                stored.clone()
-            };
-            let decoded = if self.skip_read_checksums {
-                unchecked_entry(&read)
-            } else {
-                entry_from_record::<C>(&read)
-            };
-            match decoded {
-                Ok(decoded) => out.push(decoded),
-                Err(e) => {
-                    self.reads_corrupted += 1;
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("reading log entry {index}: {e}"),
-                    ));
-                }
-            }
+        if start >= end {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let (ppm, unchecked) = (self.read_corruption_ppm, self.skip_read_checksums);
+        let mut rng = madsim::rand::thread_rng();
+        let read: io::Result<Vec<Entry>> = self
+            .records
+            .range(start..end)
+            .map(|(&index, stored)| {
+                let flipped;
+                let bytes: &[u8] = if ppm > 0 && rng.gen_range(0..1_000_000) < ppm {
+                    let mut copy = stored.clone();
+                    let bit = rng.gen_range(0..copy.len() * 8);
+                    copy[bit / 8] ^= 1 << (bit % 8);
+                    flipped = copy;
+                    &flipped
+                } else {
+                    stored
+                };
+                let decoded = if unchecked {
+                    unchecked_entry(bytes)
+                } else {
+                    entry_from_record::<C>(bytes)
+                };
+                decoded.map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading log entry {index}: {e}"))
+                })
+            })
+            .collect();
+        if read.is_err() {
+            self.reads_corrupted += 1;
+        }
+        read
     }
 }
 

@@ -884,10 +884,14 @@ fn longest_fitting_prefix(
             k += 1;
         }
     } else {
-        while k > fits && !ok(k - 1) {
+        // The guess does not fit: step down to the first count that does
+        // (`fits` does).
+        while k > fits {
             k -= 1;
+            if ok(k) {
+                break;
+            }
         }
-        k = k.saturating_sub(1).max(fits);
     }
     k
 }

@@ -177,21 +177,20 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     }
     let history = history.lock().unwrap().clone();
     let mut faults = nemesis.counts;
-    let snapshots: u64 = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.disk(*id).snapshots_saved())
-        .sum();
-    if snapshots > 0 {
-        faults.insert("snapshots saved", snapshots);
-    }
-    let corrupted: u64 = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.disk(*id).reads_corrupted())
-        .sum();
-    if corrupted > 0 {
-        faults.insert("corrupted reads caught", corrupted);
+    type DiskCount = fn(&io_sim::Disk) -> u64;
+    let disk_counts: [(&str, DiskCount); 2] = [
+        ("snapshots saved", io_sim::Disk::snapshots_saved),
+        ("corrupted reads caught", io_sim::Disk::reads_corrupted),
+    ];
+    for (what, count) in disk_counts {
+        let total: u64 = cluster
+            .ids()
+            .iter()
+            .map(|id| count(cluster.disk(*id)))
+            .sum();
+        if total > 0 {
+            faults.insert(what, total);
+        }
     }
     {
         let locks = locks.lock().unwrap();
