@@ -7,7 +7,12 @@
 //!   until `now + lock_delay`; checked in [`Leader::prepare`];
 //! - session TTL: a session with a TTL expires at `now + 2 × TTL` (the TTL is
 //!   a lower bound, as in Consul) unless renewed; expiry becomes a proposed
-//!   `SessionDestroy`;
+//!   `SessionDestroy`, proposed again after [`SESSION_EXPIRY_RETRY`]
+//!   (doubling up to [`SESSION_EXPIRY_RETRY_MAX`]) until an apply removes
+//!   the session (a proposal can fail while this server
+//!   still leads, such as when its lease lapsed during a partition; Consul
+//!   retries six times, backing off from 10 s, then gives up and leaves
+//!   the session, and its locks, alive until the next leader);
 //! - session IDs come from the leader's seeded RNG;
 //! - tombstones of deleted keys are reaped once older than the tombstone
 //!   TTL (a proposed `ReapTombstones`, see `crate::tombstone_gc`).
@@ -21,9 +26,15 @@ use crate::ids::SessionId;
 use crate::limits::{SESSION_TTL_MULTIPLIER, TOMBSTONE_GRANULARITY, TOMBSTONE_TTL};
 use crate::rng::Rng;
 use crate::session::Session;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::tombstone_gc::TombstoneGc;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// How long after proposing a session's expiry the leader first proposes
+/// it again, while the session is still in the store; each further retry
+/// waits twice as long, up to [`SESSION_EXPIRY_RETRY_MAX`].
+pub const SESSION_EXPIRY_RETRY: Duration = Duration::from_secs(1);
+pub const SESSION_EXPIRY_RETRY_MAX: Duration = Duration::from_secs(64);
 
 /// Something the leader wants done.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +48,8 @@ pub struct Leader {
     lock_delays: BTreeMap<String, Instant>,
     session_deadline: BTreeMap<SessionId, Instant>,
     expiry_queue: BTreeSet<(Instant, SessionId)>,
+    /// Expiries proposed so far for sessions still in the store.
+    expiry_attempts: BTreeMap<SessionId, u32>,
     tombstones: TombstoneGc,
     outputs: VecDeque<Output>,
 }
@@ -51,6 +64,7 @@ impl Leader {
             lock_delays: BTreeMap::new(),
             session_deadline: BTreeMap::new(),
             expiry_queue: BTreeSet::new(),
+            expiry_attempts: BTreeMap::new(),
             tombstones: TombstoneGc::new(TOMBSTONE_TTL, TOMBSTONE_GRANULARITY),
             outputs: VecDeque::new(),
         };
@@ -63,12 +77,16 @@ impl Leader {
         leader
     }
 
-    fn arm(&mut self, now: Instant, id: SessionId, ttl: crate::time::Duration) {
+    fn arm(&mut self, now: Instant, id: SessionId, ttl: Duration) {
         self.disarm(id);
+        self.expiry_attempts.remove(&id);
         if ttl.as_nanos() == 0 {
             return;
         }
-        let deadline = now + ttl.saturating_mul(SESSION_TTL_MULTIPLIER);
+        self.arm_at(now + ttl.saturating_mul(SESSION_TTL_MULTIPLIER), id);
+    }
+
+    fn arm_at(&mut self, deadline: Instant, id: SessionId) {
         self.session_deadline.insert(id, deadline);
         self.expiry_queue.insert((deadline, id));
     }
@@ -140,6 +158,7 @@ impl Leader {
         }
         for id in &effects.sessions_removed {
             self.disarm(*id);
+            self.expiry_attempts.remove(id);
         }
         if let Some(index) = effects.tombstoned {
             self.tombstones.hint(now, index);
@@ -153,14 +172,22 @@ impl Leader {
         Some(session)
     }
 
-    /// Expires sessions whose deadline passed, reaps tombstones that are
-    /// old enough and forgets stale lock-delays.
+    /// Expires sessions whose deadline passed (each is proposed again,
+    /// backing off from [`SESSION_EXPIRY_RETRY`], until an apply removes
+    /// it), reaps
+    /// tombstones that are old enough and forgets stale lock-delays.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, id)) = self.expiry_queue.first() {
             if deadline > now {
                 break;
             }
             self.disarm(id);
+            let attempts = self.expiry_attempts.entry(id).or_insert(0);
+            let backoff = SESSION_EXPIRY_RETRY
+                .saturating_mul(1 << (*attempts).min(6))
+                .min(SESSION_EXPIRY_RETRY_MAX);
+            *attempts += 1;
+            self.arm_at(now + backoff, id);
             self.outputs
                 .push_back(Output::Propose(Command::SessionDestroy { id }));
         }
@@ -187,6 +214,9 @@ impl Leader {
         assert_eq!(self.session_deadline.len(), self.expiry_queue.len());
         for (deadline, id) in &self.expiry_queue {
             assert_eq!(self.session_deadline.get(id), Some(deadline));
+        }
+        for id in self.expiry_attempts.keys() {
+            assert!(self.session_deadline.contains_key(id));
         }
     }
 }

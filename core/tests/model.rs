@@ -20,7 +20,7 @@ use tribune_core::command::{
 use tribune_core::fsm::{Effects, Fsm, TableIndexes};
 use tribune_core::ids::{RaftIndex, SessionId, Uuid};
 use tribune_core::kv::KvEntry;
-use tribune_core::server::{Leader, Output};
+use tribune_core::server::{Leader, Output, SESSION_EXPIRY_RETRY};
 use tribune_core::session::{Behavior, Session};
 use tribune_core::time::{Duration, Instant};
 use tribune_core::watch::{Table, WatchKey};
@@ -1169,10 +1169,12 @@ proptest! {
         let destroy = Command::SessionDestroy { id };
         prop_assert_eq!(c.leader.poll(), Some(Output::Propose(destroy.clone())));
         prop_assert_eq!(c.leader.poll(), None);
-        prop_assert_eq!(c.leader.poll_timeout(), None);
+        // Proposed again later unless the destroy is applied first.
+        prop_assert_eq!(c.leader.poll_timeout(), Some(second + SESSION_EXPIRY_RETRY));
         c.leader.check_invariants();
 
         prop_assert_eq!(c.apply(second, destroy), CommandResult::Bool(true));
+        prop_assert_eq!(c.leader.poll_timeout(), None);
         prop_assert!(c.fsm.sessions.get(id).is_none());
         prop_assert!(c.leader.renew(second, &c.fsm, id).is_none());
     }
@@ -1189,6 +1191,43 @@ fn destroying_a_ttl_session_disarms_its_timer() {
     assert_eq!(c.leader.poll_timeout(), None);
     c.leader.handle_timeout(Instant::from_nanos(u64::MAX));
     assert_eq!(c.leader.poll(), None);
+}
+
+/// An expiry whose proposal never committed (the leader lost its quorum
+/// for a while, the entry was dropped) is proposed again, a retry interval
+/// later, for as long as the session is in the store; a renewal in
+/// between arms a fresh TTL instead.
+#[test]
+fn an_expiry_that_did_not_commit_is_proposed_again() {
+    let mut c = Cluster::new();
+    let mut s = session(Uuid::UNASSIGNED, "n1", &[], Behavior::Release);
+    s.ttl = Duration::from_secs(10);
+    let id = c.create(Instant::from_nanos(0), s);
+    let deadline = Instant::from_nanos(0) + Duration::from_secs(20);
+    let destroy = Output::Propose(Command::SessionDestroy { id });
+    c.leader.handle_timeout(deadline);
+    assert_eq!(c.leader.poll(), Some(destroy.clone()));
+    // Lost: nothing applied.
+    let retry = deadline + SESSION_EXPIRY_RETRY;
+    c.leader.handle_timeout(Instant::from_nanos(retry.0 - 1));
+    assert_eq!(c.leader.poll(), None);
+    c.leader.handle_timeout(retry);
+    assert_eq!(c.leader.poll(), Some(destroy.clone()));
+    c.leader.check_invariants();
+    // Backing off: twice the wait before the next one.
+    let again = retry + SESSION_EXPIRY_RETRY.saturating_mul(2);
+    assert_eq!(c.leader.poll_timeout(), Some(again));
+    c.leader.handle_timeout(again);
+    assert_eq!(c.leader.poll(), Some(destroy.clone()));
+    let retry = again;
+    // Renewed before the retry committed: a full TTL again.
+    assert!(c.leader.renew(retry, &c.fsm, id).is_some());
+    let renewed_deadline = retry + Duration::from_secs(20);
+    assert_eq!(c.leader.poll_timeout(), Some(renewed_deadline));
+    c.leader.handle_timeout(renewed_deadline);
+    assert_eq!(c.leader.poll(), Some(destroy));
+    c.apply(renewed_deadline, Command::SessionDestroy { id });
+    assert_eq!(c.leader.poll_timeout(), None);
 }
 
 // ---------------------------------------------------------------------------
