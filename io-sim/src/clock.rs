@@ -130,6 +130,11 @@ pub fn madsim_instant(virtual_ns: u64) -> std::time::Instant {
 pub struct SimInstant(u64);
 
 impl SimInstant {
+    /// The instant at which the node's clock reads `ns`.
+    pub fn from_nanos(ns: u64) -> SimInstant {
+        SimInstant(ns)
+    }
+
     pub fn as_nanos(self) -> u64 {
         self.0
     }

@@ -2,7 +2,8 @@
 //!
 //! Each server is a madsim node at `10.0.0.<id>` whose init future builds
 //! everything a daemon's Raft has: io-tokio's `LogStore` over the node's
-//! [`Disk`], io-tokio's `StateMachine` over a fresh `MemStore` with its
+//! [`Disk`], io-tokio's `StateMachine` over a fresh [`ServerStore`] (core's
+//! `Fsm`, and its leader machine while the server leads) with its
 //! snapshot file on the same disk (a restart installs the snapshot, then
 //! replays the log behind it, as the daemon does), the simulated
 //! [`Network`], and `Raft::new`, all inside the node so that a kill drops
@@ -22,6 +23,7 @@
 use crate::clock::{self, NodeClock};
 use crate::disk::{Disk, DiskConfig};
 use crate::net::{self, Network, Request, Response};
+use crate::server::{self as duties, ServerStore};
 use crate::trace::Trace;
 use crate::types::{LogId, Raft, C};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -34,10 +36,11 @@ use openraft::ServerState;
 use siphasher::sip::SipHasher13;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hasher;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tribune::raft::{MemStore, ServerNode, StateMachine};
+use tribune::raft::{ServerNode, StateMachine};
 use tribune_core::command::{Command, CommandResult};
 
 /// How reads are served.
@@ -87,6 +90,11 @@ pub struct ClusterConfig {
     /// `max_in_snapshot_log_to_keep`): followers lagging further behind
     /// get the snapshot.
     pub logs_kept_after_snapshot: u64,
+    /// Broken on purpose (the teeth test): a new leader does not re-arm
+    /// the TTL timers of sessions created under earlier leaders.
+    pub forget_sessions_on_takeover: bool,
+    /// Servers also run gossip (`crate::gossip`), joining each other.
+    pub gossip: bool,
 }
 
 /// One observation of a server's replicated state, for `replica_state`.
@@ -136,7 +144,7 @@ pub enum ReadOutcome {
 #[derive(Clone)]
 struct Live {
     raft: Raft,
-    store: Arc<MemStore>,
+    store: Arc<ServerStore>,
     network: Network,
 }
 
@@ -146,6 +154,8 @@ struct Slot {
     live: Arc<Mutex<Option<Live>>>,
     /// Why the current incarnation failed to start, if it did.
     start_failure: Arc<Mutex<Option<String>>>,
+    /// What the node's gossip member list shows (empty while down).
+    members: crate::gossip::MemberView,
     up: AtomicBool,
     paused: AtomicBool,
 }
@@ -156,6 +166,8 @@ pub struct Cluster {
     slots: BTreeMap<u64, Slot>,
     trace: Trace,
     observations: Arc<Mutex<Observations>>,
+    expiries: Arc<AtomicU64>,
+    gossip_failures: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,7 +198,15 @@ impl Cluster {
     pub fn new(config: ClusterConfig, trace: Trace) -> Cluster {
         let handle = Handle::current();
         let observations = Arc::new(Mutex::new(Observations::default()));
-        let raft = raft_config(&config);
+        let expiries = Arc::new(AtomicU64::new(0));
+        let gossip_failures = Arc::new(AtomicU64::new(0));
+        let settings = NodeSettings {
+            raft: raft_config(&config),
+            forget_sessions_on_takeover: config.forget_sessions_on_takeover,
+            expiries: Arc::clone(&expiries),
+            gossip: config.gossip.then(|| (1..=config.size).collect()),
+            gossip_failures: Arc::clone(&gossip_failures),
+        };
         let mut slots = BTreeMap::new();
         for id in 1..=config.size {
             let disk = Disk::new(config.disk.clone());
@@ -196,14 +216,16 @@ impl Cluster {
             };
             let live: Arc<Mutex<Option<Live>>> = Arc::default();
             let start_failure: Arc<Mutex<Option<String>>> = Arc::default();
+            let members = crate::gossip::MemberView::default();
             let init = {
                 let failure = Arc::clone(&start_failure);
-                let (disk, live, trace, observations, raft) = (
+                let members = Arc::clone(&members);
+                let (disk, live, trace, observations, settings) = (
                     disk.clone(),
                     Arc::clone(&live),
                     trace.clone(),
                     Arc::clone(&observations),
-                    Arc::clone(&raft),
+                    settings.clone(),
                 );
                 move || {
                     clock::with_clock(
@@ -215,10 +237,11 @@ impl Cluster {
                             Incarnation {
                                 live: Arc::clone(&live),
                                 start_failure: Arc::clone(&failure),
+                                members: Arc::clone(&members),
                             },
                             trace.clone(),
                             Arc::clone(&observations),
-                            Arc::clone(&raft),
+                            settings.clone(),
                         ),
                     )
                 }
@@ -236,6 +259,7 @@ impl Cluster {
                     disk,
                     live,
                     start_failure,
+                    members,
                     up: AtomicBool::new(true),
                     paused: AtomicBool::new(false),
                 },
@@ -247,6 +271,8 @@ impl Cluster {
             slots,
             trace,
             observations,
+            expiries,
+            gossip_failures,
         }
     }
 
@@ -322,6 +348,7 @@ impl Cluster {
         self.handle.kill(slot.node.id());
         slot.paused.store(false, SeqCst);
         *lock(&slot.live) = None;
+        lock(&slot.members).clear();
         slot.disk.crash(|bound| {
             use madsim::rand::Rng;
             madsim::rand::thread_rng().gen_range(0..bound.max(1))
@@ -408,6 +435,16 @@ impl Cluster {
         Some(sample(id, &live.store))
     }
 
+    /// Reads a running server's store as it is (no barrier).
+    pub fn store_fsm<T>(
+        &self,
+        id: u64,
+        read: impl FnOnce(&tribune_core::fsm::Fsm) -> T,
+    ) -> Option<T> {
+        let live = self.live(id)?;
+        Some(live.store.read(read))
+    }
+
     /// Whether a running server's store has `key`: its value.
     pub fn local_value(&self, id: u64, key: &str) -> Option<ReadValue> {
         let live = self.live(id)?;
@@ -415,10 +452,20 @@ impl Cluster {
     }
 
     /// A client write through server `id`, waiting at most `timeout`.
-    pub async fn write(&self, id: u64, command: Command, timeout: Duration) -> WriteOutcome {
+    /// Like the daemon's leader, the server first passes the command
+    /// through its leader machine (`Leader::prepare`: lock-delay, fresh
+    /// session IDs); a server without leader duties refuses it.
+    pub async fn write(&self, id: u64, mut command: Command, timeout: Duration) -> WriteOutcome {
         let Some(live) = self.live(id) else {
             return WriteOutcome::Refused(format!("server {id} is down"));
         };
+        match live.store.prepare(self.now_on(id), &mut command) {
+            Err(duties::NotLeading::NotLeader) => {
+                return WriteOutcome::Refused("not the leader (no leader duties)".into())
+            }
+            Ok(Err(answer)) => return WriteOutcome::Applied(answer),
+            Ok(Ok(())) => {}
+        }
         match madsim::time::timeout(timeout, live.raft.client_write(command)).await {
             Err(_) => WriteOutcome::Unknown(format!("timed out after {timeout:?}")),
             Ok(Ok(response)) => WriteOutcome::Applied(response.data),
@@ -427,6 +474,53 @@ impl Cluster {
             }
             Ok(Err(e)) => WriteOutcome::Unknown(e.to_string()),
         }
+    }
+
+    /// Server `id`'s clock reading now.
+    fn now_on(&self, id: u64) -> tribune_core::time::Instant {
+        duties::now_on(self.config.clocks.get(&id).copied())
+    }
+
+    /// Renews `session` on server `id`, as `PUT /v1/session/renew` does on
+    /// the daemon's leader: the session if it still exists, `None` if not;
+    /// `Err` when the server is down, paused (after `timeout`) or holds no
+    /// leader duties. A deposed leader that does not know it yet still
+    /// answers, as in Consul.
+    pub async fn renew_session(
+        &self,
+        id: u64,
+        session: tribune_core::ids::SessionId,
+        timeout: Duration,
+    ) -> Result<Option<tribune_core::session::Session>, String> {
+        let Some(live) = self.live(id) else {
+            return Err(format!("server {id} is down"));
+        };
+        if self.is_paused(id) {
+            madsim::time::sleep(timeout).await;
+            return Err(format!("timed out after {timeout:?}"));
+        }
+        live.store
+            .renew(self.now_on(id), session)
+            .map_err(|_| "not the leader (no leader duties)".to_owned())
+    }
+
+    /// What server `id`'s gossip member list shows; `None` while it is
+    /// down.
+    pub fn members(&self, id: u64) -> Option<Vec<(String, tribune_core::gossip::MemberStatus)>> {
+        self.live(id)?;
+        Some(lock(&self.slots[&id].members).clone())
+    }
+
+    /// Members that some server's gossip declared failed, over all
+    /// servers and the whole run.
+    pub fn gossip_failures(&self) -> u64 {
+        self.gossip_failures.load(SeqCst)
+    }
+
+    /// Sessions that leader duties expired (proposed `SessionDestroy`
+    /// for), over all servers.
+    pub fn sessions_expired(&self) -> u64 {
+        self.expiries.load(SeqCst)
     }
 
     /// Asks server `id` (the leader) to make `voters` the voting members,
@@ -497,7 +591,7 @@ impl Cluster {
         &self,
         id: u64,
         timeout: Duration,
-        read: impl FnOnce(&MemStore) -> T + Send + 'static,
+        read: impl FnOnce(&ServerStore) -> T + Send + 'static,
     ) -> Result<T, String> {
         let Some(live) = self.live(id) else {
             return Err(format!("server {id} is down"));
@@ -534,7 +628,7 @@ impl Cluster {
     }
 }
 
-fn read_key(store: &MemStore, key: &str) -> ReadValue {
+fn read_key(store: &ServerStore, key: &str) -> ReadValue {
     store.read(|fsm| {
         fsm.kv
             .get(key)
@@ -542,7 +636,7 @@ fn read_key(store: &MemStore, key: &str) -> ReadValue {
     })
 }
 
-fn sample(node: u64, store: &MemStore) -> StoreSample {
+fn sample(node: u64, store: &ServerStore) -> StoreSample {
     store.read(|fsm| {
         let mut hasher = SipHasher13::new_with_keys(1, 2);
         hasher.write(&fsm.snapshot());
@@ -668,11 +762,24 @@ async fn openraft_barrier(live: &Live, policy: openraft::ReadPolicy) -> Result<(
     }
 }
 
+/// What every incarnation of every server is built with.
+#[derive(Clone)]
+struct NodeSettings {
+    raft: Arc<openraft::Config>,
+    forget_sessions_on_takeover: bool,
+    /// Session expiries proposed by leader duties, over all servers.
+    expiries: Arc<AtomicU64>,
+    /// With gossip on: every server's id (each joins the others).
+    gossip: Option<Vec<u64>>,
+    gossip_failures: Arc<AtomicU64>,
+}
+
 /// Where a node's current incarnation reports to its slot: its Raft once
 /// started, or why it failed to start.
 struct Incarnation {
     live: Arc<Mutex<Option<Live>>>,
     start_failure: Arc<Mutex<Option<String>>>,
+    members: crate::gossip::MemberView,
 }
 
 async fn run_node(
@@ -682,20 +789,49 @@ async fn run_node(
     incarnation: Incarnation,
     trace: Trace,
     observations: Arc<Mutex<Observations>>,
-    config: Arc<openraft::Config>,
+    settings: NodeSettings,
 ) {
+    use madsim::rand::Rng;
     let Incarnation {
         live,
         start_failure,
+        members,
     } = incarnation;
     trace.record(id, "start");
-    let store = Arc::new(MemStore::default());
+    if let Some(servers) = &settings.gossip {
+        let peers = servers
+            .iter()
+            .filter(|other| **other != id)
+            .map(|other| crate::gossip::addr(*other))
+            .collect();
+        madsim::task::spawn(clock::inherit(crate::gossip::run(
+            id,
+            crate::gossip::sim_config(),
+            peers,
+            members,
+            trace.clone(),
+            madsim::rand::thread_rng().gen(),
+            Arc::clone(&settings.gossip_failures),
+        )));
+    }
+    let store = Arc::new(ServerStore::new(
+        madsim::rand::thread_rng().gen(),
+        settings.forget_sessions_on_takeover,
+    ));
     let state_machine = StateMachine::<C>::with_snapshot_file(store.clone(), disk.snapshot_file())
         .expect("the snapshot on the simulated disk is valid");
     // Starting reads the log (a read may fail its checksum): the daemon
     // then exits with the error, and so does this incarnation, for the
     // supervisor to start another.
-    let raft = match Raft::new(id, config, network.clone(), disk.open(), state_machine).await {
+    let raft = match Raft::new(
+        id,
+        settings.raft,
+        network.clone(),
+        disk.open(),
+        state_machine,
+    )
+    .await
+    {
         Ok(raft) => raft,
         Err(e) => {
             trace.record(id, format!("failed to start: {e}"));
@@ -708,6 +844,13 @@ async fn run_node(
         store: Arc::clone(&store),
         network,
     });
+    madsim::task::spawn(clock::inherit(duties::run_duties(
+        id,
+        raft.clone(),
+        Arc::clone(&store),
+        trace.clone(),
+        settings.expiries,
+    )));
     madsim::task::spawn(watch(
         id,
         raft.clone(),
@@ -762,7 +905,7 @@ async fn handle(id: u64, raft: &Raft, request: Request) -> Response {
 async fn watch(
     id: u64,
     raft: Raft,
-    store: Arc<MemStore>,
+    store: Arc<ServerStore>,
     disk: Disk,
     trace: Trace,
     observations: Arc<Mutex<Observations>>,

@@ -7,7 +7,8 @@
 //!  test driver (madsim main node) ──client_write / read──> server n (madsim node 10.0.0.n)
 //!                                                           ├─ Raft::new (openraft, MadsimRuntime)
 //!                                                           ├─ io-tokio LogStore ─> FaultLog ─> Disk (owned by Cluster)
-//!                                                           ├─ io-tokio StateMachine ─> MemStore (core Fsm)
+//!                                                           ├─ io-tokio StateMachine ─> ServerStore (core Fsm + leader machine)
+//!                                                           ├─ leader duties (session TTLs, lock-delay)
 //!                                                           └─ net::serve <── madsim Endpoint ──> net::Network peers
 //! ```
 //!
@@ -18,8 +19,10 @@
 pub mod clock;
 pub mod cluster;
 pub mod disk;
+pub mod gossip;
 pub mod net;
 pub mod runtime;
+pub mod server;
 pub mod trace;
 pub mod types;
 pub mod watch;

@@ -10,6 +10,7 @@
 //! | [`lock_exclusivity`] | lock holders are ordered by fencing tokens, and fenced writes respect them |
 //! | [`index_monotonic`] | indexes seen per key and per client session never go backwards |
 //! | [`replica_state`] | replicas at the same applied index have the same state |
+//! | [`membership`] | after faults heal, every running member lists every running member alive |
 //! | [`raft_safety`] | no two nodes apply different entries at one index; votes never go back; one leader per term (standard leader ids) |
 //!
 //! Data flow for linearizability:
@@ -25,6 +26,7 @@ pub mod history;
 pub mod index_monotonic;
 pub mod linearizability;
 pub mod lock_exclusivity;
+pub mod membership;
 pub mod raft_safety;
 pub mod replica_state;
 

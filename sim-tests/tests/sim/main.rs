@@ -15,8 +15,11 @@
 //!
 //! and checks the run: linearizability of the history, Raft safety (one
 //! leader per term, the same entry applied at each index everywhere),
-//! replica state (equal stores at equal applied index), and every
-//! acknowledged write in every server's log.
+//! replica state (equal stores at equal applied index), every
+//! acknowledged write in every server's log, lock holds (strict for
+//! sessions only their holder ends, fenced for leases: `leases.rs`),
+//! every TTL session expired after healing, and (when the seed runs
+//! gossip) every server's member list showing every server alive.
 //!
 //! - `cargo test -p sim-tests --test sim`: the CI budget of seeds;
 //! - `TRIBUNE_SIM_SEED=n cargo test -p sim-tests --test sim`: one seed,
@@ -35,11 +38,15 @@ fn requires_cfg_madsim() {
 }
 
 #[cfg(madsim)]
+mod leases;
+#[cfg(madsim)]
 mod nemesis;
 #[cfg(madsim)]
 mod params;
 #[cfg(madsim)]
 mod scenario;
+#[cfg(madsim)]
+mod sessions;
 #[cfg(madsim)]
 mod sim;
 #[cfg(madsim)]

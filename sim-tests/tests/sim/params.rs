@@ -43,6 +43,17 @@ pub struct Params {
     /// acquire for a granted one and whatever `LockIndex` they read
     /// for their token.
     pub careless_locks: bool,
+    /// Lease clients (`crate::leases`, each a task of its own): sessions
+    /// with this TTL and lock-delay, bound to their node's `serfHealth`.
+    pub leases: u64,
+    pub lease_ttl_ms: u64,
+    pub lease_lock_delay_ms: u64,
+    /// Broken on purpose (the teeth test): new leaders do not re-arm the
+    /// TTL timers of sessions created under earlier leaders.
+    pub forget_sessions_on_takeover: bool,
+    /// Servers run gossip too; after healing, their member lists must
+    /// converge.
+    pub gossip: bool,
     pub disk: DiskConfig,
     pub read_mode: ReadMode,
     pub allow_log_reversion: bool,
@@ -80,6 +91,12 @@ impl Params {
         let lock_pct = [0, 10, 20][more.below(3) as usize];
         let catalog_pct = [0, 10, 20][more.below(3) as usize];
         let read_corruption_ppm = [0, 0, 0, 200, 2_000][more.below(5) as usize];
+        // A third stream for the leases.
+        let mut third = generate::Rng::new(seed ^ 0x1ea5_e5e5_7711_0c0c);
+        let leases = [0, 0, 2, 3][third.below(4) as usize];
+        let lease_ttl_ms = 150 + third.below(500);
+        let lease_lock_delay_ms = [0, 0, 50, 250][third.below(4) as usize];
+        let gossip = third.percent(50);
         Params {
             seed,
             size,
@@ -97,6 +114,11 @@ impl Params {
             lock_pct,
             catalog_pct,
             careless_locks: false,
+            leases,
+            lease_ttl_ms,
+            lease_lock_delay_ms,
+            forget_sessions_on_takeover: false,
+            gossip,
             disk: DiskConfig {
                 latency_min: Duration::from_millis(disk_min),
                 latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -146,6 +168,8 @@ impl Params {
         self.txn_pct = 0;
         self.lock_pct = 0;
         self.catalog_pct = 0;
+        self.leases = 0;
+        self.gossip = false;
         self.disk.read_corruption_ppm = 0;
         self
     }
@@ -171,7 +195,7 @@ impl Run {
         format!(
             "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
              snapshots every {:?} entries, voter changes {}%, txns {}%, locks {}%, \
-             catalog {}%, read corruption {}ppm, \
+             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {}, \
              {} ops ({} acked writes), \
              faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
             self.params.seed,
@@ -187,6 +211,9 @@ impl Run {
             self.params.lock_pct,
             self.params.catalog_pct,
             self.params.disk.read_corruption_ppm,
+            self.params.leases,
+            self.params.lease_ttl_ms,
+            self.params.gossip,
             self.operations,
             self.acked_writes,
             self.faults,

@@ -6,6 +6,7 @@ use io_sim::{Cluster, ClusterConfig, Trace, WriteOutcome};
 use sim_tests::history::{Event, EventType, Function, History};
 use sim_tests::linearizability;
 use sim_tests::lock_exclusivity::{self, Exclusivity};
+use sim_tests::membership;
 use sim_tests::raft_safety::{self, AppliedEntry, VoteSeen};
 use sim_tests::replica_state::{self, ReplicaSample};
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +43,8 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         duplicate_rate: params.duplicate_rate,
         snapshot_every: params.snapshot_every,
         logs_kept_after_snapshot: params.logs_kept_after_snapshot,
+        forget_sessions_on_takeover: params.forget_sessions_on_takeover,
+        gossip: params.gossip,
     };
     let cluster = Arc::new(Cluster::new(config, trace.clone()));
     cluster.initialize().await;
@@ -49,6 +52,17 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     let history: SharedHistory = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let locks: SharedLocks = Arc::default();
+    let lease_clients: Vec<_> = (1..=params.leases)
+        .map(|n| {
+            madsim::task::spawn(crate::leases::lease_client(
+                Arc::clone(&cluster),
+                params.clone(),
+                n,
+                Arc::clone(&locks),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
     let clients: Vec<_> = (1..=params.clients)
         .map(|process| {
             madsim::task::spawn(client(
@@ -90,7 +104,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     madsim::net::NetSim::current().update_config(|net| net.packet_loss_rate = 0.0);
     trace.record(0, "heal");
     stop.store(true, Ordering::SeqCst);
-    for handle in clients {
+    for handle in clients.into_iter().chain(lease_clients) {
         let _ = handle.await;
     }
     let healed_at = now_ns();
@@ -170,6 +184,23 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
             &cluster,
             &acked_values(&history.lock().unwrap()),
         ));
+        if params.gossip {
+            if let Err(left) = members_converge(&cluster, deadline).await {
+                violations.push(format!(
+                    "liveness: gossip members did not converge within {:?} of virtual time \
+                     after healing: {left}",
+                    params.liveness_bound
+                ));
+            }
+        }
+        // Sessions whose clients are gone end by their TTL.
+        if let Err(left) = crate::leases::leases_ended(&cluster, deadline).await {
+            violations.push(format!(
+                "liveness: sessions did not expire within {:?} of virtual time after \
+                 healing: {left}",
+                params.liveness_bound
+            ));
+        }
     }
     let (votes, applied, mut samples) = observed(&cluster);
     for id in cluster.ids() {
@@ -198,8 +229,21 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         if let Err(e) = lock_exclusivity::check(&locks.holds, &[], Exclusivity::Strict) {
             violations.push(format!("locks: {e}"));
         }
-        if !locks.holds.is_empty() {
-            faults.insert("lock holds", locks.holds.len() as u64);
+        if let Err(e) = lock_exclusivity::check(&locks.lease_holds, &[], Exclusivity::Fenced) {
+            violations.push(format!("locks (leases): {e}"));
+        }
+        let counts = [
+            ("lock holds", locks.holds.len() as u64),
+            ("lease holds", locks.lease_holds.len() as u64),
+            ("lease client stalls", locks.stalls),
+            ("lease node failures", locks.node_failures),
+            ("sessions expired", cluster.sessions_expired()),
+            ("gossip members failed", cluster.gossip_failures()),
+        ];
+        for (what, n) in counts {
+            if n > 0 {
+                faults.insert(what, n);
+            }
         }
     }
     Outcome {
@@ -210,6 +254,37 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         faults,
         violations,
     }
+}
+
+/// Polls every server's gossip member list until all list all servers
+/// alive (`membership::check`), or `deadline` (virtual ns) passes: the
+/// last disagreement.
+pub(crate) async fn members_converge(cluster: &Cluster, deadline: u64) -> Result<(), String> {
+    let mut last = String::from("no server was up");
+    while now_ns() < deadline {
+        let views: BTreeMap<String, membership::View> = cluster
+            .ids()
+            .into_iter()
+            .filter_map(|id| {
+                let view = cluster.members(id)?;
+                let view = view
+                    .into_iter()
+                    .map(|(name, status)| (name, status.to_string()))
+                    .collect();
+                Some((io_sim::gossip::name(id), view))
+            })
+            .collect();
+        if views.len() == cluster.ids().len() {
+            match membership::check(&views) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        } else {
+            last = format!("{} of {} servers up", views.len(), cluster.ids().len());
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
 }
 
 /// Values of writes and CASes that were acknowledged.

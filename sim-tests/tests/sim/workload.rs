@@ -388,6 +388,10 @@ pub(crate) fn client_node(
 pub(crate) struct Locks {
     pub(crate) holds: Vec<LockHold>,
     pub(crate) anomalies: Vec<String>,
+    /// The lease clients' holds (`crate::leases`), checked as fenced.
+    pub(crate) lease_holds: Vec<LockHold>,
+    pub(crate) stalls: u64,
+    pub(crate) node_failures: u64,
 }
 
 pub(crate) type SharedLocks = Arc<Mutex<Locks>>;
@@ -413,12 +417,10 @@ pub(crate) async fn create_session(
     stop: &AtomicBool,
 ) -> Option<Client> {
     use tribune_core::session::{Behavior, Session};
-    let id = tribune_core::ids::SessionId::new(
-        (u128::from(madsim::rand::thread_rng().gen::<u64>()) << 64) | u128::from(process),
-    );
     let node = client_node(None);
     let session = Session {
-        id,
+        // The leader picks the ID (`Leader::prepare`).
+        id: tribune_core::ids::SessionId::UNASSIGNED,
         name: format!("c{process}"),
         node: CLIENT_NODE.into(),
         node_checks: Vec::new(),
@@ -439,15 +441,11 @@ pub(crate) async fn create_session(
             );
         } else {
             let command = Command::SessionCreate(Box::new(session.clone()));
-            let created = match cluster.write(target(cluster), command, WRITE_TIMEOUT).await {
-                WriteOutcome::Applied(CommandResult::SessionCreated(created)) => Some(created),
-                // Created by an earlier attempt whose answer was lost.
-                WriteOutcome::Applied(CommandResult::Failed(
-                    tribune_core::command::ApplyError::SessionExists(_),
-                )) => Some(id),
-                _ => None,
-            };
-            if let Some(session) = created {
+            // An attempt whose answer was lost may leave a session
+            // behind, holding nothing.
+            if let WriteOutcome::Applied(CommandResult::SessionCreated(session)) =
+                cluster.write(target(cluster), command, WRITE_TIMEOUT).await
+            {
                 return Some(Client {
                     session,
                     holding: None,

@@ -1,0 +1,355 @@
+//! Gossip on the simulated network: core's `Serf` driven on madsim, as
+//! io-tokio's gossip driver drives it on sockets.
+//!
+//! Each server runs one driver task that owns its `Serf`. Packets travel
+//! as datagrams on madsim's network (so loss, latency, clogged links and
+//! partitions apply), encoded and decoded by core's real codec (compound
+//! messages, LZW compression, CRC). Streams (push/pull, the TCP fallback
+//! ping) are one request and one answer between endpoints, carrying the
+//! `Message` itself, like the simulated Raft RPCs; a stream that gets no
+//! answer within the memberlist timeout fails. Receivers are tasks of
+//! their own that feed the driver through a channel, so that nothing
+//! received is dropped by a `select`.
+//!
+//! A node joins through the other servers when it starts (and after a
+//! restart), retrying every 2 s until one answers, as `-retry-join`
+//! does. What the node's member list shows is published after every
+//! step ([`MemberView`]) for the checkers, and every membership event is
+//! traced.
+
+use crate::clock::SimInstant;
+use crate::trace::Trace;
+use madsim::net::Endpoint;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tribune_core::gossip::codec::{decode_packet_with, encode_packet, Inbound, Outbound};
+use tribune_core::gossip::message::Message;
+use tribune_core::gossip::{
+    MemberStatus, Output, Serf, SerfConfig, SerfEvent, SerfOutput, StreamId,
+};
+use tribune_core::rng::Rng;
+use tribune_core::time::Instant;
+
+pub const GOSSIP_PORT: u16 = 8301;
+const PACKET_TAG: u64 = 2;
+const STREAM_TAG: u64 = 3;
+/// How often a node that joined nobody tries again.
+const RETRY_JOIN: Duration = Duration::from_secs(2);
+
+/// Server `id`'s gossip address.
+pub fn addr(id: u64) -> SocketAddr {
+    SocketAddr::new(crate::net::ip(id), GOSSIP_PORT)
+}
+
+/// The gossip name of server `id`.
+pub fn name(id: u64) -> String {
+    format!("server-{id}")
+}
+
+/// What a node's member list shows: (name, status) in name order.
+pub type MemberView = Arc<Mutex<Vec<(String, MemberStatus)>>>;
+
+/// The gossip configuration the simulated servers use: memberlist's
+/// `Local` preset (probe every second, 200 ms probe timeout) and serf's
+/// LAN settings, with failed members retried every 2 s (serf's
+/// `reconnect_interval`, 30 s by default) so that a partition's two sides,
+/// which each declared the other failed, find each other again within a
+/// liveness bound.
+pub fn sim_config() -> SerfConfig {
+    let mut config = SerfConfig::lan();
+    config.memberlist = tribune_core::gossip::Config::local();
+    config.reconnect_interval = tribune_core::time::Duration::from_secs(2);
+    config
+}
+
+struct StreamCall {
+    id: u64,
+    msg: Message,
+}
+
+struct StreamAnswer {
+    id: u64,
+    msg: Option<Message>,
+}
+
+enum Input {
+    Packet(Vec<u8>, SocketAddr),
+    Stream {
+        call: u64,
+        msg: Message,
+        from: SocketAddr,
+    },
+    Outcome {
+        id: StreamId,
+        answer: Result<Message, String>,
+    },
+}
+
+/// The node's clock reading as core's `Instant` (inside a node's task).
+fn now() -> Instant {
+    Instant(<SimInstant as openraft_rt::Instant>::now().as_nanos())
+}
+
+struct Driver {
+    id: u64,
+    serf: Serf,
+    rng: Rng,
+    endpoint: Arc<Endpoint>,
+    inputs: mpsc::UnboundedSender<Input>,
+    view: MemberView,
+    trace: Trace,
+    failures: Arc<AtomicU64>,
+    peers: Vec<SocketAddr>,
+    /// When to try joining again (no join has succeeded yet).
+    retry_join_at: Option<Instant>,
+    tcp_timeout: Duration,
+}
+
+/// Runs server `id`'s gossip until the node dies, joining through
+/// `peers`.
+pub async fn run(
+    id: u64,
+    config: SerfConfig,
+    peers: Vec<SocketAddr>,
+    view: MemberView,
+    trace: Trace,
+    seed: u64,
+    failures: Arc<AtomicU64>,
+) {
+    let endpoint = Arc::new(
+        Endpoint::bind(("0.0.0.0", GOSSIP_PORT))
+            .await
+            .expect("the gossip port is free"),
+    );
+    let (inputs, mut received) = mpsc::unbounded_channel();
+    spawn_receivers(&endpoint, &inputs);
+    let tcp_timeout = Duration::from_nanos(config.memberlist.tcp_timeout.as_nanos());
+    let serf = Serf::new(now(), config, name(id), addr(id), seed).expect("valid serf config");
+    let mut driver = Driver {
+        id,
+        serf,
+        rng: Rng::from_seed(seed ^ 0x0090_551b),
+        endpoint,
+        inputs,
+        view,
+        trace,
+        failures,
+        peers,
+        retry_join_at: Some(now()),
+        tcp_timeout,
+    };
+    loop {
+        driver.join_if_due();
+        driver.drain().await;
+        let wake = [driver.serf.poll_timeout(), driver.retry_join_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let sleep = async move {
+            match wake {
+                Some(at) => {
+                    madsim::time::sleep_until(SimInstant::from_nanos(at.0).to_madsim()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            input = received.recv() => match input {
+                Some(input) => driver.on_input(input).await,
+                None => return,
+            },
+            () = sleep => driver.serf.handle_timeout(now()),
+        }
+    }
+}
+
+/// Packets and stream requests, from their own tasks into the driver's
+/// channel.
+fn spawn_receivers(endpoint: &Arc<Endpoint>, inputs: &mpsc::UnboundedSender<Input>) {
+    let (ep, tx) = (Arc::clone(endpoint), inputs.clone());
+    madsim::task::spawn(crate::clock::inherit(async move {
+        let mut buf = vec![0u8; tribune_core::limits::GOSSIP_PACKET_BYTES_MAX];
+        while let Ok((n, from)) = ep.recv_from(PACKET_TAG, &mut buf).await {
+            if tx.send(Input::Packet(buf[..n].to_vec(), from)).is_err() {
+                return;
+            }
+        }
+    }));
+    let (ep, tx) = (Arc::clone(endpoint), inputs.clone());
+    madsim::task::spawn(crate::clock::inherit(async move {
+        while let Ok((payload, from)) = ep.recv_from_raw(STREAM_TAG).await {
+            let Ok(call) = payload.downcast::<StreamCall>() else {
+                continue;
+            };
+            let StreamCall { id, msg } = *call;
+            if tx
+                .send(Input::Stream {
+                    call: id,
+                    msg,
+                    from,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    }));
+}
+
+impl Driver {
+    fn join_if_due(&mut self) {
+        let now = now();
+        if self.retry_join_at.is_some_and(|at| at <= now) {
+            self.retry_join_at =
+                Some(now + tribune_core::time::Duration::from_nanos(RETRY_JOIN.as_nanos() as u64));
+            // Nobody to join, or serf refuses (it left): stop trying.
+            if self.peers.is_empty() || self.serf.join(now, &self.peers, false).is_err() {
+                self.retry_join_at = None;
+            }
+        }
+    }
+
+    async fn on_input(&mut self, input: Input) {
+        let now = now();
+        match input {
+            Input::Packet(bytes, from) => {
+                // Bad input is dropped (counted by the real shell).
+                if let Ok(decoded) = decode_packet_with(&bytes, &Inbound::new("", None)) {
+                    for msg in decoded.messages {
+                        self.serf.handle_packet(now, from, msg);
+                    }
+                }
+            }
+            Input::Stream { call, msg, from } => {
+                let answer = match msg {
+                    Message::PushPull(remote) => Some(Message::PushPull(
+                        self.serf.handle_push_pull(now, from, remote),
+                    )),
+                    Message::Ping(ping) => self
+                        .serf
+                        .handle_ping_stream(now, from, ping)
+                        .map(Message::Ack),
+                    Message::User(bytes) => {
+                        self.serf.handle_user_message(now, &bytes);
+                        None
+                    }
+                    _ => None,
+                };
+                let answer = Box::new(StreamAnswer {
+                    id: call,
+                    msg: answer,
+                });
+                let _ = self.endpoint.send_to_raw(from, STREAM_TAG, answer).await;
+            }
+            Input::Outcome { id, answer } => match answer {
+                Ok(Message::PushPull(remote)) => self.serf.handle_push_pull_reply(now, id, remote),
+                Ok(Message::Ack(ack)) => self.serf.handle_ping_stream_ack(now, id, ack),
+                Ok(_) | Err(_) => self.serf.handle_stream_failed(now, id),
+            },
+        }
+    }
+
+    async fn drain(&mut self) {
+        let mut changed = false;
+        while let Some(out) = self.serf.poll() {
+            match out {
+                SerfOutput::Event(event) => changed |= self.on_event(event),
+                SerfOutput::Memberlist(output) => self.on_output(output).await,
+            }
+        }
+        if changed {
+            *self.view.lock().unwrap_or_else(|p| p.into_inner()) = self
+                .serf
+                .members()
+                .map(|m| (m.name.clone(), m.status))
+                .collect();
+        }
+    }
+
+    /// Traces a membership event; true if the member list changed.
+    fn on_event(&mut self, event: SerfEvent) -> bool {
+        let (what, member) = match &event {
+            SerfEvent::MemberJoin(m) => ("join", m),
+            SerfEvent::MemberFailed(m) => {
+                self.failures.fetch_add(1, SeqCst);
+                ("failed", m)
+            }
+            SerfEvent::MemberLeave(m) => ("left", m),
+            SerfEvent::MemberReap(m) => ("reaped", m),
+            SerfEvent::JoinFinished { joined, .. } => {
+                if *joined > 0 {
+                    self.retry_join_at = None;
+                }
+                return false;
+            }
+            _ => return false,
+        };
+        self.trace
+            .record(self.id, format!("gossip: {} {what}", member.name));
+        true
+    }
+
+    async fn on_output(&mut self, output: Output) {
+        match output {
+            Output::Packet { to, msgs } => {
+                let out = Outbound::new("", None);
+                if let Ok(bytes) = encode_packet(&msgs, &out, &mut self.rng) {
+                    let _ = self.endpoint.send_to(to, PACKET_TAG, &bytes).await;
+                }
+            }
+            Output::OpenPushPull { id, to, state } => {
+                self.open_stream(id, to, Message::PushPull(state), self.tcp_timeout);
+            }
+            Output::OpenPingStream {
+                id,
+                to,
+                ping,
+                deadline,
+            } => {
+                let left = Duration::from_nanos(deadline.0.saturating_sub(now().0));
+                self.open_stream(id, to, Message::Ping(ping), left);
+            }
+            _ => {}
+        }
+    }
+
+    /// One request and its answer, from an endpoint of its own.
+    fn open_stream(&mut self, id: StreamId, to: SocketAddr, msg: Message, timeout: Duration) {
+        let call = self.rng.next_u64();
+        let inputs = self.inputs.clone();
+        let timeout = crate::clock::virtual_duration(timeout);
+        madsim::task::spawn(crate::clock::inherit(async move {
+            let exchange = async {
+                let endpoint = Endpoint::bind("0.0.0.0:0")
+                    .await
+                    .map_err(|e| format!("bind: {e}"))?;
+                endpoint
+                    .send_to_raw(to, STREAM_TAG, Box::new(StreamCall { id: call, msg }))
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+                loop {
+                    let (payload, _) = endpoint
+                        .recv_from_raw(STREAM_TAG)
+                        .await
+                        .map_err(|e| format!("receive: {e}"))?;
+                    match payload.downcast::<StreamAnswer>() {
+                        Ok(answer) if answer.id == call => {
+                            return answer.msg.ok_or_else(|| "no answer".to_owned())
+                        }
+                        // A late answer to an earlier stream.
+                        _ => continue,
+                    }
+                }
+            };
+            let answer = match madsim::time::timeout(timeout, exchange).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("no answer from {to} within {timeout:?}")),
+            };
+            let _ = inputs.send(Input::Outcome { id, answer });
+        }));
+    }
+}

@@ -1,0 +1,213 @@
+//! Core's leader machine on simulated servers, step by step (no nemesis):
+//! session TTLs are lower bounds, expiry frees locks, and a new leader
+//! re-arms the timers of sessions it inherits.
+
+use io_sim::{Cluster, ClusterConfig, DiskConfig, DiskMode, ReadMode, Trace, WriteOutcome};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tribune_core::command::{Command, CommandResult, KvOp, KvVerb};
+use tribune_core::ids::SessionId;
+use tribune_core::session::{Behavior, Session};
+
+use crate::workload::{client_node, WRITE_TIMEOUT};
+
+const TTL: Duration = Duration::from_millis(500);
+
+/// A quiet 3-server cluster (no faults), for step-by-step tests.
+pub(crate) fn config(forget_sessions_on_takeover: bool, gossip: bool) -> ClusterConfig {
+    ClusterConfig {
+        size: 3,
+        disk: DiskConfig {
+            latency_min: Duration::from_millis(1),
+            latency_max: Duration::from_millis(2),
+            mode: DiskMode::Durable,
+            read_corruption_ppm: 0,
+            skip_read_checksums: false,
+        },
+        read_mode: ReadMode::Linearizable,
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        allow_log_reversion: false,
+        clocks: BTreeMap::new(),
+        duplicate_rate: 0.0,
+        snapshot_every: None,
+        logs_kept_after_snapshot: 0,
+        forget_sessions_on_takeover,
+        gossip,
+    }
+}
+
+/// Writes through whichever server leads (with leader duties) until one
+/// applies it.
+async fn write(cluster: &Cluster, command: Command) -> CommandResult {
+    for _ in 0..200 {
+        if let Some(leader) = cluster.leader() {
+            if let WriteOutcome::Applied(result) =
+                cluster.write(leader, command.clone(), WRITE_TIMEOUT).await
+            {
+                return result;
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no leader applied {command}");
+}
+
+async fn create_session(cluster: &Cluster, name: &str) -> SessionId {
+    let session = Session {
+        id: SessionId::UNASSIGNED,
+        name: name.into(),
+        node: crate::workload::CLIENT_NODE.into(),
+        node_checks: Vec::new(),
+        service_checks: Vec::new(),
+        lock_delay: tribune_core::time::Duration::ZERO,
+        behavior: Behavior::Release,
+        ttl: tribune_core::time::Duration::from_nanos(TTL.as_nanos() as u64),
+        create_index: 0,
+        modify_index: 0,
+    };
+    match write(cluster, Command::SessionCreate(Box::new(session))).await {
+        CommandResult::SessionCreated(id) => id,
+        other => panic!("session create answered {other:?}"),
+    }
+}
+
+/// (session exists, lock holder) in server `id`'s store.
+fn state(cluster: &Cluster, id: u64, session: SessionId) -> (bool, Option<SessionId>) {
+    cluster
+        .store_fsm(id, move |fsm| {
+            let holder = fsm.kv.get("lock").and_then(|entry| entry.session);
+            (fsm.sessions.get(session).is_some(), holder)
+        })
+        .unwrap_or((false, None))
+}
+
+/// Long enough for every server to apply what the leader committed.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Runs the steps; returns whether the session created under the first
+/// leader outlived that leader by `after_kill` (it must not, unless new
+/// leaders forget inherited sessions).
+fn run(forget_sessions_on_takeover: bool) -> bool {
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(7, madsim::Config::default());
+    runtime.block_on(async move {
+        let cluster = Cluster::new(config(forget_sessions_on_takeover, false), Trace::default());
+        cluster.initialize().await;
+        let register = Command::Register(Box::new(client_node(None)));
+        assert_eq!(write(&cluster, register).await, CommandResult::Done);
+
+        // A session that is never renewed, holding the lock; one that is.
+        let idle = create_session(&cluster, "idle").await;
+        let created = madsim::time::Instant::now();
+        let lock = KvOp {
+            value: b"idle".to_vec(),
+            session: Some(idle),
+            ..KvOp::new(KvVerb::Lock, "lock")
+        };
+        assert_eq!(
+            write(&cluster, Command::Kv(lock)).await,
+            CommandResult::Bool(true)
+        );
+        let renewed = create_session(&cluster, "renewed").await;
+        let leader = cluster.leader().expect("a leader");
+
+        // The TTL is a lower bound: alive one TTL after creation.
+        let at_ttl = created + TTL;
+        madsim::time::sleep_until(at_ttl).await;
+        assert_eq!(state(&cluster, leader, idle), (true, Some(idle)));
+
+        // Renewals keep one alive; the other expires (by 2 x TTL plus a
+        // duty tick) and its lock is free.
+        for _ in 0..10 {
+            let renewal = cluster
+                .renew_session(leader, renewed, WRITE_TIMEOUT)
+                .await
+                .expect("the leader renews");
+            assert!(renewal.is_some(), "the renewed session is gone");
+            madsim::time::sleep(TTL / 3).await;
+        }
+        madsim::time::sleep(SETTLE).await;
+        for id in cluster.ids() {
+            assert_eq!(state(&cluster, id, idle), (false, None), "server {id}");
+            assert!(state(&cluster, id, renewed).0, "server {id}");
+        }
+
+        // The leader dies; nobody renews. The next leader takes the
+        // timers over (fresh, from its takeover) and expires the session.
+        cluster.kill(leader);
+        let mut next = None;
+        for _ in 0..100 {
+            madsim::time::sleep(Duration::from_millis(50)).await;
+            next = cluster.leader().filter(|id| *id != leader);
+            if next.is_some() {
+                break;
+            }
+        }
+        let next = next.expect("a new leader");
+        madsim::time::sleep(2 * TTL + Duration::from_millis(500)).await;
+        madsim::time::sleep(SETTLE).await;
+        state(&cluster, next, renewed).0
+    })
+}
+
+#[test]
+fn session_ttls_expire_on_the_leader_and_after_a_leader_change() {
+    assert!(
+        !run(false),
+        "a session inherited by a new leader did not expire"
+    );
+}
+
+/// The same steps with new leaders that forget inherited sessions: the
+/// last check must see the session still alive (so it can fail).
+#[test]
+fn teeth_a_new_leader_that_forgets_inherited_sessions_is_seen() {
+    assert!(
+        run(true),
+        "forgotten sessions expired anyway: the test cannot fail"
+    );
+}
+
+/// Gossip on the simulated servers: they meet, a killed server is
+/// declared failed by the others, and once restarted it is alive in
+/// every list again.
+#[test]
+fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
+    use io_sim::gossip::name;
+    use tribune_core::gossip::MemberStatus;
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(3, madsim::Config::default());
+    runtime.block_on(async move {
+        let cluster = Cluster::new(config(false, true), Trace::default());
+        cluster.initialize().await;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let now = crate::workload::now_ns;
+        crate::scenario::members_converge(&cluster, now() + ns(Duration::from_secs(10)))
+            .await
+            .expect("members meet");
+        let killed_at = now();
+        cluster.kill(3);
+        let failed_everywhere = || {
+            [1, 2].iter().all(|id| {
+                cluster.members(*id).is_some_and(|view| {
+                    view.iter().any(|(member, status)| {
+                        *member == name(3) && *status == MemberStatus::Failed
+                    })
+                })
+            })
+        };
+        while !failed_everywhere() {
+            assert!(
+                now() < killed_at + ns(Duration::from_secs(15)),
+                "server-3 not failed everywhere: {:?}, {:?}",
+                cluster.members(1),
+                cluster.members(2)
+            );
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.restart(3);
+        crate::scenario::members_converge(&cluster, now() + ns(Duration::from_secs(15)))
+            .await
+            .expect("the restarted server is alive everywhere again");
+    });
+}
