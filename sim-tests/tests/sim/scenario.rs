@@ -4,6 +4,7 @@
 use io_sim::cluster::StoreSample;
 use io_sim::{Cluster, ClusterConfig, Trace, WriteOutcome};
 use sim_tests::history::{Event, EventType, Function, History};
+use sim_tests::index_monotonic;
 use sim_tests::linearizability;
 use sim_tests::lock_exclusivity::{self, Exclusivity};
 use sim_tests::membership;
@@ -182,7 +183,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         }
         violations.extend(durability(
             &cluster,
-            &acked_values(&history.lock().unwrap()),
+            &acked_values(&history.lock().unwrap().events),
         ));
         if params.gossip {
             if let Err(left) = members_converge(&cluster, deadline).await {
@@ -206,8 +207,24 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     for id in cluster.ids() {
         samples.extend(cluster.store_state(id));
     }
-    let history = history.lock().unwrap().clone();
+    let (history, indexes) = {
+        let mut recorded = history.lock().unwrap();
+        (
+            std::mem::take(&mut recorded.events),
+            std::mem::take(&mut recorded.indexes),
+        )
+    };
+    // Reads of present keys; no restores here (generation 0). Deletes
+    // are not observed (an absent key carries no index), so a key
+    // deleted and written again shows the new write's larger index.
+    if let Err(e) = index_monotonic::check(&indexes) {
+        violations.push(format!("index monotonicity: {e}"));
+    }
+
     let mut faults = nemesis.counts;
+    if !indexes.is_empty() {
+        faults.insert("read indexes checked", indexes.len() as u64);
+    }
     type DiskCount = fn(&io_sim::Disk) -> u64;
     let disk_counts: [(&str, DiskCount); 2] = [
         ("snapshots saved", io_sim::Disk::snapshots_saved),

@@ -5,6 +5,7 @@ use io_sim::cluster::ReadValue;
 use io_sim::{Cluster, ReadOutcome, WriteOutcome};
 use madsim::rand::Rng;
 use sim_tests::history::{Event, EventType, Function};
+use sim_tests::index_monotonic::IndexObservation;
 use sim_tests::lock_exclusivity::LockHold;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,19 @@ pub(crate) fn rand_below(bound: u64) -> u64 {
     madsim::rand::thread_rng().gen_range(0..bound.max(1))
 }
 
-pub(crate) type SharedHistory = Arc<Mutex<Vec<Event>>>;
+/// What the clients recorded: the history of operations, and the index
+/// every successful KV read returned with its value (the key's
+/// `ModifyIndex`, for `index_monotonic`).
+#[derive(Default)]
+pub(crate) struct Recorded {
+    pub(crate) events: Vec<Event>,
+    pub(crate) indexes: Vec<IndexObservation>,
+}
+
+pub(crate) type SharedHistory = Arc<Mutex<Recorded>>;
 
 pub(crate) fn push(history: &SharedHistory, event: Event) {
-    history.lock().unwrap().push(event);
+    history.lock().unwrap().events.push(event);
 }
 
 pub(crate) fn value_string(value: &ReadValue) -> Option<String> {
@@ -71,10 +81,21 @@ pub(crate) async fn read_op(
     process: u64,
     key: &str,
 ) -> Option<ReadValue> {
-    push(history, Event::invoke_read(process, key, now_ns()));
+    let invoked = now_ns();
+    push(history, Event::invoke_read(process, key, invoked));
     let outcome = cluster.read(target(cluster), key, READ_TIMEOUT).await;
     match outcome {
         ReadOutcome::Read(value) => {
+            if let Some((_, index)) = &value {
+                history.lock().unwrap().indexes.push(IndexObservation {
+                    session: process,
+                    key: key.to_owned(),
+                    index: *index,
+                    generation: 0,
+                    invoked,
+                    completed: now_ns(),
+                });
+            }
             let text = value_string(&value);
             push(
                 history,
