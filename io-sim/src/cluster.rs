@@ -508,7 +508,8 @@ impl Cluster {
     /// down.
     pub fn members(&self, id: u64) -> Option<Vec<(String, tribune_core::gossip::MemberStatus)>> {
         self.live(id)?;
-        Some(lock(&self.slots[&id].members).clone())
+        let members = lock(&self.slots[&id].members);
+        Some(members.iter().map(|m| (m.name.clone(), m.status)).collect())
     }
 
     /// Members that some server's gossip declared failed, over all
@@ -808,7 +809,7 @@ async fn run_node(
             id,
             crate::gossip::sim_config(),
             peers,
-            members,
+            Arc::clone(&members),
             trace.clone(),
             madsim::rand::thread_rng().gen(),
             Arc::clone(&settings.gossip_failures),
@@ -850,6 +851,7 @@ async fn run_node(
         Arc::clone(&store),
         trace.clone(),
         settings.expiries,
+        settings.gossip.is_some().then_some(members),
     )));
     madsim::task::spawn(watch(
         id,

@@ -27,9 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tribune_core::gossip::codec::{decode_packet_with, encode_packet, Inbound, Outbound};
 use tribune_core::gossip::message::Message;
-use tribune_core::gossip::{
-    MemberStatus, Output, Serf, SerfConfig, SerfEvent, SerfOutput, StreamId,
-};
+use tribune_core::gossip::{Output, Serf, SerfConfig, SerfEvent, SerfMember, SerfOutput, StreamId};
 use tribune_core::rng::Rng;
 use tribune_core::time::Instant;
 
@@ -49,17 +47,27 @@ pub fn name(id: u64) -> String {
     format!("server-{id}")
 }
 
-/// What a node's member list shows: (name, status) in name order.
-pub type MemberView = Arc<Mutex<Vec<(String, MemberStatus)>>>;
+/// What a node's member list shows, in name order.
+pub type MemberView = Arc<Mutex<Vec<SerfMember>>>;
+
+/// The datacenter the simulated servers announce.
+pub const DATACENTER: &str = "dc1";
 
 /// The gossip configuration the simulated servers use: memberlist's
 /// `Local` preset (probe every second, 200 ms probe timeout) and serf's
 /// LAN settings, with failed members retried every 2 s (serf's
 /// `reconnect_interval`, 30 s by default) so that a partition's two sides,
 /// which each declared the other failed, find each other again within a
-/// liveness bound.
+/// liveness bound. The tags are a Consul server's (`role`, `dc`, `port`),
+/// which the leader's reconciliation reads.
 pub fn sim_config() -> SerfConfig {
+    use tribune_core::reconcile::{DATACENTER_TAG, PORT_TAG, ROLE_TAG, SERVER_ROLE};
     let mut config = SerfConfig::lan();
+    config.tags.insert(ROLE_TAG.into(), SERVER_ROLE.into());
+    config.tags.insert(DATACENTER_TAG.into(), DATACENTER.into());
+    config
+        .tags
+        .insert(PORT_TAG.into(), crate::net::PORT.to_string());
     config.memberlist = tribune_core::gossip::Config::local();
     config.reconnect_interval = tribune_core::time::Duration::from_secs(2);
     config
@@ -262,11 +270,8 @@ impl Driver {
             }
         }
         if changed {
-            *self.view.lock().unwrap_or_else(|p| p.into_inner()) = self
-                .serf
-                .members()
-                .map(|m| (m.name.clone(), m.status))
-                .collect();
+            *self.view.lock().unwrap_or_else(|p| p.into_inner()) =
+                self.serf.members().cloned().collect();
         }
     }
 

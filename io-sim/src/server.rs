@@ -207,17 +207,27 @@ impl Store for ServerStore {
     }
 }
 
+/// How often a leader reconciles its gossip members into the catalog
+/// (Consul: on every member event and every 60 s), on its clock.
+pub const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+
 /// The leader duties of server `id`, until the node dies: every
 /// [`DUTY_TICK`] of its clock, take over or drop the duties as openraft's
-/// role says, fire due timers and propose what they produce.
+/// role says, fire due timers and propose what they produce; with gossip
+/// (`members`, this server's member list), every [`RECONCILE_EVERY`]
+/// propose what makes the catalog agree with it (core's `reconcile`:
+/// `serfHealth` passing or critical, left members deregistered), as the
+/// daemon's leader does.
 pub async fn run_duties(
     id: u64,
     raft: Raft,
     store: Arc<ServerStore>,
     trace: Trace,
     expiries: Arc<AtomicU64>,
+    members: Option<crate::gossip::MemberView>,
 ) {
     let metrics = raft.metrics();
+    let mut next_reconcile = node_now();
     loop {
         madsim::time::sleep(crate::clock::virtual_duration(DUTY_TICK)).await;
         let (leading, term) = {
@@ -237,7 +247,32 @@ pub async fn run_duties(
             };
             trace.record(id, what);
         }
-        for command in store.due(now) {
+        let mut proposals = store.due(now);
+        if let Some(members) = members.as_ref().filter(|_| store.has_duties()) {
+            if now >= next_reconcile {
+                next_reconcile = now
+                    + tribune_core::time::Duration::from_nanos(RECONCILE_EVERY.as_nanos() as u64);
+                let members = members.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let local = crate::gossip::name(id);
+                // Not before this server's own gossip runs: an empty list
+                // would reap every node.
+                let running = members.iter().any(|m| {
+                    m.name == local && m.status == tribune_core::gossip::MemberStatus::Alive
+                });
+                proposals.extend(store.read(|fsm| {
+                    if !running {
+                        return Vec::new();
+                    }
+                    tribune_core::reconcile::reconcile(
+                        &members,
+                        &fsm.catalog,
+                        crate::gossip::DATACENTER,
+                        &local,
+                    )
+                }));
+            }
+        }
+        for command in proposals {
             if matches!(command, Command::SessionDestroy { .. }) {
                 expiries.fetch_add(1, SeqCst);
             }

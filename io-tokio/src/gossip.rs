@@ -498,21 +498,10 @@ impl Driver {
         let now = clock::now();
         match msg {
             Inward::Request { from, msg, reply } => {
-                let answer = match msg {
-                    Message::PushPull(remote) => {
-                        let state = self.serf.handle_push_pull(now, from, remote);
-                        Some(Message::PushPull(state))
-                    }
-                    Message::Ping(ping) => self
-                        .serf
-                        .handle_ping_stream(now, from, ping)
-                        .map(Message::Ack),
-                    Message::User(bytes) => {
-                        self.serf.handle_user_message(now, &bytes);
-                        None
-                    }
-                    other => {
-                        let why = format!("unexpected {:?} on a stream", other.message_type());
+                let answer = match self.serf.handle_stream_request(now, from, msg) {
+                    Ok(answer) => answer,
+                    Err(kind) => {
+                        let why = format!("unexpected {kind:?} on a stream");
                         self.shared
                             .bad(&self.shared.stats.bad_streams, "a stream", from, &why);
                         None

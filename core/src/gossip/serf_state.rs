@@ -319,6 +319,29 @@ impl Serf {
         self.pump(now);
     }
 
+    /// The one message an inbound stream carried, dispatched as memberlist
+    /// does: a push/pull or a ping is answered (`Ok(Some(answer))`), a user
+    /// message is taken (`Ok(None)`); any other type is refused with its
+    /// type, for the shell to count as bad input.
+    pub fn handle_stream_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: Message,
+    ) -> Result<Option<Message>, super::message::MessageType> {
+        match msg {
+            Message::PushPull(remote) => Ok(Some(Message::PushPull(
+                self.handle_push_pull(now, from, remote),
+            ))),
+            Message::Ping(ping) => Ok(self.handle_ping_stream(now, from, ping).map(Message::Ack)),
+            Message::User(bytes) => {
+                self.handle_user_message(now, &bytes);
+                Ok(None)
+            }
+            other => Err(other.message_type()),
+        }
+    }
+
     // ----- inputs: serf's own -----
 
     /// Joins through `addrs` (serf's `Join`). With `ignore_old`, user

@@ -8,6 +8,12 @@
 //! critical, as the leader writes it when gossip declares the node
 //! failed, which invalidates the session).
 //!
+//! With gossip on, the leader's reconciliation reaps catalog nodes with a
+//! `serfHealth` check that are not gossip members (as Consul's does), so
+//! lease clients bind their sessions to a server's node instead, whose
+//! `serfHealth` the leader writes from gossip: a server that gossip
+//! declares failed invalidates them.
+//!
 //! A client believes it holds the lock from the acquire's acknowledgement
 //! (confirmed by a linearizable read that shows its session as holder,
 //! whose `LockIndex` is the hold's fencing token) until it releases it or
@@ -48,6 +54,10 @@ fn lease_node(n: u64, status: CheckStatus) -> Registration {
 
 struct LeaseClient {
     n: u64,
+    /// With gossip, the server whose node (and `serfHealth`, which the
+    /// leader writes from gossip) the sessions are bound to; without,
+    /// the client's own node.
+    server: Option<u64>,
     ttl: Duration,
     session: Option<SessionId>,
     /// (token, acknowledged at) of the hold this client believes in.
@@ -75,17 +85,26 @@ impl LeaseClient {
     /// `serfHealth`; one attempt of each. An unanswered create may leave
     /// a session behind: its TTL ends it.
     async fn create_session(&mut self, cluster: &Cluster, lock_delay: Duration) {
-        let register = Command::Register(Box::new(lease_node(self.n, CheckStatus::Passing)));
-        let outcome = cluster
-            .write(target(cluster), register, WRITE_TIMEOUT)
-            .await;
-        if outcome != WriteOutcome::Applied(CommandResult::Done) {
-            return;
-        }
+        let node = match self.server {
+            // Registered by the leader's reconciliation; a session on it
+            // fails until then.
+            Some(server) => io_sim::gossip::name(server),
+            None => {
+                let register =
+                    Command::Register(Box::new(lease_node(self.n, CheckStatus::Passing)));
+                let outcome = cluster
+                    .write(target(cluster), register, WRITE_TIMEOUT)
+                    .await;
+                if outcome != WriteOutcome::Applied(CommandResult::Done) {
+                    return;
+                }
+                format!("lease-node-{}", self.n)
+            }
+        };
         let session = tribune_core::session::Session {
             id: SessionId::UNASSIGNED,
             name: self.holder(),
-            node: format!("lease-node-{}", self.n),
+            node,
             node_checks: vec![tribune_core::agent::SERF_HEALTH_CHECK_ID.into()],
             service_checks: Vec::new(),
             lock_delay: tribune_core::time::Duration::from_nanos(lock_delay.as_nanos() as u64),
@@ -175,8 +194,12 @@ pub(crate) async fn lease_client(
 ) {
     let ttl = Duration::from_millis(params.lease_ttl_ms);
     let lock_delay = Duration::from_millis(params.lease_lock_delay_ms);
+    // With gossip, a lease node outside the pool would be reaped by the
+    // leader's reconciliation (as in Consul): bind to a server's node.
+    let server = params.gossip.then(|| 1 + rand_below(params.size));
     let mut client = LeaseClient {
         n,
+        server,
         ttl,
         session: None,
         holding: None,
@@ -204,6 +227,8 @@ pub(crate) async fn lease_client(
                 madsim::time::sleep(3 * ttl).await;
                 client.renew(&cluster, &locks).await;
             }
+            // A server's node fails only when gossip says so.
+            _ if client.server.is_some() => client.renew(&cluster, &locks).await,
             _ => {
                 let failed = lease_node(n, CheckStatus::Critical);
                 let outcome = cluster

@@ -55,15 +55,25 @@ async fn write(cluster: &Cluster, command: Command) -> CommandResult {
 }
 
 async fn create_session(cluster: &Cluster, name: &str) -> SessionId {
+    create_session_on(cluster, name, crate::workload::CLIENT_NODE, &[], TTL).await
+}
+
+async fn create_session_on(
+    cluster: &Cluster,
+    name: &str,
+    node: &str,
+    node_checks: &[&str],
+    ttl: Duration,
+) -> SessionId {
     let session = Session {
         id: SessionId::UNASSIGNED,
         name: name.into(),
-        node: crate::workload::CLIENT_NODE.into(),
-        node_checks: Vec::new(),
+        node: node.into(),
+        node_checks: node_checks.iter().map(|c| c.to_string()).collect(),
         service_checks: Vec::new(),
         lock_delay: tribune_core::time::Duration::ZERO,
         behavior: Behavior::Release,
-        ttl: tribune_core::time::Duration::from_nanos(TTL.as_nanos() as u64),
+        ttl: tribune_core::time::Duration::from_nanos(ttl.as_nanos() as u64),
         create_index: 0,
         modify_index: 0,
     };
@@ -169,6 +179,22 @@ fn teeth_a_new_leader_that_forgets_inherited_sessions_is_seen() {
     );
 }
 
+/// The virtual time `d` from now, in nanoseconds.
+fn in_virtual(d: Duration) -> u64 {
+    crate::workload::now_ns() + d.as_nanos() as u64
+}
+
+/// A quiet 3-server cluster whose servers gossip, once every member list
+/// shows every server alive.
+async fn gossiping_cluster() -> Cluster {
+    let cluster = Cluster::new(config(false, true), Trace::default());
+    cluster.initialize().await;
+    crate::scenario::members_converge(&cluster, in_virtual(Duration::from_secs(10)))
+        .await
+        .expect("members meet");
+    cluster
+}
+
 /// Gossip on the simulated servers: they meet, a killed server is
 /// declared failed by the others, and once restarted it is alive in
 /// every list again.
@@ -178,14 +204,8 @@ fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
     use tribune_core::gossip::MemberStatus;
     let runtime = madsim::runtime::Runtime::with_seed_and_config(3, madsim::Config::default());
     runtime.block_on(async move {
-        let cluster = Cluster::new(config(false, true), Trace::default());
-        cluster.initialize().await;
-        let ns = |d: Duration| d.as_nanos() as u64;
-        let now = crate::workload::now_ns;
-        crate::scenario::members_converge(&cluster, now() + ns(Duration::from_secs(10)))
-            .await
-            .expect("members meet");
-        let killed_at = now();
+        let cluster = gossiping_cluster().await;
+        let until = in_virtual(Duration::from_secs(15));
         cluster.kill(3);
         let failed_everywhere = || {
             [1, 2].iter().all(|id| {
@@ -198,7 +218,7 @@ fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
         };
         while !failed_everywhere() {
             assert!(
-                now() < killed_at + ns(Duration::from_secs(15)),
+                crate::workload::now_ns() < until,
                 "server-3 not failed everywhere: {:?}, {:?}",
                 cluster.members(1),
                 cluster.members(2)
@@ -206,8 +226,78 @@ fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
             madsim::time::sleep(Duration::from_millis(100)).await;
         }
         cluster.restart(3);
-        crate::scenario::members_converge(&cluster, now() + ns(Duration::from_secs(15)))
+        crate::scenario::members_converge(&cluster, in_virtual(Duration::from_secs(15)))
             .await
             .expect("the restarted server is alive everywhere again");
+    });
+}
+
+/// Consul's node-failure path end to end on simulated servers: gossip
+/// declares a killed server failed, the leader's reconciliation writes its
+/// `serfHealth` critical, and the session bound to that check is
+/// invalidated, which releases its lock.
+#[test]
+fn a_server_that_gossip_declares_failed_loses_its_sessions_and_locks() {
+    use io_sim::gossip::name;
+    use tribune_core::agent::SERF_HEALTH_CHECK_ID;
+    use tribune_core::catalog::CheckStatus;
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(5, madsim::Config::default());
+    runtime.block_on(async move {
+        let cluster = gossiping_cluster().await;
+        let now = crate::workload::now_ns;
+        let leader = cluster.leader().expect("a leader");
+        let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+        let health = |id: u64| {
+            cluster
+                .store_fsm(id, move |fsm| {
+                    let key = (name(victim), SERF_HEALTH_CHECK_ID.to_owned());
+                    fsm.catalog.checks.get(&key).map(|check| check.status)
+                })
+                .flatten()
+        };
+        let until = in_virtual(Duration::from_secs(10));
+        while health(leader) != Some(CheckStatus::Passing) {
+            assert!(
+                now() < until,
+                "the leader never registered {}",
+                name(victim)
+            );
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        let session = create_session_on(
+            &cluster,
+            "on-victim",
+            &name(victim),
+            &[SERF_HEALTH_CHECK_ID],
+            Duration::ZERO,
+        )
+        .await;
+        let lock = KvOp {
+            value: b"held".to_vec(),
+            session: Some(session),
+            ..KvOp::new(KvVerb::Lock, "lock")
+        };
+        assert_eq!(
+            write(&cluster, Command::Kv(lock)).await,
+            CommandResult::Bool(true)
+        );
+        cluster.kill(victim);
+        let until = in_virtual(Duration::from_secs(20));
+        loop {
+            let leader = cluster.leader().unwrap_or(leader);
+            if health(leader) == Some(CheckStatus::Critical)
+                && state(&cluster, leader, session) == (false, None)
+            {
+                break;
+            }
+            assert!(
+                now() < until,
+                "{} still {:?}; session and lock: {:?}",
+                name(victim),
+                health(leader),
+                state(&cluster, leader, session)
+            );
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
     });
 }
