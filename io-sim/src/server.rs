@@ -259,17 +259,16 @@ pub async fn run_duties(
                 let running = members.iter().any(|m| {
                     m.name == local && m.status == tribune_core::gossip::MemberStatus::Alive
                 });
-                proposals.extend(store.read(|fsm| {
-                    if !running {
-                        return Vec::new();
-                    }
-                    tribune_core::reconcile::reconcile(
-                        &members,
-                        &fsm.catalog,
-                        crate::gossip::DATACENTER,
-                        &local,
-                    )
-                }));
+                if running {
+                    proposals.extend(store.read(|fsm| {
+                        tribune_core::reconcile::reconcile(
+                            &members,
+                            &fsm.catalog,
+                            crate::gossip::DATACENTER,
+                            &local,
+                        )
+                    }));
+                }
             }
         }
         for command in proposals {
