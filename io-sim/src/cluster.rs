@@ -95,6 +95,9 @@ pub struct ClusterConfig {
     pub forget_sessions_on_takeover: bool,
     /// Servers also run gossip (`crate::gossip`), joining each other.
     pub gossip: bool,
+    /// Broken on purpose (the teeth test): transactions apply their first
+    /// operation only.
+    pub partial_txns: bool,
 }
 
 /// One observation of a server's replicated state, for `replica_state`.
@@ -203,6 +206,7 @@ impl Cluster {
         let settings = NodeSettings {
             raft: raft_config(&config),
             forget_sessions_on_takeover: config.forget_sessions_on_takeover,
+            partial_txns: config.partial_txns,
             expiries: Arc::clone(&expiries),
             gossip: config.gossip.then(|| (1..=config.size).collect()),
             gossip_failures: Arc::clone(&gossip_failures),
@@ -768,6 +772,7 @@ async fn openraft_barrier(live: &Live, policy: openraft::ReadPolicy) -> Result<(
 struct NodeSettings {
     raft: Arc<openraft::Config>,
     forget_sessions_on_takeover: bool,
+    partial_txns: bool,
     /// Session expiries proposed by leader duties, over all servers.
     expiries: Arc<AtomicU64>,
     /// With gossip on: every server's id (each joins the others).
@@ -818,6 +823,7 @@ async fn run_node(
     let store = Arc::new(ServerStore::new(
         madsim::rand::thread_rng().gen(),
         settings.forget_sessions_on_takeover,
+        settings.partial_txns,
     ));
     let state_machine = StateMachine::<C>::with_snapshot_file(store.clone(), disk.snapshot_file())
         .expect("the snapshot on the simulated disk is valid");

@@ -65,10 +65,17 @@ pub struct ServerStore {
     /// from an empty store, so sessions created under an earlier leader
     /// never get a TTL timer.
     forget_sessions_on_takeover: bool,
+    /// Broken on purpose (the teeth test): a transaction applies its first
+    /// operation only, and answers as if it applied them all.
+    partial_txns: bool,
 }
 
 impl ServerStore {
-    pub fn new(rng_seed: u64, forget_sessions_on_takeover: bool) -> ServerStore {
+    pub fn new(
+        rng_seed: u64,
+        forget_sessions_on_takeover: bool,
+        partial_txns: bool,
+    ) -> ServerStore {
         ServerStore {
             inner: Mutex::new(Inner {
                 fsm: Fsm::default(),
@@ -77,6 +84,7 @@ impl ServerStore {
                 rng: Rng::from_seed(rng_seed),
             }),
             forget_sessions_on_takeover,
+            partial_txns,
         }
     }
 
@@ -179,7 +187,20 @@ impl Store for ServerStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.effects.clear();
-        let result = inner.fsm.apply(index, command, &mut inner.effects);
+        let result = match command {
+            Command::Txn(ops) if self.partial_txns && ops.len() > 1 => {
+                // The answer of the whole transaction, the effect of its
+                // first operation.
+                let answer = inner
+                    .fsm
+                    .clone()
+                    .apply(index, command, &mut Effects::default());
+                let first = Command::Txn(ops[..1].to_vec());
+                let _ = inner.fsm.apply(index, &first, &mut inner.effects);
+                answer
+            }
+            _ => inner.fsm.apply(index, command, &mut inner.effects),
+        };
         if let Some(leader) = inner.leader.as_mut() {
             leader.on_applied(now, &inner.effects);
         }

@@ -9,6 +9,7 @@
 //! | [`linearizability`] | KV operations are linearizable (also the `lincheck` binary) |
 //! | [`lock_exclusivity`] | lock holders are ordered by fencing tokens, and fenced writes respect them |
 //! | [`index_monotonic`] | indexes seen per key and per client session never go backwards |
+//! | [`txn_atomicity`] | a transaction that saw one write of another transaction sees its other writes too |
 //! | [`replica_state`] | replicas at the same applied index have the same state |
 //! | [`membership`] | after faults heal, every running member lists every running member alive |
 //! | [`raft_safety`] | no two nodes apply different entries at one index; votes never go back; one leader per term (standard leader ids) |
@@ -29,5 +30,6 @@ pub mod lock_exclusivity;
 pub mod membership;
 pub mod raft_safety;
 pub mod replica_state;
+pub mod txn_atomicity;
 
 pub use history::{parse_jsonl, write_jsonl, Event, EventType, Function, History, HistoryError};

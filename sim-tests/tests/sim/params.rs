@@ -51,6 +51,9 @@ pub struct Params {
     /// Broken on purpose (the teeth test): new leaders do not re-arm the
     /// TTL timers of sessions created under earlier leaders.
     pub forget_sessions_on_takeover: bool,
+    /// Broken on purpose (the teeth test): transactions apply their first
+    /// operation only.
+    pub partial_txns: bool,
     /// Servers run gossip too; after healing, their member lists must
     /// converge.
     pub gossip: bool,
@@ -118,6 +121,7 @@ impl Params {
             lease_ttl_ms,
             lease_lock_delay_ms,
             forget_sessions_on_takeover: false,
+            partial_txns: false,
             gossip,
             disk: DiskConfig {
                 latency_min: Duration::from_millis(disk_min),

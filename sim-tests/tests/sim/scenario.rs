@@ -10,6 +10,7 @@ use sim_tests::lock_exclusivity::{self, Exclusivity};
 use sim_tests::membership;
 use sim_tests::raft_safety::{self, AppliedEntry, VoteSeen};
 use sim_tests::replica_state::{self, ReplicaSample};
+use sim_tests::txn_atomicity;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         logs_kept_after_snapshot: params.logs_kept_after_snapshot,
         forget_sessions_on_takeover: params.forget_sessions_on_takeover,
         gossip: params.gossip,
+        partial_txns: params.partial_txns,
     };
     let cluster = Arc::new(Cluster::new(config, trace.clone()));
     cluster.initialize().await;
@@ -304,6 +306,20 @@ pub(crate) async fn members_converge(cluster: &Cluster, deadline: u64) -> Result
     Err(last)
 }
 
+/// The transactions of a history: the legs `txn_op` recorded, each by a
+/// process of its own (`TXN_PROCESSES + 10 × client + leg`), invoked
+/// together.
+pub(crate) fn txn_groups(history: &History) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
+    for (i, op) in history.operations.iter().enumerate() {
+        if op.process >= TXN_PROCESSES {
+            let client = (op.process - TXN_PROCESSES) / 10;
+            groups.entry((client, op.invoke_time)).or_default().push(i);
+        }
+    }
+    groups.into_values().collect()
+}
+
 /// Values of writes and CASes that were acknowledged.
 pub(crate) fn acked_values(history: &[Event]) -> Vec<String> {
     let mut pending: BTreeMap<u64, Option<String>> = BTreeMap::new();
@@ -504,9 +520,17 @@ pub fn run(params: &Params, keep_lines: bool) -> Run {
         }
     };
     let mut violations = outcome.violations;
+    let mut faults = outcome.faults;
     match History::from_events(&outcome.history) {
         Err(e) => violations.push(format!("history does not pair: {e}")),
         Ok(history) => {
+            match txn_atomicity::check(&history, &txn_groups(&history)) {
+                Ok(coverage) if coverage.pairs_judged > 0 => {
+                    faults.insert("txn read pairs judged", coverage.pairs_judged as u64);
+                }
+                Ok(_) => {}
+                Err(torn) => violations.push(format!("transaction atomicity: {torn}")),
+            }
             let report = linearizability::check(&history);
             for violation in &report.violations {
                 violations.push(format!(
@@ -543,7 +567,7 @@ pub fn run(params: &Params, keep_lines: bool) -> Run {
         wall_time,
         operations,
         acked_writes: acked_values(&outcome.history).len(),
-        faults: outcome.faults,
+        faults,
         history: outcome.history,
         violations,
     }

@@ -35,6 +35,7 @@ pub(crate) fn config(forget_sessions_on_takeover: bool, gossip: bool) -> Cluster
         logs_kept_after_snapshot: 0,
         forget_sessions_on_takeover,
         gossip,
+        partial_txns: false,
     }
 }
 

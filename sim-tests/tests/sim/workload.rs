@@ -121,7 +121,7 @@ pub(crate) async fn read_op(
 /// was, by a process of its own (`TXN_PROCESSES + 10 × client + leg`):
 /// projecting a linearizable transaction onto one key gives a
 /// linearizable single-key history, so the per-key check applies
-/// (atomicity across keys is not checked).
+/// (atomicity across keys: `txn_atomicity`, over the legs grouped back).
 pub(crate) async fn txn_op(
     cluster: &Cluster,
     params: &Params,
