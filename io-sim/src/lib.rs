@@ -1,14 +1,16 @@
 //! tribune's deterministic simulator: the same openraft adapters as the
 //! daemon (io-tokio's `LogStore`, `StateMachine`), on madsim's virtual
 //! time, network and seeded randomness, plus the faults madsim lacks
-//! (a disk with latency that tears in-flight writes on crash).
+//! (a disk with latency that tears in-flight writes on crash), core's
+//! leader machine (`server`) and gossip (`gossip`) on every server.
 //!
 //! ```text
 //!  test driver (madsim main node) ──client_write / read──> server n (madsim node 10.0.0.n)
 //!                                                           ├─ Raft::new (openraft, MadsimRuntime)
 //!                                                           ├─ io-tokio LogStore ─> FaultLog ─> Disk (owned by Cluster)
 //!                                                           ├─ io-tokio StateMachine ─> ServerStore (core Fsm + leader machine)
-//!                                                           ├─ leader duties (session TTLs, lock-delay)
+//!                                                           ├─ leader duties (session TTLs, lock-delay, gossip → catalog)
+//!                                                           ├─ gossip: core Serf over madsim datagrams (optional)
 //!                                                           └─ net::serve <── madsim Endpoint ──> net::Network peers
 //! ```
 //!
