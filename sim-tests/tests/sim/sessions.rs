@@ -84,6 +84,19 @@ async fn create_session_on(
     }
 }
 
+/// Takes the key `lock` with `session`; it must be granted.
+async fn acquire(cluster: &Cluster, session: SessionId) {
+    let lock = KvOp {
+        value: session.to_string().into_bytes(),
+        session: Some(session),
+        ..KvOp::new(KvVerb::Lock, "lock")
+    };
+    assert_eq!(
+        write(cluster, Command::Kv(lock)).await,
+        CommandResult::Bool(true)
+    );
+}
+
 /// (session exists, lock holder) in server `id`'s store.
 fn state(cluster: &Cluster, id: u64, session: SessionId) -> (bool, Option<SessionId>) {
     cluster
@@ -111,15 +124,7 @@ fn run(forget_sessions_on_takeover: bool) -> bool {
         // A session that is never renewed, holding the lock; one that is.
         let idle = create_session(&cluster, "idle").await;
         let created = madsim::time::Instant::now();
-        let lock = KvOp {
-            value: b"idle".to_vec(),
-            session: Some(idle),
-            ..KvOp::new(KvVerb::Lock, "lock")
-        };
-        assert_eq!(
-            write(&cluster, Command::Kv(lock)).await,
-            CommandResult::Bool(true)
-        );
+        acquire(&cluster, idle).await;
         let renewed = create_session(&cluster, "renewed").await;
         let leader = cluster.leader().expect("a leader");
 
@@ -273,15 +278,7 @@ fn a_server_that_gossip_declares_failed_loses_its_sessions_and_locks() {
             Duration::ZERO,
         )
         .await;
-        let lock = KvOp {
-            value: b"held".to_vec(),
-            session: Some(session),
-            ..KvOp::new(KvVerb::Lock, "lock")
-        };
-        assert_eq!(
-            write(&cluster, Command::Kv(lock)).await,
-            CommandResult::Bool(true)
-        );
+        acquire(&cluster, session).await;
         cluster.kill(victim);
         let until = in_virtual(Duration::from_secs(20));
         loop {
