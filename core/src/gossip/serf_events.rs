@@ -9,11 +9,12 @@
 //! delivered once and re-gossiped, which is how serf spreads events
 //! further than memberlist's retransmit count alone would.
 
-use super::message::{addr_bytes, socket_addr, Message};
+use super::message::{addr_bytes, socket_addr, Message, NodeState};
 use super::serf::{
     self, decode_serf, encode_serf, BufferedEvent, BufferedEvents, Filter, SerfMessage,
     SerfMessageType,
 };
+use super::serf_members::Departed;
 use super::serf_state::{PendingQuery, Serf};
 use super::serf_types::{
     MemberStatus, QueryEvent, SerfError, SerfEvent, SerfOutput, SerfState, UserEventRecord,
@@ -21,7 +22,7 @@ use super::serf_types::{
 };
 use super::swim::Output;
 use crate::time::{Duration, Instant};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 impl Serf {
@@ -412,7 +413,21 @@ impl Serf {
     /// members as leave intents and everyone else's status times as join
     /// intents, then replay its buffered events (unless this is our own
     /// join and it asked to ignore old events).
-    pub(super) fn merge_remote_state(&mut self, now: Instant, join: bool, buf: &[u8]) {
+    ///
+    /// Unlike serf, a left member's leave is checked against the peer's
+    /// memberlist record of it (`nodes`, the same push/pull's): a member
+    /// that rejoined after the leave the peer knows of is not taken for
+    /// leaving (see `Serf::handle_leave_of`). serf applies the leave, which
+    /// it dates one past the peer's status time, and a member that rejoins
+    /// soon after leaving can stay `leaving` on some nodes for good
+    /// (Consul issue 13379).
+    pub(super) fn merge_remote_state(
+        &mut self,
+        now: Instant,
+        join: bool,
+        buf: &[u8],
+        nodes: &BTreeMap<String, (NodeState, u32)>,
+    ) {
         let pp = match decode_serf(buf) {
             Ok(SerfMessage::PushPull(pp)) => pp,
             _ => {
@@ -438,7 +453,17 @@ impl Serf {
                 node: name.clone(),
                 prune: false,
             };
-            self.handle_leave_intent(now, &leave);
+            let departed = match nodes.get(name) {
+                Some((NodeState::Dead | NodeState::Left, incarnation)) => {
+                    Departed::At(*incarnation)
+                }
+                Some(_) => Departed::Unknown,
+                // memberlist forgets a dead member after
+                // `gossip_to_the_dead_time`; serf keeps it left until its
+                // tombstone times out.
+                None => Departed::Forgotten,
+            };
+            self.handle_leave_of(now, &leave, departed);
         }
         for (name, &ltime) in &pp.status_ltimes {
             if !left.contains(name) {

@@ -9,6 +9,7 @@
 //! An intent about a member memberlist hasn't reported yet is kept in
 //! `recent_intents` and applied when the member appears.
 
+use super::message::NodeState;
 use super::serf;
 use super::serf_state::{Intent, IntentKind, MemberState, Serf};
 use super::serf_types::{MemberStatus, SerfEvent, SerfMember, SerfState};
@@ -16,6 +17,41 @@ use super::swim::Member;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+/// What the peer whose push/pull lists a member as left knows of it in
+/// memberlist: which life of the member left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Departed {
+    /// No such record (a gossiped leave intent), or the peer's memberlist
+    /// has it alive: serf's rule applies.
+    Unknown,
+    /// Dead or left at this incarnation: a later one has come back since.
+    At(u32),
+    /// The peer's memberlist no longer has it: dead for longer than its
+    /// `gossip_to_the_dead_time`, so a member alive now has come back.
+    Forgotten,
+}
+
+impl Departed {
+    /// A leave with no record of its own (gossiped) is about the life
+    /// memberlist shows when it applies, or an earlier one.
+    fn or_life(self, incarnation: u32) -> Departed {
+        match self {
+            Departed::Unknown => Departed::At(incarnation),
+            known => known,
+        }
+    }
+
+    /// Whether a member memberlist has alive at `incarnation` has come
+    /// back since this leave.
+    fn came_back_at(self, incarnation: u32) -> bool {
+        match self {
+            Departed::Unknown => false,
+            Departed::At(left) => incarnation > left,
+            Departed::Forgotten => true,
+        }
+    }
+}
 
 impl Serf {
     // ----- the member table (memberlist's events) -----
@@ -49,12 +85,18 @@ impl Serf {
                     },
                     status_ltime: 0,
                     leave_time: None,
+                    leave_from: Departed::Unknown,
                 };
-                // An intent that arrived before memberlist's news.
+                // An intent that arrived before memberlist's news; a leave
+                // about an earlier life of the member dates it only.
                 if let Some(intent) = self.recent_intents.get(&m.name) {
                     state.status_ltime = intent.ltime;
-                    if intent.kind == IntentKind::Leave {
+                    let earlier_life = intent.departed.came_back_at(m.incarnation);
+                    if intent.kind == IntentKind::Leave && !earlier_life {
                         state.member.status = MemberStatus::Leaving;
+                        state.leave_from = intent.departed.or_life(m.incarnation);
+                    } else if intent.kind == IntentKind::Leave {
+                        self.stats.leaves_of_an_earlier_life += 1;
                     }
                 }
                 self.members.entry(m.name.clone()).or_insert(state)
@@ -109,24 +151,74 @@ impl Serf {
 
     /// Remembers an intent about a member we don't know yet; only a newer
     /// one replaces it (`upsertIntent`).
-    fn upsert_intent(&mut self, now: Instant, node: &str, kind: IntentKind, ltime: u64) -> bool {
+    fn upsert_intent(
+        &mut self,
+        now: Instant,
+        node: &str,
+        kind: IntentKind,
+        ltime: u64,
+        departed: Departed,
+    ) -> bool {
         match self.recent_intents.get(node) {
             Some(known) if ltime <= known.ltime => false,
             _ => {
-                let seen = now;
-                self.recent_intents
-                    .insert(node.to_owned(), Intent { kind, ltime, seen });
+                let intent = Intent {
+                    kind,
+                    ltime,
+                    seen: now,
+                    departed,
+                };
+                self.recent_intents.insert(node.to_owned(), intent);
                 true
             }
         }
     }
 
+    /// Whether memberlist has `node` alive in a later life than the one
+    /// `departed` says left.
+    fn came_back(&self, node: &str, departed: Departed) -> bool {
+        self.list.member(node).is_some_and(|m| {
+            matches!(m.state, NodeState::Alive | NodeState::Suspect)
+                && departed.came_back_at(m.incarnation)
+        })
+    }
+
     /// `handleNodeJoinIntent`; true when the intent is news worth
     /// re-gossiping.
+    ///
+    /// Unlike serf, a `leaving` member that memberlist has alive in a later
+    /// life than the one whose leave made it leaving (a peer's record, or
+    /// the life memberlist showed when a gossiped leave arrived) is alive
+    /// again, even if the join's time is not newer: a member that left and
+    /// came back before this node saw it go (or that announced its old
+    /// incarnation first after a restart) would otherwise stay `leaving`
+    /// for good. Push/pulls carry every member's status time as a join, so
+    /// this is looked at again every push/pull. The price: a member
+    /// refuting a suspicion while its own leave is still being gossiped
+    /// is taken back too, and recorded failed rather than left when it
+    /// goes.
     pub(super) fn handle_join_intent(&mut self, now: Instant, msg: &serf::Join) -> bool {
         self.clock.witness(msg.ltime);
+        let leaving_from = self
+            .members
+            .get(&msg.node)
+            .filter(|state| state.member.status == MemberStatus::Leaving)
+            .map(|state| state.leave_from);
+        if leaving_from.is_some_and(|departed| self.came_back(&msg.node, departed)) {
+            self.stats.leaves_of_an_earlier_life += 1;
+            if let Some(state) = self.members.get_mut(&msg.node) {
+                state.member.status = MemberStatus::Alive;
+                state.leave_from = Departed::Unknown;
+            }
+        }
         let Some(state) = self.members.get_mut(&msg.node) else {
-            return self.upsert_intent(now, &msg.node, IntentKind::Join, msg.ltime);
+            return self.upsert_intent(
+                now,
+                &msg.node,
+                IntentKind::Join,
+                msg.ltime,
+                Departed::Unknown,
+            );
         };
         if msg.ltime <= state.status_ltime {
             self.stats.stale_intents += 1;
@@ -143,9 +235,27 @@ impl Serf {
     /// re-gossiping. A leave about ourselves while alive is old news we
     /// refute with a fresh join intent.
     pub(super) fn handle_leave_intent(&mut self, now: Instant, msg: &serf::Leave) -> bool {
+        self.handle_leave_of(now, msg, Departed::Unknown)
+    }
+
+    /// A leave intent; `departed`, for one learnt from a peer's push/pull,
+    /// is the peer's memberlist record of the member. A member memberlist
+    /// has alive after that record came back since the leave: it does not
+    /// apply (we still refute one about ourselves).
+    pub(super) fn handle_leave_of(
+        &mut self,
+        now: Instant,
+        msg: &serf::Leave,
+        departed: Departed,
+    ) -> bool {
         self.clock.witness(msg.ltime);
+        let life = self.list.member(&msg.node).map(|m| m.incarnation);
+        if msg.node != self.local_name && self.came_back(&msg.node, departed) {
+            self.stats.leaves_of_an_earlier_life += 1;
+            return false;
+        }
         let Some(state) = self.members.get_mut(&msg.node) else {
-            return self.upsert_intent(now, &msg.node, IntentKind::Leave, msg.ltime);
+            return self.upsert_intent(now, &msg.node, IntentKind::Leave, msg.ltime, departed);
         };
         if msg.ltime <= state.status_ltime {
             self.stats.stale_intents += 1;
@@ -158,7 +268,13 @@ impl Serf {
         }
         state.status_ltime = msg.ltime;
         match state.member.status {
-            MemberStatus::Alive => state.member.status = MemberStatus::Leaving,
+            MemberStatus::Alive => {
+                state.member.status = MemberStatus::Leaving;
+                state.leave_from = match life {
+                    Some(incarnation) => departed.or_life(incarnation),
+                    None => departed,
+                };
+            }
             MemberStatus::Failed => {
                 state.member.status = MemberStatus::Left;
                 let member = state.member.clone();

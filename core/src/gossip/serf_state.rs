@@ -61,6 +61,9 @@ pub(super) struct MemberState {
     pub(super) status_ltime: u64,
     /// When it failed or left; reaping counts from here.
     pub(super) leave_time: Option<Instant>,
+    /// While leaving: the peer's record of the life whose leave made it so
+    /// (`Unknown` for a gossiped intent); see `Serf::handle_join_intent`.
+    pub(super) leave_from: super::serf_members::Departed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +78,10 @@ pub(super) struct Intent {
     pub(super) kind: IntentKind,
     pub(super) ltime: u64,
     pub(super) seen: Instant,
+    /// For a leave learnt from a peer's push/pull: the peer's memberlist
+    /// record of the member. A member memberlist then reports alive after
+    /// that record has come back since, and the leave is not applied.
+    pub(super) departed: super::serf_members::Departed,
 }
 
 /// One `join` call: its addresses still waiting for a push/pull result.
@@ -520,7 +527,9 @@ impl Serf {
             Output::Event(MemberEvent::Update(m)) => self.handle_node_update(&m),
             Output::Event(MemberEvent::Leave(m)) => self.handle_node_leave(now, &m),
             Output::UserMessage(bytes) => self.on_user_message(now, &bytes),
-            Output::RemoteUserState { join, state } => self.merge_remote_state(now, join, &state),
+            Output::RemoteUserState { join, state, nodes } => {
+                self.merge_remote_state(now, join, &state, &nodes)
+            }
             Output::JoinResult { to, ok } => self.on_join_result(now, to, ok),
             Output::LeaveFinished { .. } => {
                 if matches!(self.leave, Some(LeavePhase::Memberlist)) {

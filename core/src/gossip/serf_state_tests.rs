@@ -2,7 +2,7 @@
 //! ring, limits, refutation, query filters, push/pull state round trips
 //! and merges, and bad input that must be counted, never fatal.
 
-use super::message::{addr_bytes, Alive, Message, PushPull};
+use super::message::{addr_bytes, Alive, Message, NodeState, PushNodeState, PushPull};
 use super::serf::{
     decode_serf, encode_filter, encode_serf, encode_tags, BufferedEvent, BufferedEvents, Filter,
     Join, Leave, Query, SerfMessage, UserEvent,
@@ -324,9 +324,10 @@ fn serf_merges_a_remote_push_pull_like_serf() {
             payload: Vec::new(),
         }],
     });
+    // The peer's memberlist holds b dead (the life we know).
     let state = PushPull {
         join: false,
-        nodes: Vec::new(),
+        nodes: vec![node_record("b", 3, 1, NodeState::Dead)],
         user_state: encode_serf(&SerfMessage::PushPull(remote)),
     };
     s.handle_push_pull(Instant(0), addr(2), state);
@@ -344,6 +345,151 @@ fn serf_merges_a_remote_push_pull_like_serf() {
         "an intent, not a member"
     );
     assert_eq!(delivered(&outs), vec![(29, "old".into())]);
+}
+
+/// A memberlist record of `name` at `10.0.0.i`, as a push/pull carries it.
+fn node_record(name: &str, i: u8, incarnation: u32, state: NodeState) -> PushNodeState {
+    PushNodeState {
+        name: name.into(),
+        addr: addr_bytes(addr(i).ip()),
+        port: 7946,
+        meta: encode_tags(&BTreeMap::new()).expect("small"),
+        incarnation,
+        state,
+        vsn: SERF_VSN,
+    }
+}
+
+/// A peer's push/pull that lists `name` as left (status time 7), with its
+/// memberlist's record of it (`None`: forgotten).
+fn left_in_peer_state(name: &str, record: Option<(u32, NodeState)>) -> PushPull {
+    let remote = super::serf::PushPull {
+        ltime: 8,
+        status_ltimes: BTreeMap::from([(name.into(), 7)]),
+        left_members: vec![name.into()],
+        event_ltime: 1,
+        events: vec![None; 512],
+        query_ltime: 1,
+    };
+    PushPull {
+        join: false,
+        nodes: record
+            .map(|(incarnation, state)| node_record(name, 3, incarnation, state))
+            .into_iter()
+            .collect(),
+        user_state: encode_serf(&SerfMessage::PushPull(remote)),
+    }
+}
+
+/// A member that left and came back (memberlist has it alive at a later
+/// incarnation) is not taken for leaving on the word of a peer that still
+/// holds its earlier life left: serf would, and the member could then stay
+/// `leaving` for good (Consul issue 13379: the peer's left members apply
+/// one past its status time, which the member's rejoin need not exceed).
+#[test]
+fn serf_ignores_a_peers_left_record_of_a_members_earlier_life() {
+    // Known alive at incarnation 2; the peer holds incarnation 1 dead.
+    let mut s = new_serf(SerfConfig::lan());
+    alive(&mut s, "b", 3, 2, &[]);
+    drain(&mut s);
+    s.handle_push_pull(
+        Instant(0),
+        addr(2),
+        left_in_peer_state("b", Some((1, NodeState::Dead))),
+    );
+    drain(&mut s);
+    assert_eq!(status(&s, "b"), Some(MemberStatus::Alive));
+    assert_eq!(s.stats().leaves_of_an_earlier_life, 1);
+    // A peer whose memberlist forgot b (dead past its
+    // gossip_to_the_dead_time) speaks of an earlier life too.
+    s.handle_push_pull(Instant(0), addr(2), left_in_peer_state("b", None));
+    drain(&mut s);
+    assert_eq!(status(&s, "b"), Some(MemberStatus::Alive));
+    assert_eq!(s.stats().leaves_of_an_earlier_life, 2);
+    // The same life (memberlist only suspects it on the peer's word): the
+    // leave applies, as in serf.
+    let mut s = new_serf(SerfConfig::lan());
+    alive(&mut s, "b", 3, 2, &[]);
+    drain(&mut s);
+    s.handle_push_pull(
+        Instant(0),
+        addr(2),
+        left_in_peer_state("b", Some((2, NodeState::Dead))),
+    );
+    drain(&mut s);
+    assert_eq!(status(&s, "b"), Some(MemberStatus::Leaving));
+
+    // Not known yet: the leave waits as an intent, and applies only if
+    // memberlist then reports the life that left.
+    for (incarnation, expected) in [(2, MemberStatus::Alive), (1, MemberStatus::Leaving)] {
+        let mut s = new_serf(SerfConfig::lan());
+        s.handle_push_pull(
+            Instant(0),
+            addr(2),
+            left_in_peer_state("c", Some((1, NodeState::Dead))),
+        );
+        drain(&mut s);
+        assert_eq!(status(&s, "c"), None, "an intent, not a member");
+        alive(&mut s, "c", 4, incarnation, &[]);
+        drain(&mut s);
+        assert_eq!(status(&s, "c"), Some(expected), "incarnation {incarnation}");
+    }
+}
+
+/// A member taken for leaving comes back in a later life before this node
+/// saw it go: a restarted member announces its old incarnation before it
+/// refutes the record of its leave, or the leave's dead message was lost.
+/// Once memberlist has it in a later life, the next join (any push/pull
+/// carries one, however old) makes it alive again; serf would keep it
+/// `leaving` for good. In the same life it stays leaving.
+#[test]
+fn serf_takes_a_member_leaving_from_an_earlier_life_back_when_it_shows_a_later_one() {
+    let join = |s: &mut Serf, ltime| {
+        let msg = SerfMessage::Join(Join {
+            ltime,
+            node: "c".into(),
+        });
+        user_msg(s, msg);
+    };
+    // Through a peer's record of life 1, met in life 1 first.
+    let mut s = new_serf(SerfConfig::lan());
+    s.handle_push_pull(
+        Instant(0),
+        addr(2),
+        left_in_peer_state("c", Some((1, NodeState::Dead))),
+    );
+    alive(&mut s, "c", 4, 1, &[]);
+    drain(&mut s);
+    assert_eq!(status(&s, "c"), Some(MemberStatus::Leaving));
+    join(&mut s, 3);
+    assert_eq!(
+        status(&s, "c"),
+        Some(MemberStatus::Leaving),
+        "still that life"
+    );
+    alive(&mut s, "c", 4, 2, &[]);
+    join(&mut s, 3);
+    assert_eq!(status(&s, "c"), Some(MemberStatus::Alive));
+
+    // Through a gossiped leave that arrived in life 1.
+    let mut s = new_serf(SerfConfig::lan());
+    alive(&mut s, "c", 4, 1, &[]);
+    let leave = SerfMessage::Leave(Leave {
+        ltime: 8,
+        node: "c".into(),
+        prune: false,
+    });
+    user_msg(&mut s, leave);
+    join(&mut s, 3);
+    assert_eq!(
+        status(&s, "c"),
+        Some(MemberStatus::Leaving),
+        "still that life"
+    );
+    alive(&mut s, "c", 4, 2, &[]);
+    join(&mut s, 3);
+    assert_eq!(status(&s, "c"), Some(MemberStatus::Alive));
+    assert_eq!(s.stats().leaves_of_an_earlier_life, 1);
 }
 
 #[test]

@@ -280,6 +280,10 @@ pub struct SerfStats {
     pub stale_intents: u64,
     /// Leave intents about ourselves that we refuted with a join intent.
     pub refuted_leave_intents: u64,
+    /// Leaves learnt from a peer's push/pull about a member that has come
+    /// back since (memberlist has it alive at a later incarnation than the
+    /// peer's dead or left record), not applied.
+    pub leaves_of_an_earlier_life: u64,
     /// memberlist leave notices for a member in a state that can't leave.
     pub unexpected_leaves: u64,
     pub user_events_delivered: u64,

@@ -661,9 +661,15 @@ impl Memberlist {
         }
         self.merge_state(now, &remote.nodes);
         if !remote.user_state.is_empty() {
+            let nodes = remote
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), (n.state, n.incarnation)))
+                .collect();
             self.outputs.push_back(Output::RemoteUserState {
                 join: remote.join,
                 state: remote.user_state,
+                nodes,
             });
         }
         true

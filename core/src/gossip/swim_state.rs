@@ -172,6 +172,9 @@ impl Memberlist {
         };
         if suspect.incarnation < known.incarnation {
             self.stats.stale_incarnation_messages += 1;
+            if suspect.node == self.local.name {
+                self.answer_stale_accusation();
+            }
             return;
         }
         if let Some(timer) = self.suspicions.get_mut(&suspect.node) {
@@ -253,6 +256,9 @@ impl Memberlist {
         };
         if dead.incarnation < known.incarnation {
             self.stats.stale_incarnation_messages += 1;
+            if dead.node == self.local.name {
+                self.answer_stale_accusation();
+            }
             return;
         }
         self.suspicions.remove(&dead.node);
@@ -279,6 +285,21 @@ impl Memberlist {
             self.incarnation = member.incarnation;
         }
         self.emit(MemberEvent::Leave(member));
+    }
+
+    /// An accusation about an earlier incarnation of ours: the accuser
+    /// missed the alive that refuted it, and would hold its suspicion (then
+    /// our death) until a push/pull brought it. memberlist ignores it;
+    /// tribune gossips its current alive again (no new incarnation: nodes
+    /// that have it take it as old news).
+    fn answer_stale_accusation(&mut self) {
+        if self.left {
+            return;
+        }
+        self.stats.stale_accusations_answered += 1;
+        let alive = self.local_alive();
+        self.broadcasts
+            .queue(Some(self.local.name.clone()), Message::Alive(alive), None);
     }
 
     /// Answers an accusation about us with an alive above it; being accused

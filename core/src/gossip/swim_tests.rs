@@ -194,6 +194,88 @@ fn accusations_about_us_are_refuted_with_a_higher_incarnation() {
         .any(|m| matches!(m, Message::Alive(a) if a.node == node_name(0) && a.incarnation == 9)));
 }
 
+/// A suspicion of an incarnation we already refuted comes from a member
+/// that missed our refutation: we gossip our alive again (memberlist stays
+/// silent, and the accuser declares us dead when its timer runs out).
+#[test]
+fn stale_accusations_about_us_are_answered_with_our_current_alive() {
+    let mut list = with_peers(Config::lan(), 3);
+    let t = Instant(10);
+    let accuse = |list: &mut Memberlist, incarnation, seq_no| {
+        let suspect = Suspect {
+            incarnation,
+            node: node_name(0),
+            from: node_name(1),
+        };
+        list.handle_packet(t, node_addr(1), Message::Suspect(suspect));
+        drain(list);
+        list.handle_packet(
+            t,
+            node_addr(1),
+            Message::Ping(super::message::Ping {
+                seq_no,
+                node: node_name(0),
+                ..Default::default()
+            }),
+        );
+        let out = drain(list);
+        let Some(Output::Packet { msgs, .. }) = out.first() else {
+            panic!("expected an ack packet: {out:?}");
+        };
+        msgs.iter()
+            .filter_map(|m| match m {
+                Message::Alive(a) if a.node == node_name(0) => Some(a.incarnation),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Refuted: alive at 4 is gossiped (and rides the ack).
+    assert_eq!(accuse(&mut list, 3, 1), vec![4]);
+    // Gossiped enough times, it leaves the queue; a later ping carries none.
+    for seq_no in 2..40 {
+        list.handle_packet(
+            t,
+            node_addr(2),
+            Message::Ping(super::message::Ping {
+                seq_no,
+                node: node_name(0),
+                ..Default::default()
+            }),
+        );
+        drain(&mut list);
+    }
+    list.handle_packet(
+        t,
+        node_addr(2),
+        Message::Ping(super::message::Ping {
+            seq_no: 45,
+            node: node_name(0),
+            ..Default::default()
+        }),
+    );
+    let quiet = drain(&mut list);
+    assert!(
+        !quiet.iter().any(|o| matches!(o, Output::Packet { msgs, .. }
+            if msgs.iter().any(|m| matches!(m, Message::Alive(_))))),
+        "the refutation is still queued: {quiet:?}"
+    );
+    // The same old accusation again: our alive at 4 once more, no new
+    // incarnation, no health cost.
+    let health = list.health_score();
+    assert_eq!(accuse(&mut list, 3, 50), vec![4]);
+    assert_eq!(list.incarnation(), 4);
+    assert_eq!(list.health_score(), health);
+    assert_eq!(list.stats().stale_accusations_answered, 1);
+    let dead = Dead {
+        incarnation: 2,
+        node: node_name(0),
+        from: node_name(2),
+    };
+    list.handle_packet(t, node_addr(2), Message::Dead(dead));
+    assert_eq!(list.stats().stale_accusations_answered, 2);
+    assert_eq!(list.incarnation(), 4);
+}
+
 #[test]
 fn incarnation_rules_for_alive_suspect_dead_and_leave() {
     let mut list = with_peers(Config::lan(), 4);

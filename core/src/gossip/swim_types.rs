@@ -4,6 +4,7 @@
 use super::config::META_BYTES_MAX;
 use super::message::{addr_bytes, Message, NodeState, Ping, PushNodeState, PushPull, Vsn};
 use crate::time::{Duration, Instant};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -97,8 +98,13 @@ pub enum Output {
     Event(MemberEvent),
     /// A `Message::User` arrived (serf's messages ride here).
     UserMessage(Vec<u8>),
-    /// The delegate state a peer sent in a push/pull (serf's merge).
-    RemoteUserState { join: bool, state: Vec<u8> },
+    /// The delegate state a peer sent in a push/pull (serf's merge), with
+    /// the state and incarnation of every member in the peer's table.
+    RemoteUserState {
+        join: bool,
+        state: Vec<u8>,
+        nodes: BTreeMap<String, (NodeState, u32)>,
+    },
     /// A probe of `node` was acked after `rtt`, with the peer's ack
     /// payload (serf's coordinates).
     PingComplete {
@@ -129,6 +135,9 @@ pub struct Stats {
     /// Members our own suspicion timers declared dead.
     pub suspicion_timeouts: u64,
     pub refutations: u64,
+    /// Suspicions or deaths of ours at an older incarnation, answered by
+    /// gossiping our current alive again (the accuser missed it).
+    pub stale_accusations_answered: u64,
     /// Suspect/dead about members we don't know.
     pub unknown_member_messages: u64,
     /// Alive/suspect/dead at an incarnation older than (or, for alive,
