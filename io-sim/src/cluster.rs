@@ -95,6 +95,10 @@ pub struct ClusterConfig {
     pub forget_sessions_on_takeover: bool,
     /// Servers also run gossip (`crate::gossip`), joining each other.
     pub gossip: bool,
+    /// Client agents (with gossip on): nodes that run gossip only, with
+    /// Consul's client tags, joining the servers; the leader registers
+    /// them in the catalog from its member list.
+    pub agents: u64,
     /// Broken on purpose (the teeth test): transactions apply their first
     /// operation only.
     pub partial_txns: bool,
@@ -163,10 +167,20 @@ struct Slot {
     paused: AtomicBool,
 }
 
+/// A client agent: gossip, nothing on disk.
+struct AgentSlot {
+    node: madsim::runtime::NodeHandle,
+    members: crate::gossip::MemberView,
+    control: crate::gossip::Control,
+    up: AtomicBool,
+    paused: AtomicBool,
+}
+
 pub struct Cluster {
     handle: Handle,
     config: ClusterConfig,
     slots: BTreeMap<u64, Slot>,
+    agents: BTreeMap<u64, AgentSlot>,
     trace: Trace,
     observations: Arc<Mutex<Observations>>,
     expiries: Arc<AtomicU64>,
@@ -175,6 +189,58 @@ pub struct Cluster {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Creates client agent `id`'s node: its gossip joins every server.
+fn start_agent(
+    handle: &Handle,
+    config: &ClusterConfig,
+    id: u64,
+    trace: &Trace,
+    failures: &Arc<AtomicU64>,
+) -> AgentSlot {
+    let members = crate::gossip::MemberView::default();
+    let control = crate::gossip::Control::default();
+    let peers: Vec<_> = (1..=config.size).map(crate::gossip::addr).collect();
+    let node_clock = config.clocks.get(&id).copied();
+    let init = {
+        let (members, control, trace, failures) = (
+            Arc::clone(&members),
+            control.clone(),
+            trace.clone(),
+            Arc::clone(failures),
+        );
+        move || {
+            use madsim::rand::Rng;
+            trace.record(id, "start");
+            let setup = crate::gossip::Setup {
+                id,
+                config: crate::gossip::client_config(),
+                peers: peers.clone(),
+                view: Arc::clone(&members),
+                control: control.clone(),
+                trace: trace.clone(),
+                failures: Arc::clone(&failures),
+            };
+            clock::with_clock(
+                node_clock,
+                crate::gossip::run(setup, madsim::rand::thread_rng().gen()),
+            )
+        }
+    };
+    let node = handle
+        .create_node()
+        .name(crate::gossip::name(id))
+        .ip(net::ip(id))
+        .init(init)
+        .build();
+    AgentSlot {
+        node,
+        members,
+        control,
+        up: AtomicBool::new(true),
+        paused: AtomicBool::new(false),
+    }
 }
 
 fn raft_config(config: &ClusterConfig) -> Arc<openraft::Config> {
@@ -269,10 +335,20 @@ impl Cluster {
                 },
             );
         }
+        let agents = (1..=config.agents)
+            .map(crate::gossip::agent_id)
+            .map(|id| {
+                (
+                    id,
+                    start_agent(&handle, &config, id, &trace, &gossip_failures),
+                )
+            })
+            .collect();
         Cluster {
             handle,
             config,
             slots,
+            agents,
             trace,
             observations,
             expiries,
@@ -300,8 +376,82 @@ impl Cluster {
         &self.slots[&id].disk
     }
 
+    /// madsim's id of node `id` (a server or a client agent).
     pub fn madsim_id(&self, id: u64) -> madsim::task::NodeId {
-        self.slots[&id].node.id()
+        match self.slots.get(&id) {
+            Some(slot) => slot.node.id(),
+            None => self.agents[&id].node.id(),
+        }
+    }
+
+    /// The client agents' node ids (`gossip::agent_id`).
+    pub fn agent_ids(&self) -> Vec<u64> {
+        self.agents.keys().copied().collect()
+    }
+
+    pub fn is_agent_up(&self, id: u64) -> bool {
+        self.agents[&id].up.load(SeqCst)
+    }
+
+    /// Kills client agent `id` (its process: gossip stops answering).
+    pub fn kill_agent(&self, id: u64) {
+        let agent = &self.agents[&id];
+        if !agent.up.swap(false, SeqCst) {
+            return;
+        }
+        self.handle.kill(agent.node.id());
+        agent.paused.store(false, SeqCst);
+        lock(&agent.members).clear();
+        self.trace
+            .record(0, format!("kill {}", crate::gossip::name(id)));
+    }
+
+    /// Starts a killed client agent again; it joins the servers anew.
+    pub fn restart_agent(&self, id: u64) {
+        let agent = &self.agents[&id];
+        if agent.up.swap(true, SeqCst) {
+            return;
+        }
+        self.handle.restart(agent.node.id());
+        self.trace
+            .record(0, format!("restart {}", crate::gossip::name(id)));
+    }
+
+    /// Client agent `id` leaves the pool gracefully (`consul leave`): its
+    /// leave is gossiped and its gossip stops; the process stays until
+    /// [`Cluster::kill_agent`]. False if its gossip does not run.
+    pub fn leave_agent(&self, id: u64) -> bool {
+        let agent = &self.agents[&id];
+        if !agent.up.load(SeqCst) || agent.paused.load(SeqCst) {
+            return false;
+        }
+        let asked = agent.control.leave();
+        if asked {
+            self.trace
+                .record(0, format!("leave {}", crate::gossip::name(id)));
+        }
+        asked
+    }
+
+    /// Stops running client agent `id`'s tasks for a while (a stall).
+    pub fn pause_agent(&self, id: u64) {
+        let agent = &self.agents[&id];
+        if !agent.up.load(SeqCst) || agent.paused.swap(true, SeqCst) {
+            return;
+        }
+        self.handle.pause(agent.node.id());
+        self.trace
+            .record(0, format!("pause {}", crate::gossip::name(id)));
+    }
+
+    pub fn resume_agent(&self, id: u64) {
+        let agent = &self.agents[&id];
+        if !agent.paused.swap(false, SeqCst) {
+            return;
+        }
+        self.handle.resume(agent.node.id());
+        self.trace
+            .record(0, format!("resume {}", crate::gossip::name(id)));
     }
 
     fn live(&self, id: u64) -> Option<Live> {
@@ -508,11 +658,22 @@ impl Cluster {
             .map_err(|_| "not the leader (no leader duties)".to_owned())
     }
 
-    /// What server `id`'s gossip member list shows; `None` while it is
-    /// down.
+    /// What node `id`'s gossip member list shows (a server's or a client
+    /// agent's); `None` while it is down.
     pub fn members(&self, id: u64) -> Option<Vec<(String, tribune_core::gossip::MemberStatus)>> {
-        self.live(id)?;
-        let members = lock(&self.slots[&id].members);
+        let view = match self.agents.get(&id) {
+            Some(agent) => {
+                if !agent.up.load(SeqCst) {
+                    return None;
+                }
+                &agent.members
+            }
+            None => {
+                self.live(id)?;
+                &self.slots[&id].members
+            }
+        };
+        let members = lock(view);
         Some(members.iter().map(|m| (m.name.clone(), m.status)).collect())
     }
 
@@ -810,14 +971,18 @@ async fn run_node(
             .filter(|other| **other != id)
             .map(|other| crate::gossip::addr(*other))
             .collect();
-        madsim::task::spawn(clock::inherit(crate::gossip::run(
+        let setup = crate::gossip::Setup {
             id,
-            crate::gossip::sim_config(),
+            config: crate::gossip::sim_config(),
             peers,
-            Arc::clone(&members),
-            trace.clone(),
+            view: Arc::clone(&members),
+            control: crate::gossip::Control::default(),
+            trace: trace.clone(),
+            failures: Arc::clone(&settings.gossip_failures),
+        };
+        madsim::task::spawn(clock::inherit(crate::gossip::run(
+            setup,
             madsim::rand::thread_rng().gen(),
-            Arc::clone(&settings.gossip_failures),
         )));
     }
     let store = Arc::new(ServerStore::new(

@@ -37,18 +37,63 @@ const STREAM_TAG: u64 = 3;
 /// How often a node that joined nobody tries again.
 const RETRY_JOIN: Duration = Duration::from_secs(2);
 
-/// Server `id`'s gossip address.
+/// Client agents' ids start here (agent `k` is node `AGENT_BASE + k`,
+/// at `10.0.1.k`); servers' ids are below.
+pub const AGENT_BASE: u64 = 256;
+
+/// Client agent `k`'s node id.
+pub fn agent_id(k: u64) -> u64 {
+    AGENT_BASE + k
+}
+
+/// Node `id`'s gossip address.
 pub fn addr(id: u64) -> SocketAddr {
     SocketAddr::new(crate::net::ip(id), GOSSIP_PORT)
 }
 
-/// The gossip name of server `id`.
+/// The gossip (and catalog) name of node `id`: `server-<id>` for a
+/// server, `agent-<k>` for client agent `k`.
 pub fn name(id: u64) -> String {
-    format!("server-{id}")
+    match id.checked_sub(AGENT_BASE) {
+        Some(k) if k > 0 => format!("agent-{k}"),
+        _ => format!("server-{id}"),
+    }
 }
 
 /// What a node's member list shows, in name order.
 pub type MemberView = Arc<Mutex<Vec<SerfMember>>>;
+
+/// A way into a node's running gossip from outside (the test): each
+/// incarnation installs its own, so a request never reaches a later one.
+#[derive(Clone, Default)]
+pub struct Control(Arc<Mutex<Option<mpsc::UnboundedSender<Input>>>>);
+
+impl Control {
+    /// Asks the running incarnation to leave the pool gracefully (serf's
+    /// `Leave`) and stop once the leave has propagated; false if none
+    /// runs.
+    pub fn leave(&self) -> bool {
+        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sender
+            .as_ref()
+            .is_some_and(|s| s.send(Input::Leave).is_ok())
+    }
+}
+
+/// What a node's gossip runs with.
+pub struct Setup {
+    /// The node's id (its name and address follow from it).
+    pub id: u64,
+    pub config: SerfConfig,
+    /// Where it joins, retrying every 2 s until one answers.
+    pub peers: Vec<SocketAddr>,
+    /// Where its member list is published.
+    pub view: MemberView,
+    pub control: Control,
+    pub trace: Trace,
+    /// Counts the members it declares failed.
+    pub failures: Arc<AtomicU64>,
+}
 
 /// The datacenter the simulated servers announce.
 pub const DATACENTER: &str = "dc1";
@@ -61,13 +106,25 @@ pub const DATACENTER: &str = "dc1";
 /// liveness bound. The tags are a Consul server's (`role`, `dc`, `port`),
 /// which the leader's reconciliation reads.
 pub fn sim_config() -> SerfConfig {
-    use tribune_core::reconcile::{DATACENTER_TAG, PORT_TAG, ROLE_TAG, SERVER_ROLE};
-    let mut config = SerfConfig::lan();
-    config.tags.insert(ROLE_TAG.into(), SERVER_ROLE.into());
-    config.tags.insert(DATACENTER_TAG.into(), DATACENTER.into());
+    use tribune_core::reconcile::{PORT_TAG, SERVER_ROLE};
+    let mut config = agent_config(SERVER_ROLE);
     config
         .tags
         .insert(PORT_TAG.into(), crate::net::PORT.to_string());
+    config
+}
+
+/// A client agent's: the same settings with Consul's client tags
+/// (`role=node`, `dc`).
+pub fn client_config() -> SerfConfig {
+    agent_config(tribune_core::reconcile::CLIENT_ROLE)
+}
+
+fn agent_config(role: &str) -> SerfConfig {
+    use tribune_core::reconcile::{DATACENTER_TAG, ROLE_TAG};
+    let mut config = SerfConfig::lan();
+    config.tags.insert(ROLE_TAG.into(), role.into());
+    config.tags.insert(DATACENTER_TAG.into(), DATACENTER.into());
     config.memberlist = tribune_core::gossip::Config::local();
     config.reconnect_interval = tribune_core::time::Duration::from_secs(2);
     config
@@ -84,6 +141,8 @@ struct StreamAnswer {
 }
 
 enum Input {
+    /// Leave gracefully, then stop (the agent's process exits).
+    Leave,
     Packet(Vec<u8>, SocketAddr),
     Stream {
         call: u64,
@@ -114,19 +173,21 @@ struct Driver {
     /// When to try joining again (no join has succeeded yet).
     retry_join_at: Option<Instant>,
     tcp_timeout: Duration,
+    /// The graceful leave finished: the node stops.
+    left: bool,
 }
 
-/// Runs server `id`'s gossip until the node dies, joining through
-/// `peers`.
-pub async fn run(
-    id: u64,
-    config: SerfConfig,
-    peers: Vec<SocketAddr>,
-    view: MemberView,
-    trace: Trace,
-    seed: u64,
-    failures: Arc<AtomicU64>,
-) {
+/// Runs node `id`'s gossip until the node dies or has left.
+pub async fn run(setup: Setup, seed: u64) {
+    let Setup {
+        id,
+        config,
+        peers,
+        view,
+        control,
+        trace,
+        failures,
+    } = setup;
     let endpoint = Arc::new(
         Endpoint::bind(("0.0.0.0", GOSSIP_PORT))
             .await
@@ -134,6 +195,7 @@ pub async fn run(
     );
     let (inputs, mut received) = mpsc::unbounded_channel();
     spawn_receivers(&endpoint, &inputs);
+    *control.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(inputs.clone());
     let tcp_timeout = Duration::from_nanos(config.memberlist.tcp_timeout.as_nanos());
     let serf = Serf::new(now(), config, name(id), addr(id), seed).expect("valid serf config");
     let mut driver = Driver {
@@ -148,10 +210,15 @@ pub async fn run(
         peers,
         retry_join_at: Some(now()),
         tcp_timeout,
+        left: false,
     };
     loop {
         driver.join_if_due();
         driver.drain().await;
+        if driver.left {
+            driver.trace.record(id, "gossip: left, stopping");
+            return;
+        }
         let wake = [driver.serf.poll_timeout(), driver.retry_join_at]
             .into_iter()
             .flatten()
@@ -224,6 +291,12 @@ impl Driver {
     async fn on_input(&mut self, input: Input) {
         let now = now();
         match input {
+            Input::Leave => {
+                self.retry_join_at = None;
+                if let Err(e) = self.serf.leave(now) {
+                    self.trace.record(self.id, format!("gossip: leave: {e}"));
+                }
+            }
             Input::Packet(bytes, from) => {
                 // Bad input is dropped (counted by the real shell).
                 if let Ok(decoded) = decode_packet_with(&bytes, &Inbound::new("", None)) {
@@ -262,21 +335,26 @@ impl Driver {
     }
 
     async fn drain(&mut self) {
-        let mut changed = false;
         while let Some(out) = self.serf.poll() {
             match out {
-                SerfOutput::Event(event) => changed |= self.on_event(event),
+                SerfOutput::Event(event) => self.on_event(event),
                 SerfOutput::Memberlist(output) => self.on_output(output).await,
             }
         }
-        if changed {
-            *self.view.lock().unwrap_or_else(|p| p.into_inner()) =
-                self.serf.members().cloned().collect();
+        self.publish();
+    }
+
+    /// Publishes the member list when it differs from the published one. Not only after events: a join intent moves
+    /// a member from leaving back to alive without one (as in serf).
+    fn publish(&self) {
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        if !view.iter().eq(self.serf.members()) {
+            *view = self.serf.members().cloned().collect();
         }
     }
 
-    /// Traces a membership event; true if the member list changed.
-    fn on_event(&mut self, event: SerfEvent) -> bool {
+    /// Traces a membership event.
+    fn on_event(&mut self, event: SerfEvent) {
         let (what, member) = match &event {
             SerfEvent::MemberJoin(m) => ("join", m),
             SerfEvent::MemberFailed(m) => {
@@ -289,13 +367,16 @@ impl Driver {
                 if *joined > 0 {
                     self.retry_join_at = None;
                 }
-                return false;
+                return;
             }
-            _ => return false,
+            SerfEvent::LeaveFinished => {
+                self.left = true;
+                return;
+            }
+            _ => return,
         };
         self.trace
             .record(self.id, format!("gossip: {} {what}", member.name));
-        true
     }
 
     async fn on_output(&mut self, output: Output) {

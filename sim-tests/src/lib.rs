@@ -12,6 +12,7 @@
 //! | [`txn_atomicity`] | a transaction that saw one write of another transaction sees its other writes too |
 //! | [`replica_state`] | replicas at the same applied index have the same state |
 //! | [`membership`] | after faults heal, every running member lists every running member alive |
+//! | [`node_health`] | the catalog agrees with converged gossip: alive members' nodes passing `serfHealth`, others reaped |
 //! | [`raft_safety`] | no two nodes apply different entries at one index; votes never go back; one leader per term (standard leader ids) |
 //!
 //! Data flow for linearizability:
@@ -28,6 +29,7 @@ pub mod index_monotonic;
 pub mod linearizability;
 pub mod lock_exclusivity;
 pub mod membership;
+pub mod node_health;
 pub mod raft_safety;
 pub mod replica_state;
 pub mod txn_atomicity;

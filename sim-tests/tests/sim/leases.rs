@@ -8,11 +8,13 @@
 //! critical, as the leader writes it when gossip declares the node
 //! failed, which invalidates the session).
 //!
-//! With gossip on, the leader's reconciliation reaps catalog nodes with a
-//! `serfHealth` check that are not gossip members (as Consul's does), so
-//! lease clients bind their sessions to a server's node instead, whose
-//! `serfHealth` the leader writes from gossip: a server that gossip
-//! declares failed invalidates them.
+//! With gossip on, lease clients are what a Consul user runs next to a
+//! client agent: each binds its sessions to an agent's node, which the
+//! leader registers from its member list (a lease node outside the pool
+//! would be reaped, as Consul's reconciliation does), and whose
+//! `serfHealth` it writes from gossip: an agent that gossip declares
+//! failed (killed, isolated, stalled) or that leaves invalidates them.
+//! Their node fails only when the nemesis says so.
 //!
 //! A client believes it holds the lock from the acquire's acknowledgement
 //! (confirmed by a linearizable read that shows its session as holder,
@@ -54,10 +56,10 @@ fn lease_node(n: u64, status: CheckStatus) -> Registration {
 
 struct LeaseClient {
     n: u64,
-    /// With gossip, the server whose node (and `serfHealth`, which the
-    /// leader writes from gossip) the sessions are bound to; without,
+    /// With gossip, the client agent whose node (and `serfHealth`, which
+    /// the leader writes from gossip) the sessions are bound to; without,
     /// the client's own node.
-    server: Option<u64>,
+    agent: Option<u64>,
     ttl: Duration,
     session: Option<SessionId>,
     /// (token, acknowledged at) of the hold this client believes in.
@@ -85,10 +87,10 @@ impl LeaseClient {
     /// `serfHealth`; one attempt of each. An unanswered create may leave
     /// a session behind: its TTL ends it.
     async fn create_session(&mut self, cluster: &Cluster, lock_delay: Duration) {
-        let node = match self.server {
+        let node = match self.agent {
             // Registered by the leader's reconciliation; a session on it
             // fails until then.
-            Some(server) => io_sim::gossip::name(server),
+            Some(agent) => io_sim::gossip::name(agent),
             None => {
                 let register =
                     Command::Register(Box::new(lease_node(self.n, CheckStatus::Passing)));
@@ -195,11 +197,11 @@ pub(crate) async fn lease_client(
     let ttl = Duration::from_millis(params.lease_ttl_ms);
     let lock_delay = Duration::from_millis(params.lease_lock_delay_ms);
     // With gossip, a lease node outside the pool would be reaped by the
-    // leader's reconciliation (as in Consul): bind to a server's node.
-    let server = params.gossip.then(|| 1 + rand_below(params.size));
+    // leader's reconciliation (as in Consul): bind to an agent's node.
+    let agent = (params.agents > 0).then(|| io_sim::gossip::agent_id(1 + (n - 1) % params.agents));
     let mut client = LeaseClient {
         n,
-        server,
+        agent,
         ttl,
         session: None,
         holding: None,
@@ -227,8 +229,8 @@ pub(crate) async fn lease_client(
                 madsim::time::sleep(3 * ttl).await;
                 client.renew(&cluster, &locks).await;
             }
-            // A server's node fails only when gossip says so.
-            _ if client.server.is_some() => client.renew(&cluster, &locks).await,
+            // An agent's node fails only when gossip says so.
+            _ if client.agent.is_some() => client.renew(&cluster, &locks).await,
             _ => {
                 let failed = lease_node(n, CheckStatus::Critical);
                 let outcome = cluster

@@ -14,6 +14,10 @@ pub(crate) struct Nemesis {
     clogged: BTreeSet<(u64, u64)>,
     paused_until: BTreeMap<u64, u64>,
     down_until: BTreeMap<u64, u64>,
+    /// Client agents stopped (killed, or gone after a graceful leave) and
+    /// paused, until when.
+    agents_down_until: BTreeMap<u64, u64>,
+    agents_paused_until: BTreeMap<u64, u64>,
     pub(crate) counts: BTreeMap<&'static str, u64>,
 }
 
@@ -51,6 +55,7 @@ impl Nemesis {
                 self.down_until.remove(&id);
             }
         }
+        self.agent_step(cluster, params, now);
         let dice = rand_below(100);
         let minority = (params.size - 1) / 2;
         let impaired = (self.paused_until.len() + self.down_until.len()) as u64;
@@ -151,6 +156,64 @@ impl Nemesis {
         }
     }
 
+    /// Client agents: back from earlier faults when due, then with the
+    /// seed's rate a new fault on one of them: killed for 0.5..4 s,
+    /// isolated from every other node (until the next heal), paused for
+    /// 0.2..3 s, or a graceful leave (`consul leave`) and a restart
+    /// 1..4 s later.
+    fn agent_step(&mut self, cluster: &Cluster, params: &Params, now: u64) {
+        for (id, until) in self.agents_paused_until.clone() {
+            if until <= now {
+                cluster.resume_agent(id);
+                self.agents_paused_until.remove(&id);
+            }
+        }
+        for (id, until) in self.agents_down_until.clone() {
+            if until <= now {
+                cluster.kill_agent(id);
+                cluster.restart_agent(id);
+                self.agents_down_until.remove(&id);
+            }
+        }
+        let agents = cluster.agent_ids();
+        if agents.is_empty() || rand_below(100) >= params.agent_fault_pct {
+            return;
+        }
+        let victim = agents[rand_below(agents.len() as u64) as usize];
+        if self.agents_down_until.contains_key(&victim)
+            || self.agents_paused_until.contains_key(&victim)
+        {
+            return;
+        }
+        let ms = |lo: u64, span: u64| now + (lo + rand_below(span)) * 1_000_000;
+        match rand_below(4) {
+            0 => {
+                cluster.kill_agent(victim);
+                self.agents_down_until.insert(victim, ms(500, 3_500));
+                self.count("agent-kill");
+            }
+            1 => {
+                let others = cluster.ids().into_iter().chain(agents.iter().copied());
+                for other in others {
+                    self.clog(cluster, victim, other);
+                    self.clog(cluster, other, victim);
+                }
+                self.count("agent-isolate");
+            }
+            2 => {
+                cluster.pause_agent(victim);
+                self.agents_paused_until.insert(victim, ms(200, 2_800));
+                self.count("agent-pause");
+            }
+            _ => {
+                if cluster.leave_agent(victim) {
+                    self.agents_down_until.insert(victim, ms(1_000, 3_000));
+                    self.count("agent-leave");
+                }
+            }
+        }
+    }
+
     /// The service manager: a server whose Raft stopped on a fault
     /// exits (the daemon's policy), and is started again from its disk
     /// a moment later.
@@ -178,6 +241,13 @@ impl Nemesis {
         }
         for id in std::mem::take(&mut self.down_until).into_keys() {
             cluster.restart(id);
+        }
+        for id in std::mem::take(&mut self.agents_paused_until).into_keys() {
+            cluster.resume_agent(id);
+        }
+        for id in std::mem::take(&mut self.agents_down_until).into_keys() {
+            cluster.kill_agent(id);
+            cluster.restart_agent(id);
         }
     }
 }

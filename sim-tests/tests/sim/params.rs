@@ -57,6 +57,13 @@ pub struct Params {
     /// Servers run gossip too; after healing, their member lists must
     /// converge.
     pub gossip: bool,
+    /// Client agents (with gossip): gossip-only nodes the leader
+    /// registers in the catalog, to whose nodes the lease clients bind
+    /// their sessions.
+    pub agents: u64,
+    /// Nemesis steps (out of 100, drawn apart from the server faults)
+    /// that kill, isolate, pause or gracefully remove a client agent.
+    pub agent_fault_pct: u64,
     pub disk: DiskConfig,
     pub read_mode: ReadMode,
     pub allow_log_reversion: bool,
@@ -70,6 +77,9 @@ pub struct Params {
     pub kill_pct: u64,
     pub pause_pct: u64,
     pub safety: Duration,
+    /// Added to the safety phase of gossip seeds, so that gossip has
+    /// time to declare members failed under the faults.
+    pub gossip_time: Duration,
     pub liveness_bound: Duration,
 }
 
@@ -100,6 +110,18 @@ impl Params {
         let lease_ttl_ms = 150 + third.below(500);
         let lease_lock_delay_ms = [0, 0, 50, 250][third.below(4) as usize];
         let gossip = third.percent(50);
+        // Client agents: a fourth stream, so that the third keeps its
+        // draws.
+        let mut fourth = generate::Rng::new(seed ^ 0x00a9_e275_c11e_2275);
+        let agents = if gossip { 1 + fourth.below(3) } else { 0 };
+        let agent_fault_pct = [0, 15, 30][fourth.below(3) as usize];
+        // Gossip declares a dead member failed after 1..4 s (probe every
+        // second, then suspicion): give gossip seeds time for it.
+        let gossip_time = if gossip {
+            Duration::from_millis(2_000 + fourth.below(3_000))
+        } else {
+            Duration::ZERO
+        };
         Params {
             seed,
             size,
@@ -123,6 +145,8 @@ impl Params {
             forget_sessions_on_takeover: false,
             partial_txns: false,
             gossip,
+            agents,
+            agent_fault_pct,
             disk: DiskConfig {
                 latency_min: Duration::from_millis(disk_min),
                 latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -140,6 +164,7 @@ impl Params {
             kill_pct: rng.below(25),
             pause_pct: rng.below(15),
             safety: Duration::from_millis(2_000 + rng.below(2_000)),
+            gossip_time,
             liveness_bound: Duration::from_secs(20),
         }
     }
@@ -174,6 +199,9 @@ impl Params {
         self.catalog_pct = 0;
         self.leases = 0;
         self.gossip = false;
+        self.agents = 0;
+        self.agent_fault_pct = 0;
+        self.gossip_time = Duration::ZERO;
         self.disk.read_corruption_ppm = 0;
         self
     }
@@ -199,7 +227,7 @@ impl Run {
         format!(
             "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
              snapshots every {:?} entries, voter changes {}%, txns {}%, locks {}%, \
-             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {}, \
+             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {} ({} agents, {}% agent faults), \
              {} ops ({} acked writes), \
              faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
             self.params.seed,
@@ -218,6 +246,8 @@ impl Run {
             self.params.leases,
             self.params.lease_ttl_ms,
             self.params.gossip,
+            self.params.agents,
+            self.params.agent_fault_pct,
             self.operations,
             self.acked_writes,
             self.faults,

@@ -7,10 +7,10 @@ use sim_tests::history::{Event, EventType, Function, History};
 use sim_tests::index_monotonic;
 use sim_tests::linearizability;
 use sim_tests::lock_exclusivity::{self, Exclusivity};
-use sim_tests::membership;
 use sim_tests::raft_safety::{self, AppliedEntry, VoteSeen};
 use sim_tests::replica_state::{self, ReplicaSample};
 use sim_tests::txn_atomicity;
+use sim_tests::{membership, node_health};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,6 +47,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         logs_kept_after_snapshot: params.logs_kept_after_snapshot,
         forget_sessions_on_takeover: params.forget_sessions_on_takeover,
         gossip: params.gossip,
+        agents: params.agents,
         partial_txns: params.partial_txns,
     };
     let cluster = Arc::new(Cluster::new(config, trace.clone()));
@@ -81,7 +82,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
 
     // Safety phase.
     let mut nemesis = Nemesis::default();
-    let safety_end = now_ns() + params.safety.as_nanos() as u64;
+    let safety_end = now_ns() + (params.safety + params.gossip_time).as_nanos() as u64;
     let mut step = 0;
     while now_ns() < safety_end {
         let (lo, hi) = params.step_ms;
@@ -187,15 +188,6 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
             &cluster,
             &acked_values(&history.lock().unwrap().events),
         ));
-        if params.gossip {
-            if let Err(left) = members_converge(&cluster, deadline).await {
-                violations.push(format!(
-                    "liveness: gossip members did not converge within {:?} of virtual time \
-                     after healing: {left}",
-                    params.liveness_bound
-                ));
-            }
-        }
         // Sessions whose clients are gone end by their TTL.
         if let Err(left) = crate::leases::leases_ended(&cluster, deadline).await {
             violations.push(format!(
@@ -203,6 +195,25 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
                  healing: {left}",
                 params.liveness_bound
             ));
+        }
+        // Gossip's own bound: a member that missed the broadcasts of a
+        // change learns it from a push/pull (every 15 s in memberlist's
+        // Local preset), so convergence may take two rounds past the
+        // liveness bound.
+        let gossip_bound = params.liveness_bound + 2 * gossip_push_pull();
+        let gossip_deadline = healed_at + gossip_bound.as_nanos() as u64;
+        if params.gossip {
+            if let Err(left) = members_converge(&cluster, gossip_deadline).await {
+                violations.push(format!(
+                    "liveness: gossip members did not converge within {gossip_bound:?} of \
+                     virtual time after healing: {left}"
+                ));
+            } else if let Err(left) = catalog_converges(&cluster, gossip_deadline).await {
+                violations.push(format!(
+                    "liveness: the catalog did not follow gossip within {gossip_bound:?} of \
+                     virtual time after healing: {left}"
+                ));
+            }
         }
     }
     let (votes, applied, mut samples) = observed(&cluster);
@@ -275,15 +286,29 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     }
 }
 
-/// Polls every server's gossip member list until all list all servers
-/// alive (`membership::check`), or `deadline` (virtual ns) passes: the
-/// last disagreement.
+/// memberlist's push/pull interval in the simulated nodes' preset.
+fn gossip_push_pull() -> Duration {
+    let interval = io_sim::gossip::sim_config().memberlist.push_pull_interval;
+    Duration::from_nanos(interval.as_nanos())
+}
+
+/// Every gossiping node: the servers and the client agents.
+fn gossip_nodes(cluster: &Cluster) -> Vec<u64> {
+    let mut nodes = cluster.ids();
+    nodes.extend(cluster.agent_ids());
+    nodes
+}
+
+/// Polls every node's gossip member list (servers' and client agents')
+/// until all list all nodes alive (`membership::check`), or `deadline`
+/// (virtual ns) passes: the last disagreement.
 pub(crate) async fn members_converge(cluster: &Cluster, deadline: u64) -> Result<(), String> {
     let mut last = String::from("no server was up");
+    let nodes = gossip_nodes(cluster);
     while now_ns() < deadline {
-        let views: BTreeMap<String, membership::View> = cluster
-            .ids()
-            .into_iter()
+        let views: BTreeMap<String, membership::View> = nodes
+            .iter()
+            .copied()
             .filter_map(|id| {
                 let view = cluster.members(id)?;
                 let view = view
@@ -293,15 +318,50 @@ pub(crate) async fn members_converge(cluster: &Cluster, deadline: u64) -> Result
                 Some((io_sim::gossip::name(id), view))
             })
             .collect();
-        if views.len() == cluster.ids().len() {
+        if views.len() == nodes.len() {
             match membership::check(&views) {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e.to_string(),
             }
         } else {
-            last = format!("{} of {} servers up", views.len(), cluster.ids().len());
+            last = format!("{} of {} nodes up", views.len(), nodes.len());
         }
         madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+/// Once every node is alive in gossip: polls the leader's catalog (a
+/// linearizable read) until it agrees with the pool (`node_health`: each
+/// node passing its `serfHealth`, no other node with one), or `deadline`
+/// (virtual ns) passes: the last disagreement.
+pub(crate) async fn catalog_converges(cluster: &Cluster, deadline: u64) -> Result<(), String> {
+    use tribune_core::agent::SERF_HEALTH_CHECK_ID;
+    let alive: BTreeSet<String> = gossip_nodes(cluster)
+        .into_iter()
+        .map(io_sim::gossip::name)
+        .collect();
+    let mut last = String::from("no leader answered");
+    while now_ns() < deadline {
+        madsim::time::sleep(Duration::from_millis(100)).await;
+        let Some(leader) = cluster.leader() else {
+            continue;
+        };
+        let read = cluster.read_fsm(leader, READ_TIMEOUT, |fsm| {
+            fsm.catalog
+                .checks
+                .iter()
+                .filter(|((_, id), _)| id == SERF_HEALTH_CHECK_ID)
+                .map(|((node, _), check)| (node.clone(), check.status.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        });
+        match read.await {
+            Ok(health) => match node_health::check(&alive, &health) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = format!("leader read failed: {e}"),
+        }
     }
     Err(last)
 }

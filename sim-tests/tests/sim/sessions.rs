@@ -13,8 +13,13 @@ use crate::workload::{client_node, WRITE_TIMEOUT};
 
 const TTL: Duration = Duration::from_millis(500);
 
-/// A quiet 3-server cluster (no faults), for step-by-step tests.
-pub(crate) fn config(forget_sessions_on_takeover: bool, gossip: bool) -> ClusterConfig {
+/// A quiet 3-server cluster (no faults), for step-by-step tests; with
+/// gossip, `agents` client agents too.
+pub(crate) fn config(
+    forget_sessions_on_takeover: bool,
+    gossip: bool,
+    agents: u64,
+) -> ClusterConfig {
     ClusterConfig {
         size: 3,
         disk: DiskConfig {
@@ -35,6 +40,7 @@ pub(crate) fn config(forget_sessions_on_takeover: bool, gossip: bool) -> Cluster
         logs_kept_after_snapshot: 0,
         forget_sessions_on_takeover,
         gossip,
+        agents,
         partial_txns: false,
     }
 }
@@ -116,7 +122,10 @@ const SETTLE: Duration = Duration::from_millis(200);
 fn run(forget_sessions_on_takeover: bool) -> bool {
     let runtime = madsim::runtime::Runtime::with_seed_and_config(7, madsim::Config::default());
     runtime.block_on(async move {
-        let cluster = Cluster::new(config(forget_sessions_on_takeover, false), Trace::default());
+        let cluster = Cluster::new(
+            config(forget_sessions_on_takeover, false, 0),
+            Trace::default(),
+        );
         cluster.initialize().await;
         let register = Command::Register(Box::new(client_node(None)));
         assert_eq!(write(&cluster, register).await, CommandResult::Done);
@@ -190,10 +199,10 @@ fn in_virtual(d: Duration) -> u64 {
     crate::workload::now_ns() + d.as_nanos() as u64
 }
 
-/// A quiet 3-server cluster whose servers gossip, once every member list
-/// shows every server alive.
-async fn gossiping_cluster() -> Cluster {
-    let cluster = Cluster::new(config(false, true), Trace::default());
+/// A quiet 3-server cluster whose servers (and `agents` client agents)
+/// gossip, once every member list shows every node alive.
+async fn gossiping_cluster(agents: u64) -> Cluster {
+    let cluster = Cluster::new(config(false, true, agents), Trace::default());
     cluster.initialize().await;
     crate::scenario::members_converge(&cluster, in_virtual(Duration::from_secs(10)))
         .await
@@ -210,7 +219,7 @@ fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
     use tribune_core::gossip::MemberStatus;
     let runtime = madsim::runtime::Runtime::with_seed_and_config(3, madsim::Config::default());
     runtime.block_on(async move {
-        let cluster = gossiping_cluster().await;
+        let cluster = gossiping_cluster(0).await;
         let until = in_virtual(Duration::from_secs(15));
         cluster.kill(3);
         let failed_everywhere = || {
@@ -238,6 +247,43 @@ fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
     });
 }
 
+/// Server `id`'s `serfHealth` status for `node`, as its store has it.
+fn serf_health(
+    cluster: &Cluster,
+    id: u64,
+    node: &str,
+) -> Option<tribune_core::catalog::CheckStatus> {
+    let key = (
+        node.to_owned(),
+        tribune_core::agent::SERF_HEALTH_CHECK_ID.to_owned(),
+    );
+    cluster
+        .store_fsm(id, move |fsm| {
+            fsm.catalog.checks.get(&key).map(|check| check.status)
+        })
+        .flatten()
+}
+
+/// Polls every 100 ms of virtual time until `done` holds; panics with
+/// `what()` after `within`.
+async fn wait_for(within: Duration, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let until = in_virtual(within);
+    while !done() {
+        assert!(crate::workload::now_ns() < until, "{}", what());
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a session on `node`'s `serfHealth` (no TTL) and takes the
+/// lock with it.
+async fn lock_on_node(cluster: &Cluster, node: &str) -> SessionId {
+    use tribune_core::agent::SERF_HEALTH_CHECK_ID;
+    let session =
+        create_session_on(cluster, node, node, &[SERF_HEALTH_CHECK_ID], Duration::ZERO).await;
+    acquire(cluster, session).await;
+    session
+}
+
 /// Consul's node-failure path end to end on simulated servers: gossip
 /// declares a killed server failed, the leader's reconciliation writes its
 /// `serfHealth` critical, and the session bound to that check is
@@ -245,57 +291,130 @@ fn gossip_members_meet_see_a_killed_server_fail_and_take_it_back() {
 #[test]
 fn a_server_that_gossip_declares_failed_loses_its_sessions_and_locks() {
     use io_sim::gossip::name;
-    use tribune_core::agent::SERF_HEALTH_CHECK_ID;
     use tribune_core::catalog::CheckStatus;
     let runtime = madsim::runtime::Runtime::with_seed_and_config(5, madsim::Config::default());
     runtime.block_on(async move {
-        let cluster = gossiping_cluster().await;
-        let now = crate::workload::now_ns;
+        let cluster = gossiping_cluster(0).await;
         let leader = cluster.leader().expect("a leader");
         let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-        let health = |id: u64| {
-            cluster
-                .store_fsm(id, move |fsm| {
-                    let key = (name(victim), SERF_HEALTH_CHECK_ID.to_owned());
-                    fsm.catalog.checks.get(&key).map(|check| check.status)
-                })
-                .flatten()
-        };
-        let until = in_virtual(Duration::from_secs(10));
-        while health(leader) != Some(CheckStatus::Passing) {
-            assert!(
-                now() < until,
-                "the leader never registered {}",
-                name(victim)
-            );
-            madsim::time::sleep(Duration::from_millis(100)).await;
-        }
-        let session = create_session_on(
-            &cluster,
-            "on-victim",
-            &name(victim),
-            &[SERF_HEALTH_CHECK_ID],
-            Duration::ZERO,
+        let health = |id: u64| serf_health(&cluster, id, &name(victim));
+        wait_for(
+            Duration::from_secs(10),
+            || health(leader) == Some(CheckStatus::Passing),
+            || format!("the leader never registered {}", name(victim)),
         )
         .await;
-        acquire(&cluster, session).await;
+        let session = lock_on_node(&cluster, &name(victim)).await;
         cluster.kill(victim);
-        let until = in_virtual(Duration::from_secs(20));
-        loop {
-            let leader = cluster.leader().unwrap_or(leader);
-            if health(leader) == Some(CheckStatus::Critical)
-                && state(&cluster, leader, session) == (false, None)
-            {
-                break;
-            }
+        let leader_now = || cluster.leader().unwrap_or(leader);
+        wait_for(
+            Duration::from_secs(20),
+            || {
+                health(leader_now()) == Some(CheckStatus::Critical)
+                    && state(&cluster, leader_now(), session) == (false, None)
+            },
+            || {
+                format!(
+                    "{} still {:?}; session and lock: {:?}",
+                    name(victim),
+                    health(leader_now()),
+                    state(&cluster, leader_now(), session)
+                )
+            },
+        )
+        .await;
+    });
+}
+
+/// A client agent, as Consul users run one next to their application:
+/// the leader registers its node from gossip; a session bound to its
+/// `serfHealth` holds a lock; killed, the agent is declared failed, its
+/// check goes critical and the lock is released; restarted, it is
+/// passing again; leaving gracefully (`consul leave`), its node is
+/// deregistered, which destroys its sessions; started again, it rejoins.
+#[test]
+fn a_client_agent_that_fails_or_leaves_loses_its_sessions_and_locks() {
+    use io_sim::gossip::{agent_id, name};
+    use tribune_core::catalog::CheckStatus;
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(11, madsim::Config::default());
+    runtime.block_on(async move {
+        let cluster = gossiping_cluster(1).await;
+        let agent = agent_id(1);
+        let node = name(agent);
+        let leader = || cluster.leader().unwrap_or(1);
+        let health = || serf_health(&cluster, leader(), &node);
+        let registered = || {
+            cluster
+                .store_fsm(leader(), |fsm| fsm.catalog.nodes.contains_key(&node))
+                .unwrap_or(false)
+        };
+        let passing = || health() == Some(CheckStatus::Passing);
+        wait_for(Duration::from_secs(10), passing, || {
+            format!("{node} never registered passing: {:?}", health())
+        })
+        .await;
+
+        // Failure: killed, declared failed, its check critical, lock free.
+        let session = lock_on_node(&cluster, &node).await;
+        cluster.kill_agent(agent);
+        wait_for(
+            Duration::from_secs(20),
+            || {
+                health() == Some(CheckStatus::Critical)
+                    && state(&cluster, leader(), session) == (false, None)
+            },
+            || {
+                format!(
+                    "{node}: {:?}; session and lock: {:?}",
+                    health(),
+                    state(&cluster, leader(), session)
+                )
+            },
+        )
+        .await;
+        assert!(registered(), "a failed node stays in the catalog");
+
+        // Back: passing again, and a new session holds the lock.
+        cluster.restart_agent(agent);
+        wait_for(Duration::from_secs(20), passing, || {
+            format!("{node} not passing after its restart: {:?}", health())
+        })
+        .await;
+        let session = lock_on_node(&cluster, &node).await;
+
+        // A graceful leave: left in every server's list, deregistered,
+        // its session destroyed and the lock free.
+        assert!(cluster.leave_agent(agent), "the agent's gossip runs");
+        wait_for(
+            Duration::from_secs(20),
+            || !registered() && state(&cluster, leader(), session) == (false, None),
+            || {
+                format!(
+                    "{node} registered: {}; session and lock: {:?}",
+                    registered(),
+                    state(&cluster, leader(), session)
+                )
+            },
+        )
+        .await;
+        for id in cluster.ids() {
+            let view = cluster.members(id).expect("servers are up");
             assert!(
-                now() < until,
-                "{} still {:?}; session and lock: {:?}",
-                name(victim),
-                health(leader),
-                state(&cluster, leader, session)
+                view.iter()
+                    .any(|(m, status)| *m == node
+                        && *status == tribune_core::gossip::MemberStatus::Left),
+                "server {id} does not show {node} left: {view:?}"
             );
-            madsim::time::sleep(Duration::from_millis(100)).await;
         }
+
+        // Started again, it rejoins: alive everywhere and passing.
+        cluster.kill_agent(agent);
+        cluster.restart_agent(agent);
+        crate::scenario::members_converge(&cluster, in_virtual(Duration::from_secs(15)))
+            .await
+            .expect("the agent is alive everywhere again");
+        crate::scenario::catalog_converges(&cluster, in_virtual(Duration::from_secs(15)))
+            .await
+            .expect("the catalog follows");
     });
 }
