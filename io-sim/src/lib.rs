@@ -2,7 +2,8 @@
 //! daemon (io-tokio's `LogStore`, `StateMachine`), on madsim's virtual
 //! time, network and seeded randomness, plus the faults madsim lacks
 //! (a disk with latency that tears in-flight writes on crash), core's
-//! leader machine (`server`) and gossip (`gossip`) on every server.
+//! leader machine (`server`) and gossip (`gossip`) on every server, and
+//! client agents (gossip only) beside them.
 //!
 //! ```text
 //!  test driver (madsim main node) ──client_write / read──> server n (madsim node 10.0.0.n)
@@ -12,6 +13,7 @@
 //!                                                           ├─ leader duties (session TTLs, lock-delay, gossip → catalog)
 //!                                                           ├─ gossip: core Serf over madsim datagrams (optional)
 //!                                                           └─ net::serve <── madsim Endpoint ──> net::Network peers
+//!  client agent k (madsim node 10.0.1.k) ── gossip only (core Serf, client tags), joins the servers
 //! ```
 //!
 //! Compiled only with `--cfg madsim` (the workspace's .cargo/config.toml);

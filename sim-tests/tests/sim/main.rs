@@ -19,7 +19,8 @@
 //! acknowledged write in every server's log, lock holds (strict for
 //! sessions only their holder ends, fenced for leases: `leases.rs`),
 //! every TTL session expired after healing, and (when the seed runs
-//! gossip) every server's member list showing every server alive.
+//! gossip, on the servers and 1..3 client agents) every node's member list
+//! showing every node alive and the leader's catalog agreeing with it.
 //!
 //! - `cargo test -p sim-tests --test sim`: the CI budget of seeds;
 //! - `TRIBUNE_SIM_SEED=n cargo test -p sim-tests --test sim`: one seed,
