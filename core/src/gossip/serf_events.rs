@@ -127,7 +127,7 @@ impl Serf {
         };
         let rebroadcast = match msg {
             SerfMessage::Leave(leave) => self.handle_leave_intent(now, &leave),
-            SerfMessage::Join(join) => self.handle_join_intent(now, &join),
+            SerfMessage::Join(join) => self.handle_remote_join_intent(now, &join),
             SerfMessage::UserEvent(event) => self.handle_user_event(&event),
             SerfMessage::Query(query) => self.handle_query(now, query),
             SerfMessage::QueryResponse(response) => {
@@ -468,7 +468,7 @@ impl Serf {
         for (name, &ltime) in &pp.status_ltimes {
             if !left.contains(name) {
                 let node = name.clone();
-                self.handle_join_intent(now, &serf::Join { ltime, node });
+                self.handle_remote_join_intent(now, &serf::Join { ltime, node });
             }
         }
         if join && self.joins.iter().any(|b| b.ignore_old) {

@@ -174,6 +174,24 @@ impl Serf {
         }
     }
 
+    /// A join intent from a peer (gossiped, or a status time in its
+    /// push/pull). Unlike serf, one about ourselves newer than our own
+    /// status time is answered with a fresh join: a peer holds a status of
+    /// ours we did not announce, which may be the leave of an earlier life
+    /// of ours (a push/pull does not say which); until our join is newer,
+    /// nodes that took that leave keep us `leaving`. serf only refutes
+    /// leaves about itself that reach it as leaves.
+    pub(super) fn handle_remote_join_intent(&mut self, now: Instant, msg: &serf::Join) -> bool {
+        let own = (msg.node == self.local_name && self.state == SerfState::Alive)
+            .then(|| self.members.get(&msg.node).map_or(0, |s| s.status_ltime));
+        let news = self.handle_join_intent(now, msg);
+        if own.is_some_and(|ours| msg.ltime > ours) {
+            self.stats.refuted_status_times += 1;
+            self.broadcast_join(now, self.clock.time());
+        }
+        news
+    }
+
     /// Whether memberlist has `node` alive in a later life than the one
     /// `departed` says left.
     fn came_back(&self, node: &str, departed: Departed) -> bool {

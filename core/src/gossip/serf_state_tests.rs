@@ -436,6 +436,37 @@ fn serf_ignores_a_peers_left_record_of_a_members_earlier_life() {
     }
 }
 
+/// A peer holds a status time of ours newer than our own (say the leave
+/// of our earlier life, which a push/pull reports as a plain status time):
+/// we answer with a join newer still, so that nodes that took the leave
+/// take us back. Our own status time, heard back, changes nothing.
+#[test]
+fn serf_answers_a_newer_status_time_of_its_own_with_a_fresh_join() {
+    let mut s = new_serf(SerfConfig::lan());
+    let ours = s.local_push_pull().status_ltimes["me"];
+    let remote = |ltime| super::serf::PushPull {
+        ltime: 12,
+        status_ltimes: BTreeMap::from([("me".into(), ltime)]),
+        left_members: Vec::new(),
+        event_ltime: 1,
+        events: vec![None; 512],
+        query_ltime: 1,
+    };
+    let push_pull = |pp| PushPull {
+        join: false,
+        nodes: Vec::new(),
+        user_state: encode_serf(&SerfMessage::PushPull(pp)),
+    };
+    s.handle_push_pull(Instant(0), addr(2), push_pull(remote(ours)));
+    drain(&mut s);
+    assert_eq!(s.stats().refuted_status_times, 0);
+    s.handle_push_pull(Instant(0), addr(2), push_pull(remote(ours + 9)));
+    drain(&mut s);
+    assert_eq!(s.stats().refuted_status_times, 1);
+    assert!(s.local_push_pull().status_ltimes["me"] > ours + 9);
+    assert_eq!(status(&s, "me"), Some(MemberStatus::Alive));
+}
+
 /// A member taken for leaving comes back in a later life before this node
 /// saw it go: a restarted member announces its old incarnation before it
 /// refutes the record of its leave, or the leave's dead message was lost.

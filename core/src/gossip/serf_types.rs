@@ -280,6 +280,9 @@ pub struct SerfStats {
     pub stale_intents: u64,
     /// Leave intents about ourselves that we refuted with a join intent.
     pub refuted_leave_intents: u64,
+    /// Status times of ours newer than our own, heard from peers, answered
+    /// with a fresh join intent.
+    pub refuted_status_times: u64,
     /// Leaves learnt from a peer's push/pull about a member that has come
     /// back since (memberlist has it alive at a later incarnation than the
     /// peer's dead or left record), not applied.
