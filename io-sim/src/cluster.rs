@@ -95,6 +95,10 @@ pub struct ClusterConfig {
     pub forget_sessions_on_takeover: bool,
     /// Servers also run gossip (`crate::gossip`), joining each other.
     pub gossip: bool,
+    /// Spare servers (ids `size + 1 ..`): started with an empty disk but
+    /// outside the Raft cluster until [`Cluster::replace`] brings one in
+    /// for a server lost for good.
+    pub spares: u64,
     /// Client agents (with gossip on): nodes that run gossip only, with
     /// Consul's client tags, joining the servers; the leader registers
     /// them in the catalog from its member list.
@@ -165,6 +169,11 @@ struct Slot {
     members: crate::gossip::MemberView,
     up: AtomicBool,
     paused: AtomicBool,
+    /// Part of the cluster: the initial servers, and a spare once a
+    /// replacement brings it in.
+    member: AtomicBool,
+    /// Lost for good (its disk with it): replaced, never restarted.
+    retired: AtomicBool,
 }
 
 /// A client agent: gossip, nothing on disk.
@@ -189,6 +198,10 @@ pub struct Cluster {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn server_node(id: u64) -> ServerNode {
+    ServerNode::new(format!("server-{id}"), net::addr(id))
 }
 
 /// Creates client agent `id`'s node: its gossip joins every server.
@@ -274,11 +287,13 @@ impl Cluster {
             forget_sessions_on_takeover: config.forget_sessions_on_takeover,
             partial_txns: config.partial_txns,
             expiries: Arc::clone(&expiries),
-            gossip: config.gossip.then(|| (1..=config.size).collect()),
+            gossip: config
+                .gossip
+                .then(|| (1..=config.size + config.spares).collect()),
             gossip_failures: Arc::clone(&gossip_failures),
         };
         let mut slots = BTreeMap::new();
-        for id in 1..=config.size {
+        for id in 1..=config.size + config.spares {
             let disk = Disk::new(config.disk.clone());
             let node_clock = config.clocks.get(&id).copied();
             let network = Network {
@@ -332,6 +347,8 @@ impl Cluster {
                     members,
                     up: AtomicBool::new(true),
                     paused: AtomicBool::new(false),
+                    member: AtomicBool::new(id <= config.size),
+                    retired: AtomicBool::new(false),
                 },
             );
         }
@@ -360,8 +377,32 @@ impl Cluster {
         &self.config
     }
 
+    /// The servers in the cluster now: the initial ones and spares
+    /// brought in, without those lost for good.
     pub fn ids(&self) -> Vec<u64> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.member.load(SeqCst) && !s.retired.load(SeqCst))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Every server slot, spares and retired servers included (for what
+    /// their disks saw).
+    pub fn all_ids(&self) -> Vec<u64> {
         self.slots.keys().copied().collect()
+    }
+
+    pub fn is_retired(&self, id: u64) -> bool {
+        self.slots[&id].retired.load(SeqCst)
+    }
+
+    /// A spare server not brought in yet, if any.
+    pub fn spare(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .find(|(_, s)| !s.member.load(SeqCst))
+            .map(|(id, _)| *id)
     }
 
     pub fn trace(&self) -> &Trace {
@@ -462,8 +503,9 @@ impl Cluster {
         lock(&slot.live).clone()
     }
 
-    /// Waits until every server built its Raft, then makes them one
-    /// cluster (`initialize` on server 1 with all of them as voters).
+    /// Waits until every server built its Raft, then makes the initial
+    /// ones one cluster (`initialize` on server 1 with all of them as
+    /// voters); spares wait outside.
     pub async fn initialize(&self) {
         loop {
             if self.slots.keys().all(|id| self.live(*id).is_some()) {
@@ -472,9 +514,9 @@ impl Cluster {
             madsim::time::sleep(Duration::from_millis(1)).await;
         }
         let members: BTreeMap<u64, ServerNode> = self
-            .slots
-            .keys()
-            .map(|id| (*id, ServerNode::new(format!("server-{id}"), net::addr(*id))))
+            .ids()
+            .into_iter()
+            .map(|id| (id, server_node(id)))
             .collect();
         let first = self.live(1).expect("server 1 is up");
         first
@@ -527,10 +569,10 @@ impl Cluster {
         fault
     }
 
-    /// Restarts a killed node from its disk.
+    /// Restarts a killed node from its disk (not one lost for good).
     pub fn restart(&self, id: u64) {
         let slot = &self.slots[&id];
-        if slot.up.swap(true, SeqCst) {
+        if slot.retired.load(SeqCst) || slot.up.swap(true, SeqCst) {
             return;
         }
         *lock(&slot.start_failure) = None;
@@ -687,6 +729,113 @@ impl Cluster {
     /// for), over all servers.
     pub fn sessions_expired(&self) -> u64 {
         self.expiries.load(SeqCst)
+    }
+
+    /// Server `old` is lost for good (killed, its disk with it, never
+    /// restarted) and spare server `new` takes its place, as an operator
+    /// (or Consul's autopilot) replaces a dead server: from now on
+    /// [`Cluster::ids`] has `new` and not `old`. The membership follows
+    /// with [`Cluster::replace_voter`].
+    pub fn retire(&self, old: u64, new: u64) {
+        self.kill(old);
+        self.slots[&old].retired.store(true, SeqCst);
+        self.slots[&new].member.store(true, SeqCst);
+        self.trace.record(0, format!("replace n{old} by n{new}"));
+    }
+
+    /// Through the leader at `leader`, retired server `old`'s replacement
+    /// `new` joins as a learner, catches up, and the voters become the
+    /// current ones without `old`, with `new` (`old` leaves the
+    /// membership). `Err` if the leader could not do it within `timeout`
+    /// (the liveness phase finishes the change with
+    /// [`Cluster::set_voters`]).
+    pub async fn replace_voter(
+        &self,
+        leader: u64,
+        old: u64,
+        new: u64,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let Some(voters) = self.voters(leader) else {
+            return Err(format!("server {leader} is down"));
+        };
+        let voters: BTreeSet<u64> = voters
+            .into_iter()
+            .filter(|id| *id != old)
+            .chain([new])
+            .collect();
+        let change = self.set_voters(leader, voters, timeout).await;
+        if let Err(e) = &change {
+            self.trace
+                .record(0, format!("replace n{old} by n{new} via n{leader}: {e}"));
+        }
+        change
+    }
+
+    /// Makes `voters` the voters and the only members through the leader
+    /// at `id`: servers not yet members join as learners first (waiting
+    /// until they catch up), and everyone else leaves the membership.
+    pub async fn set_voters(
+        &self,
+        id: u64,
+        voters: BTreeSet<u64>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let Some(live) = self.live(id) else {
+            return Err(format!("server {id} is down"));
+        };
+        let nodes: BTreeSet<u64> = {
+            let metrics = live.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let change = async {
+            for &new in voters.difference(&nodes) {
+                live.raft
+                    .add_learner(new, server_node(new), true)
+                    .await
+                    .map_err(|e| format!("add learner n{new}: {e}"))?;
+            }
+            let change = openraft::ChangeMembers::ReplaceAllVoters(voters.clone());
+            live.raft
+                .change_membership(change, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let leftover: BTreeSet<u64> = {
+                let metrics = live.raft.metrics();
+                let m = metrics.borrow_watched();
+                let membership = m.membership_config.membership();
+                membership
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !voters.contains(id))
+                    .collect()
+            };
+            if !leftover.is_empty() {
+                live.raft
+                    .change_membership(openraft::ChangeMembers::RemoveNodes(leftover), false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        let result = match madsim::time::timeout(timeout, change).await {
+            Err(_) => Err(format!("timed out after {timeout:?}")),
+            Ok(result) => result,
+        };
+        let outcome = match &result {
+            Ok(()) => "done".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.trace.record(
+            0,
+            format!("set voters to {voters:?} (only members) via n{id}: {outcome}"),
+        );
+        result
     }
 
     /// Asks server `id` (the leader) to make `voters` the voting members,

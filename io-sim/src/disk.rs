@@ -22,6 +22,9 @@
 //!   intact), which the checksum catches, so the read fails. openraft
 //!   stops the node's Raft on that error, as it would in the daemon, and
 //!   a supervisor must restart it;
+//! - **bit rot** ([`Disk::rot`]): a stored record damaged for good; the
+//!   node stops on it after every restart, until a snapshot purges it, so
+//!   the server has to be replaced;
 //! - **broken mode** ([`DiskMode::AckBeforeSync`], for the teeth test):
 //!   appends and votes are reported durable at once but only reach stable
 //!   storage a while later; a crash before then loses them. This breaks
@@ -218,6 +221,34 @@ impl Disk {
     /// Reads that came back corrupted (and failed their checksum).
     pub fn reads_corrupted(&self) -> u64 {
         self.lock().reads_corrupted
+    }
+
+    /// Bit rot: one bit of one stored log record (drawn by `rand`) flips
+    /// for good. Every later read of it fails its checksum, so the node
+    /// stops on it, and again after every restart, until the record is
+    /// purged behind a snapshot or truncated. The index, if the log had a
+    /// record.
+    pub fn rot(&self, mut rand: impl FnMut(u64) -> u64) -> Option<u64> {
+        let mut state = self.lock();
+        let indexes: Vec<u64> = state.records.keys().copied().collect();
+        if indexes.is_empty() {
+            return None;
+        }
+        let index = indexes[rand(indexes.len() as u64) as usize];
+        let record = state.records.get_mut(&index)?;
+        let bit = rand(record.len() as u64 * 8) as usize;
+        record[bit / 8] ^= 1 << (bit % 8);
+        Some(index)
+    }
+
+    /// Whether a stored record is damaged for good (fails its checksum).
+    pub fn is_rotten(&self) -> bool {
+        let state = self.lock();
+        let rotten = state
+            .records
+            .values()
+            .any(|record| entry_from_record::<C>(record).is_err());
+        rotten
     }
 
     /// Ends read corruption (the fault model heals before the liveness

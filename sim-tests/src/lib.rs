@@ -12,7 +12,7 @@
 //! | [`txn_atomicity`] | a transaction that saw one write of another transaction sees its other writes too |
 //! | [`replica_state`] | replicas at the same applied index have the same state |
 //! | [`membership`] | after faults heal, every running member lists every running member alive |
-//! | [`node_health`] | the catalog agrees with converged gossip: alive members' nodes passing `serfHealth`, others reaped |
+//! | [`node_health`] | the catalog follows the leader's gossip: alive members pass `serfHealth`, registered failed ones are critical, no other node has one |
 //! | [`raft_safety`] | no two nodes apply different entries at one index; votes never go back; one leader per term (standard leader ids) |
 //!
 //! Data flow for linearizability:

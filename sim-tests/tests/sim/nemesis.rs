@@ -3,6 +3,7 @@
 
 use io_sim::Cluster;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::params::*;
@@ -18,6 +19,12 @@ pub(crate) struct Nemesis {
     /// paused, until when.
     agents_down_until: BTreeMap<u64, u64>,
     agents_paused_until: BTreeMap<u64, u64>,
+    /// A server was lost for good and the spare brought in; the flag
+    /// says when its membership change is done.
+    pub(crate) replaced: bool,
+    replacement_done: Arc<AtomicBool>,
+    /// The server whose disk rotted, until it is replaced.
+    rotten: Option<u64>,
     pub(crate) counts: BTreeMap<&'static str, u64>,
 }
 
@@ -58,7 +65,19 @@ impl Nemesis {
         self.agent_step(cluster, params, now);
         let dice = rand_below(100);
         let minority = (params.size - 1) / 2;
-        let impaired = (self.paused_until.len() + self.down_until.len()) as u64;
+        // A lost server counts until its replacement votes.
+        let replacing = self.replaced && !self.replacement_done.load(Ordering::SeqCst);
+        let impaired =
+            (self.paused_until.len() + self.down_until.len()) as u64 + u64::from(replacing);
+        if impaired < minority.max(1) && rand_below(100) < params.replace_pct {
+            // Decided first, so that the seed's draws do not depend on the
+            // outcome.
+            if rand_below(2) == 0 {
+                self.replace(cluster, &ids);
+            } else {
+                self.rot(cluster, &ids);
+            }
+        }
         if dice < params.partition_pct {
             self.heal_network(cluster);
             match rand_below(5) {
@@ -156,6 +175,77 @@ impl Nemesis {
         }
     }
 
+    /// A server (any running one, the leader too) is lost for good, disk
+    /// and all, and the spare takes its place.
+    fn replace(&mut self, cluster: &Arc<Cluster>, ids: &[u64]) {
+        let victim = ids[rand_below(ids.len() as u64) as usize];
+        // The spare is kept for the server with bit rot.
+        if self.rotten.is_some()
+            || !others_know_the_cluster(cluster, victim)
+            || !cluster.is_up(victim)
+            || cluster.is_paused(victim)
+            || self.paused_until.contains_key(&victim)
+        {
+            return;
+        }
+        if self.bring_in_spare(cluster, victim) {
+            self.count("replace-server");
+        }
+    }
+
+    /// Bit rot on a running server's disk (only while the spare is free,
+    /// which is kept for it): the server stops when it reads the damaged
+    /// record, and again after each restart, so the service manager hands
+    /// it to the operator, who replaces it (`supervise`); one that has not
+    /// stopped yet is replaced when the faults heal.
+    fn rot(&mut self, cluster: &Arc<Cluster>, ids: &[u64]) {
+        let victim = ids[rand_below(ids.len() as u64) as usize];
+        if self.rotten.is_some()
+            || cluster.spare().is_none()
+            || !others_know_the_cluster(cluster, victim)
+            || !cluster.is_up(victim)
+            || self.paused_until.contains_key(&victim)
+        {
+            return;
+        }
+        if let Some(index) = cluster.disk(victim).rot(rand_below) {
+            cluster
+                .trace()
+                .record(0, format!("bit rot on n{victim}, entry {index}"));
+            self.rotten = Some(victim);
+            self.count("bit-rot");
+        }
+    }
+
+    /// The spare takes `victim`'s place through the leader, in the
+    /// background (it may wait on partitions; the liveness phase finishes
+    /// the membership change if it did not). False without a spare.
+    fn bring_in_spare(&mut self, cluster: &Arc<Cluster>, victim: u64) -> bool {
+        let Some(spare) = cluster.spare() else {
+            return false;
+        };
+        self.replaced = true;
+        self.down_until.remove(&victim);
+        self.paused_until.remove(&victim);
+        cluster.retire(victim, spare);
+        let Some(leader) = cluster.leader() else {
+            return true;
+        };
+        let cluster = Arc::clone(cluster);
+        let done = Arc::clone(&self.replacement_done);
+        madsim::task::spawn(async move {
+            let timeout = 4 * WRITE_TIMEOUT;
+            if cluster
+                .replace_voter(leader, victim, spare, timeout)
+                .await
+                .is_ok()
+            {
+                done.store(true, Ordering::SeqCst);
+            }
+        });
+        true
+    }
+
     /// Client agents: back from earlier faults when due, then with the
     /// seed's rate a new fault on one of them: killed for 0.5..4 s,
     /// isolated from every other node (until the next heal), paused for
@@ -217,9 +307,18 @@ impl Nemesis {
     /// The service manager: a server whose Raft stopped on a fault
     /// exits (the daemon's policy), and is started again from its disk
     /// a moment later.
-    fn supervise(&mut self, cluster: &Cluster, now: u64) {
+    fn supervise(&mut self, cluster: &Arc<Cluster>, now: u64) {
         for id in cluster.ids() {
             if self.down_until.contains_key(&id) || cluster.stopped_by_fault(id).is_none() {
+                continue;
+            }
+            if self.rotten == Some(id) && cluster.disk(id).is_rotten() {
+                // It stops on the damaged record after every restart:
+                // the operator replaces it.
+                self.rotten = None;
+                if self.bring_in_spare(cluster, id) {
+                    self.count("replace-rotten-server");
+                }
                 continue;
             }
             cluster.kill(id);
@@ -230,11 +329,18 @@ impl Nemesis {
         }
     }
 
-    pub(crate) fn heal_all(&mut self, cluster: &Cluster) {
-        for id in cluster.ids() {
+    pub(crate) fn heal_all(&mut self, cluster: &Arc<Cluster>) {
+        for id in cluster.all_ids() {
             cluster.disk(id).stop_read_corruption();
         }
         self.supervise(cluster, now_ns());
+        // Rot does not heal: a server whose damaged record is still on its
+        // disk is replaced before it stops on it again.
+        if let Some(id) = self.rotten.take() {
+            if cluster.disk(id).is_rotten() && self.bring_in_spare(cluster, id) {
+                self.count("replace-rotten-server-at-heal");
+            }
+        }
         self.heal_network(cluster);
         for id in std::mem::take(&mut self.paused_until).into_keys() {
             cluster.resume(id);
@@ -250,4 +356,19 @@ impl Nemesis {
             cluster.restart_agent(id);
         }
     }
+}
+
+/// Whether every server but `victim` has the cluster's first membership
+/// on its disk. Until then a server lost for good may take the only copy
+/// of it, and the others never learn they are a cluster (an operator
+/// would bootstrap again): not a fault the cluster is meant to survive.
+fn others_know_the_cluster(cluster: &Cluster, victim: u64) -> bool {
+    cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != victim)
+        .all(|id| {
+            let disk = cluster.disk(id);
+            disk.last_index().is_some() || disk.purged_through().is_some()
+        })
 }

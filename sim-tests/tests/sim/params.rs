@@ -64,6 +64,10 @@ pub struct Params {
     /// Nemesis steps (out of 100, drawn apart from the server faults)
     /// that kill, isolate, pause or gracefully remove a client agent.
     pub agent_fault_pct: u64,
+    /// Nemesis steps (out of 100, drawn apart) that lose a server for
+    /// good (at once, or by bit rot on its disk) and bring the spare server
+    /// in for it (one spare per seed; none in seeds with voter changes).
+    pub replace_pct: u64,
     pub disk: DiskConfig,
     pub read_mode: ReadMode,
     pub allow_log_reversion: bool,
@@ -115,6 +119,13 @@ impl Params {
         let mut fourth = generate::Rng::new(seed ^ 0x00a9_e275_c11e_2275);
         let agents = if gossip { 1 + fourth.below(3) } else { 0 };
         let agent_fault_pct = [0, 15, 30][fourth.below(3) as usize];
+        // Losing a server for good is safe only while every voter set in
+        // use keeps a quorum without it: with voter changes (a subset of
+        // two voters, say) one loss can leave a configuration that never
+        // commits again, which only an operator's recovery undoes (Consul's
+        // peers.json). So seeds with voter changes lose no server for good.
+        let replace_pct = [0, 0, 5, 10][fourth.below(4) as usize];
+        let replace_pct = if membership_pct == 0 { replace_pct } else { 0 };
         // Gossip declares a dead member failed after 1..4 s (probe every
         // second, then suspicion): give gossip seeds time for it.
         let gossip_time = if gossip {
@@ -147,6 +158,7 @@ impl Params {
             gossip,
             agents,
             agent_fault_pct,
+            replace_pct,
             disk: DiskConfig {
                 latency_min: Duration::from_millis(disk_min),
                 latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -201,6 +213,7 @@ impl Params {
         self.gossip = false;
         self.agents = 0;
         self.agent_fault_pct = 0;
+        self.replace_pct = 0;
         self.gossip_time = Duration::ZERO;
         self.disk.read_corruption_ppm = 0;
         self
@@ -227,7 +240,7 @@ impl Run {
         format!(
             "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
              snapshots every {:?} entries, voter changes {}%, txns {}%, locks {}%, \
-             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {} ({} agents, {}% agent faults), \
+             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {} ({} agents, {}% agent faults), server replacement {}%, \
              {} ops ({} acked writes), \
              faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
             self.params.seed,
@@ -248,6 +261,7 @@ impl Run {
             self.params.gossip,
             self.params.agents,
             self.params.agent_fault_pct,
+            self.params.replace_pct,
             self.operations,
             self.acked_writes,
             self.faults,

@@ -48,6 +48,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         forget_sessions_on_takeover: params.forget_sessions_on_takeover,
         gossip: params.gossip,
         agents: params.agents,
+        spares: u64::from(params.replace_pct > 0),
         partial_txns: params.partial_txns,
     };
     let cluster = Arc::new(Cluster::new(config, trace.clone()));
@@ -116,8 +117,9 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     let final_process = 1_000;
     let mut converged = false;
     let mut wrote = false;
-    // Every server votes again (the nemesis may have left a subset).
-    let mut all_voters = params.membership_pct == 0;
+    // Every server votes again, and only they are members (the nemesis
+    // may have left a subset voting, or replaced a server).
+    let mut all_voters = params.membership_pct == 0 && !nemesis.replaced;
     while now_ns() < deadline {
         madsim::time::sleep(Duration::from_millis(50)).await;
         let Some(leader) = cluster.leader() else {
@@ -125,10 +127,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         };
         if !all_voters {
             let all: BTreeSet<u64> = cluster.ids().into_iter().collect();
-            all_voters = cluster
-                .change_voters(leader, all, WRITE_TIMEOUT)
-                .await
-                .is_ok();
+            all_voters = cluster.set_voters(leader, all, WRITE_TIMEOUT).await.is_ok();
             continue;
         }
         if !wrote {
@@ -245,7 +244,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     ];
     for (what, count) in disk_counts {
         let total: u64 = cluster
-            .ids()
+            .all_ids()
             .iter()
             .map(|id| count(cluster.disk(*id)))
             .sum();
@@ -292,9 +291,14 @@ fn gossip_push_pull() -> Duration {
     Duration::from_nanos(interval.as_nanos())
 }
 
-/// Every gossiping node: the servers and the client agents.
+/// Every gossiping node: the servers (spares too, not those lost for
+/// good) and the client agents.
 fn gossip_nodes(cluster: &Cluster) -> Vec<u64> {
-    let mut nodes = cluster.ids();
+    let mut nodes: Vec<u64> = cluster
+        .all_ids()
+        .into_iter()
+        .filter(|id| !cluster.is_retired(*id))
+        .collect();
     nodes.extend(cluster.agent_ids());
     nodes
 }
@@ -332,21 +336,25 @@ pub(crate) async fn members_converge(cluster: &Cluster, deadline: u64) -> Result
 }
 
 /// Once every node is alive in gossip: polls the leader's catalog (a
-/// linearizable read) until it agrees with the pool (`node_health`: each
-/// node passing its `serfHealth`, no other node with one), or `deadline`
-/// (virtual ns) passes: the last disagreement.
+/// linearizable read) until it agrees with the leader's member list
+/// (`node_health`: alive members passing their `serfHealth`, failed ones
+/// critical, no other node with one), or `deadline` (virtual ns) passes:
+/// the last disagreement.
 pub(crate) async fn catalog_converges(cluster: &Cluster, deadline: u64) -> Result<(), String> {
     use tribune_core::agent::SERF_HEALTH_CHECK_ID;
-    let alive: BTreeSet<String> = gossip_nodes(cluster)
-        .into_iter()
-        .map(io_sim::gossip::name)
-        .collect();
     let mut last = String::from("no leader answered");
     while now_ns() < deadline {
         madsim::time::sleep(Duration::from_millis(100)).await;
         let Some(leader) = cluster.leader() else {
             continue;
         };
+        let Some(view) = cluster.members(leader) else {
+            continue;
+        };
+        let members: BTreeMap<String, String> = view
+            .into_iter()
+            .map(|(name, status)| (name, status.to_string()))
+            .collect();
         let read = cluster.read_fsm(leader, READ_TIMEOUT, |fsm| {
             fsm.catalog
                 .checks
@@ -356,7 +364,7 @@ pub(crate) async fn catalog_converges(cluster: &Cluster, deadline: u64) -> Resul
                 .collect::<BTreeMap<_, _>>()
         });
         match read.await {
-            Ok(health) => match node_health::check(&alive, &health) {
+            Ok(health) => match node_health::check(&members, &health) {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e.to_string(),
             },

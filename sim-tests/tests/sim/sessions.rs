@@ -3,7 +3,7 @@
 //! re-arms the timers of sessions it inherits.
 
 use io_sim::{Cluster, ClusterConfig, DiskConfig, DiskMode, ReadMode, Trace, WriteOutcome};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tribune_core::command::{Command, CommandResult, KvOp, KvVerb};
 use tribune_core::ids::SessionId;
@@ -41,6 +41,7 @@ pub(crate) fn config(
         forget_sessions_on_takeover,
         gossip,
         agents,
+        spares: 0,
         partial_txns: false,
     }
 }
@@ -416,5 +417,69 @@ fn a_client_agent_that_fails_or_leaves_loses_its_sessions_and_locks() {
         crate::scenario::catalog_converges(&cluster, in_virtual(Duration::from_secs(15)))
             .await
             .expect("the catalog follows");
+    });
+}
+
+/// A server lost for good (disk and all) is replaced by a spare, as an
+/// operator or Consul's autopilot does: the spare joins as a learner,
+/// catches up, and votes in the lost server's place, so the cluster then
+/// survives losing another server.
+#[test]
+fn a_lost_server_is_replaced_by_a_spare_that_then_votes() {
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(13, madsim::Config::default());
+    runtime.block_on(async move {
+        let cluster = Cluster::new(
+            ClusterConfig {
+                spares: 1,
+                ..config(false, false, 0)
+            },
+            Trace::default(),
+        );
+        cluster.initialize().await;
+        let set = |key: &str| {
+            Command::Kv(KvOp {
+                value: key.as_bytes().to_vec(),
+                ..KvOp::new(KvVerb::Set, key)
+            })
+        };
+        assert_eq!(
+            write(&cluster, set("before")).await,
+            CommandResult::Bool(true)
+        );
+        let spare = cluster.spare().expect("one spare");
+        assert_eq!(cluster.ids(), vec![1, 2, 3]);
+        let leader = cluster.leader().expect("a leader");
+        let lost = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+        cluster.retire(lost, spare);
+        assert!(!cluster.ids().contains(&lost) && cluster.ids().contains(&spare));
+        cluster
+            .replace_voter(leader, lost, spare, Duration::from_secs(10))
+            .await
+            .expect("the leader replaces the lost server");
+        let voters: BTreeSet<u64> = cluster.ids().into_iter().collect();
+        assert_eq!(cluster.voters(leader), Some(voters.clone()));
+        cluster.restart(lost);
+        assert!(!cluster.is_up(lost), "a lost server never comes back");
+
+        // Another server goes: the two left (one of them the spare) are a
+        // quorum of the three voters.
+        let other = voters
+            .iter()
+            .copied()
+            .find(|id| *id != leader && *id != spare)
+            .unwrap();
+        cluster.kill(other);
+        assert_eq!(
+            write(&cluster, set("after")).await,
+            CommandResult::Bool(true)
+        );
+        madsim::time::sleep(SETTLE).await;
+        let leader = cluster.leader().expect("a leader");
+        assert_eq!(
+            cluster.store_state(spare).map(|s| s.state_hash),
+            cluster.store_state(leader).map(|s| s.state_hash),
+            "the spare has what the leader has"
+        );
+        assert!(cluster.local_value(spare, "before").flatten().is_some());
     });
 }
