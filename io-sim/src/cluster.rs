@@ -159,16 +159,73 @@ struct Live {
     network: Network,
 }
 
-struct Slot {
+/// A simulated process: its madsim node, whether it runs, whether it is
+/// paused. Each change answers whether it changed anything.
+struct Process {
     node: madsim::runtime::NodeHandle,
+    up: AtomicBool,
+    paused: AtomicBool,
+}
+
+impl Process {
+    fn new(node: madsim::runtime::NodeHandle) -> Process {
+        Process {
+            node,
+            up: AtomicBool::new(true),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(SeqCst)
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused.load(SeqCst)
+    }
+
+    fn kill(&self, handle: &Handle) -> bool {
+        if !self.up.swap(false, SeqCst) {
+            return false;
+        }
+        handle.kill(self.node.id());
+        self.paused.store(false, SeqCst);
+        true
+    }
+
+    fn restart(&self, handle: &Handle) -> bool {
+        if self.up.swap(true, SeqCst) {
+            return false;
+        }
+        handle.restart(self.node.id());
+        true
+    }
+
+    fn pause(&self, handle: &Handle) -> bool {
+        if !self.is_up() || self.paused.swap(true, SeqCst) {
+            return false;
+        }
+        handle.pause(self.node.id());
+        true
+    }
+
+    fn resume(&self, handle: &Handle) -> bool {
+        if !self.paused.swap(false, SeqCst) {
+            return false;
+        }
+        handle.resume(self.node.id());
+        true
+    }
+}
+
+struct Slot {
+    process: Process,
     disk: Disk,
     live: Arc<Mutex<Option<Live>>>,
     /// Why the current incarnation failed to start, if it did.
     start_failure: Arc<Mutex<Option<String>>>,
     /// What the node's gossip member list shows (empty while down).
     members: crate::gossip::MemberView,
-    up: AtomicBool,
-    paused: AtomicBool,
     /// Part of the cluster: the initial servers, and a spare once a
     /// replacement brings it in.
     member: AtomicBool,
@@ -178,11 +235,9 @@ struct Slot {
 
 /// A client agent: gossip, nothing on disk.
 struct AgentSlot {
-    node: madsim::runtime::NodeHandle,
+    process: Process,
     members: crate::gossip::MemberView,
     control: crate::gossip::Control,
-    up: AtomicBool,
-    paused: AtomicBool,
 }
 
 pub struct Cluster {
@@ -198,6 +253,16 @@ pub struct Cluster {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How the trace names node `id`: `n<id>` for a server, the agent's
+/// name for a client agent.
+fn node_label(id: u64) -> String {
+    if id > crate::gossip::AGENT_BASE {
+        crate::gossip::name(id)
+    } else {
+        format!("n{id}")
+    }
 }
 
 fn server_node(id: u64) -> ServerNode {
@@ -248,11 +313,9 @@ fn start_agent(
         .init(init)
         .build();
     AgentSlot {
-        node,
+        process: Process::new(node),
         members,
         control,
-        up: AtomicBool::new(true),
-        paused: AtomicBool::new(false),
     }
 }
 
@@ -340,13 +403,11 @@ impl Cluster {
             slots.insert(
                 id,
                 Slot {
-                    node,
+                    process: Process::new(node),
                     disk,
                     live,
                     start_failure,
                     members,
-                    up: AtomicBool::new(true),
-                    paused: AtomicBool::new(false),
                     member: AtomicBool::new(id <= config.size),
                     retired: AtomicBool::new(false),
                 },
@@ -420,8 +481,8 @@ impl Cluster {
     /// madsim's id of node `id` (a server or a client agent).
     pub fn madsim_id(&self, id: u64) -> madsim::task::NodeId {
         match self.slots.get(&id) {
-            Some(slot) => slot.node.id(),
-            None => self.agents[&id].node.id(),
+            Some(slot) => slot.process.node.id(),
+            None => self.agents[&id].process.node.id(),
         }
     }
 
@@ -431,31 +492,25 @@ impl Cluster {
     }
 
     pub fn is_agent_up(&self, id: u64) -> bool {
-        self.agents[&id].up.load(SeqCst)
+        self.agents[&id].process.is_up()
     }
 
     /// Kills client agent `id` (its process: gossip stops answering).
     pub fn kill_agent(&self, id: u64) {
         let agent = &self.agents[&id];
-        if !agent.up.swap(false, SeqCst) {
-            return;
+        if agent.process.kill(&self.handle) {
+            lock(&agent.members).clear();
+            self.trace
+                .record(0, format!("kill {}", crate::gossip::name(id)));
         }
-        self.handle.kill(agent.node.id());
-        agent.paused.store(false, SeqCst);
-        lock(&agent.members).clear();
-        self.trace
-            .record(0, format!("kill {}", crate::gossip::name(id)));
     }
 
     /// Starts a killed client agent again; it joins the servers anew.
     pub fn restart_agent(&self, id: u64) {
-        let agent = &self.agents[&id];
-        if agent.up.swap(true, SeqCst) {
-            return;
+        if self.agents[&id].process.restart(&self.handle) {
+            self.trace
+                .record(0, format!("restart {}", crate::gossip::name(id)));
         }
-        self.handle.restart(agent.node.id());
-        self.trace
-            .record(0, format!("restart {}", crate::gossip::name(id)));
     }
 
     /// Client agent `id` leaves the pool gracefully (`consul leave`): its
@@ -463,7 +518,7 @@ impl Cluster {
     /// [`Cluster::kill_agent`]. False if its gossip does not run.
     pub fn leave_agent(&self, id: u64) -> bool {
         let agent = &self.agents[&id];
-        if !agent.up.load(SeqCst) || agent.paused.load(SeqCst) {
+        if !agent.process.is_up() || agent.process.is_paused() {
             return false;
         }
         let asked = agent.control.leave();
@@ -474,30 +529,17 @@ impl Cluster {
         asked
     }
 
-    /// Stops running client agent `id`'s tasks for a while (a stall).
-    pub fn pause_agent(&self, id: u64) {
-        let agent = &self.agents[&id];
-        if !agent.up.load(SeqCst) || agent.paused.swap(true, SeqCst) {
-            return;
+    /// Server or client agent `id`'s process.
+    fn process(&self, id: u64) -> &Process {
+        match self.slots.get(&id) {
+            Some(slot) => &slot.process,
+            None => &self.agents[&id].process,
         }
-        self.handle.pause(agent.node.id());
-        self.trace
-            .record(0, format!("pause {}", crate::gossip::name(id)));
-    }
-
-    pub fn resume_agent(&self, id: u64) {
-        let agent = &self.agents[&id];
-        if !agent.paused.swap(false, SeqCst) {
-            return;
-        }
-        self.handle.resume(agent.node.id());
-        self.trace
-            .record(0, format!("resume {}", crate::gossip::name(id)));
     }
 
     fn live(&self, id: u64) -> Option<Live> {
         let slot = self.slots.get(&id)?;
-        if !slot.up.load(SeqCst) {
+        if !slot.process.is_up() {
             return None;
         }
         lock(&slot.live).clone()
@@ -528,21 +570,20 @@ impl Cluster {
     }
 
     pub fn is_up(&self, id: u64) -> bool {
-        self.slots[&id].up.load(SeqCst)
+        self.slots[&id].process.is_up()
     }
 
+    /// Whether server or client agent `id` is paused.
     pub fn is_paused(&self, id: u64) -> bool {
-        self.slots[&id].paused.load(SeqCst)
+        self.process(id).is_paused()
     }
 
     /// Kills `id` (every task it runs) and crashes its disk.
     pub fn kill(&self, id: u64) {
         let slot = &self.slots[&id];
-        if !slot.up.swap(false, SeqCst) {
+        if !slot.process.kill(&self.handle) {
             return;
         }
-        self.handle.kill(slot.node.id());
-        slot.paused.store(false, SeqCst);
         *lock(&slot.live) = None;
         lock(&slot.members).clear();
         slot.disk.crash(|bound| {
@@ -557,7 +598,7 @@ impl Cluster {
     /// then; the simulation's supervisor kills and restarts the node.
     pub fn stopped_by_fault(&self, id: u64) -> Option<String> {
         let slot = self.slots.get(&id)?;
-        if !slot.up.load(SeqCst) {
+        if !slot.process.is_up() {
             return None;
         }
         if let Some(failure) = lock(&slot.start_failure).clone() {
@@ -572,31 +613,26 @@ impl Cluster {
     /// Restarts a killed node from its disk (not one lost for good).
     pub fn restart(&self, id: u64) {
         let slot = &self.slots[&id];
-        if slot.retired.load(SeqCst) || slot.up.swap(true, SeqCst) {
+        if slot.retired.load(SeqCst) || !slot.process.restart(&self.handle) {
             return;
         }
+        // The new incarnation has not run yet: nothing else writes this.
         *lock(&slot.start_failure) = None;
-        self.handle.restart(slot.node.id());
         self.trace.record(0, format!("restart n{id}"));
     }
 
-    /// Stops running `id`'s tasks (a long GC pause); time goes on.
+    /// Stops running server or client agent `id`'s tasks (a long GC
+    /// pause); time goes on.
     pub fn pause(&self, id: u64) {
-        let slot = &self.slots[&id];
-        if !slot.up.load(SeqCst) || slot.paused.swap(true, SeqCst) {
-            return;
+        if self.process(id).pause(&self.handle) {
+            self.trace.record(0, format!("pause {}", node_label(id)));
         }
-        self.handle.pause(slot.node.id());
-        self.trace.record(0, format!("pause n{id}"));
     }
 
     pub fn resume(&self, id: u64) {
-        let slot = &self.slots[&id];
-        if !slot.paused.swap(false, SeqCst) {
-            return;
+        if self.process(id).resume(&self.handle) {
+            self.trace.record(0, format!("resume {}", node_label(id)));
         }
-        self.handle.resume(slot.node.id());
-        self.trace.record(0, format!("resume n{id}"));
     }
 
     /// The server that believes it leads in the highest term, if any.
@@ -705,7 +741,7 @@ impl Cluster {
     pub fn members(&self, id: u64) -> Option<Vec<(String, tribune_core::gossip::MemberStatus)>> {
         let view = match self.agents.get(&id) {
             Some(agent) => {
-                if !agent.up.load(SeqCst) {
+                if !agent.process.is_up() {
                     return None;
                 }
                 &agent.members

@@ -172,7 +172,6 @@ struct Driver {
     peers: Vec<SocketAddr>,
     /// When to try joining again (no join has succeeded yet).
     retry_join_at: Option<Instant>,
-    tcp_timeout: Duration,
     /// The graceful leave finished: the node stops.
     left: bool,
 }
@@ -196,7 +195,6 @@ pub async fn run(setup: Setup, seed: u64) {
     let (inputs, mut received) = mpsc::unbounded_channel();
     spawn_receivers(&endpoint, &inputs);
     *control.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(inputs.clone());
-    let tcp_timeout = Duration::from_nanos(config.memberlist.tcp_timeout.as_nanos());
     let serf = Serf::new(now(), config, name(id), addr(id), seed).expect("valid serf config");
     let mut driver = Driver {
         id,
@@ -209,7 +207,6 @@ pub async fn run(setup: Setup, seed: u64) {
         failures,
         peers,
         retry_join_at: Some(now()),
-        tcp_timeout,
         left: false,
     };
     loop {
@@ -387,17 +384,11 @@ impl Driver {
                     let _ = self.endpoint.send_to(to, PACKET_TAG, &bytes).await;
                 }
             }
-            Output::OpenPushPull { id, to, state } => {
-                self.open_stream(id, to, Message::PushPull(state), self.tcp_timeout);
-            }
-            Output::OpenPingStream {
-                id,
-                to,
-                ping,
-                deadline,
-            } => {
-                let left = Duration::from_nanos(deadline.0.saturating_sub(now().0));
-                self.open_stream(id, to, Message::Ping(ping), left);
+            out @ (Output::OpenPushPull { .. } | Output::OpenPingStream { .. }) => {
+                if let Ok(stream) = out.into_stream() {
+                    let left = Duration::from_nanos(stream.deadline.0.saturating_sub(now().0));
+                    self.open_stream(stream.id, stream.to, stream.msg, left);
+                }
             }
             _ => {}
         }

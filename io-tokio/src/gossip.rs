@@ -708,18 +708,12 @@ impl Driver {
                     Err(e) => crate::log::warn(&format!("gossip: cannot encode a packet: {e}")),
                 }
             }
-            Output::OpenPushPull { id, to, state } => {
-                let timeout = self.shared.tcp_timeout;
-                self.open_stream(id, to, &Message::PushPull(state), timeout);
-            }
-            Output::OpenPingStream {
-                id,
-                to,
-                ping,
-                deadline,
-            } => {
-                let left = deadline.0.saturating_sub(clock::now().0);
-                self.open_stream(id, to, &Message::Ping(ping), StdDuration::from_nanos(left));
+            out @ (Output::OpenPushPull { .. } | Output::OpenPingStream { .. }) => {
+                if let Ok(stream) = out.into_stream() {
+                    let left = stream.deadline.0.saturating_sub(clock::now().0);
+                    let timeout = StdDuration::from_nanos(left);
+                    self.open_stream(stream.id, stream.to, &stream.msg, timeout);
+                }
             }
             // serf consumes memberlist's other outputs; coordinates
             // (PingComplete) are not kept yet.

@@ -60,7 +60,8 @@ pub use serf_state::{
     SerfError, SerfEvent, SerfMember, SerfOutput, SerfState, SerfStats, UserEventRecord,
 };
 pub use swim::{
-    LocalNode, Member, MemberEvent, Memberlist, MemberlistError, Output, Stats, StreamId,
+    LocalNode, Member, MemberEvent, Memberlist, MemberlistError, OpenStream, Output, Stats,
+    StreamId,
 };
 
 #[cfg(test)]

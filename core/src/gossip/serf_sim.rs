@@ -248,7 +248,7 @@ impl SerfSim {
                     );
                 }
             }
-            Output::OpenPushPull { id, to, state } => match self.by_addr.get(&to).copied() {
+            Output::OpenPushPull { id, to, state, .. } => match self.by_addr.get(&to).copied() {
                 Some(dest) if !self.nodes[i].down => {
                     let from = i;
                     self.schedule(

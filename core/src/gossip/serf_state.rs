@@ -538,13 +538,19 @@ impl Serf {
                     });
                 }
             }
-            Output::OpenPushPull { id, to, mut state } => {
+            Output::OpenPushPull {
+                id,
+                to,
+                mut state,
+                deadline,
+            } => {
                 state.user_state = self.local_state_bytes();
                 self.outputs
                     .push_back(SerfOutput::Memberlist(Output::OpenPushPull {
                         id,
                         to,
                         state,
+                        deadline,
                     }));
             }
             other @ (Output::Packet { .. }

@@ -343,7 +343,7 @@ impl Sim {
                     },
                 );
             }
-            Output::OpenPushPull { id, to, state } => match self.by_addr.get(&to).copied() {
+            Output::OpenPushPull { id, to, state, .. } => match self.by_addr.get(&to).copied() {
                 Some(dest) if !self.nodes[i].down => {
                     let at = now + self.latency(i);
                     self.schedule(

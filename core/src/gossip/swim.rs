@@ -43,7 +43,7 @@ use crate::time::{Duration, Instant};
 use std::collections::{BTreeMap, VecDeque};
 
 pub use super::swim_types::{
-    LocalNode, Member, MemberEvent, MemberlistError, Output, Stats, StreamId,
+    LocalNode, Member, MemberEvent, MemberlistError, OpenStream, Output, Stats, StreamId,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -635,8 +635,13 @@ impl Memberlist {
         self.streams
             .insert(id, PendingStream::PushPull { to, join, opened });
         let state = self.local_state(join);
-        self.outputs
-            .push_back(Output::OpenPushPull { id, to, state });
+        let deadline = now + self.config.tcp_timeout;
+        self.outputs.push_back(Output::OpenPushPull {
+            id,
+            to,
+            state,
+            deadline,
+        });
     }
 
     /// Our table as a push/pull, in probe order like memberlist.

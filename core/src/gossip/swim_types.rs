@@ -79,11 +79,13 @@ pub enum Output {
     /// Open a stream to `to`, send `state` (a push/pull, `state.join` set
     /// for joins; a composing layer may fill `user_state`), read the
     /// peer's push/pull and hand it to `handle_push_pull_reply`; on any
-    /// error or after `Config::tcp_timeout`, call `handle_stream_failed`.
+    /// error or by `deadline` (`Config::tcp_timeout` from now), call
+    /// `handle_stream_failed`.
     OpenPushPull {
         id: StreamId,
         to: SocketAddr,
         state: PushPull,
+        deadline: Instant,
     },
     /// memberlist's TCP fallback probe: open a stream to `to`, send `ping`,
     /// expect an ack by `deadline`; report with `handle_ping_stream_ack` or
@@ -117,6 +119,49 @@ pub enum Output {
     /// After `leave`: the leave message was transmitted to the cluster
     /// (`broadcast_sent`), or the leave timeout passed first.
     LeaveFinished { broadcast_sent: bool },
+}
+
+/// A stream the shell opens for memberlist: to `to`, sending `msg`, whose
+/// answer must come by `deadline` (see [`Output::into_stream`]).
+#[derive(Clone, Debug)]
+pub struct OpenStream {
+    pub id: StreamId,
+    pub to: SocketAddr,
+    pub msg: Message,
+    pub deadline: Instant,
+}
+
+impl Output {
+    /// The stream to open for [`Output::OpenPushPull`] (sending our
+    /// push/pull) and [`Output::OpenPingStream`] (sending the ping), so
+    /// that shells open both the same way; any other output comes back.
+    pub fn into_stream(self) -> Result<OpenStream, Output> {
+        match self {
+            Output::OpenPushPull {
+                id,
+                to,
+                state,
+                deadline,
+            } => Ok(OpenStream {
+                id,
+                to,
+                msg: Message::PushPull(state),
+                deadline,
+            }),
+            Output::OpenPingStream {
+                id,
+                to,
+                ping,
+                deadline,
+            } => Ok(OpenStream {
+                id,
+                to,
+                msg: Message::Ping(ping),
+                deadline,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// Counters of what happened, bad input included. Bad input is ignored,

@@ -254,7 +254,7 @@ impl Nemesis {
     fn agent_step(&mut self, cluster: &Cluster, params: &Params, now: u64) {
         for (id, until) in self.agents_paused_until.clone() {
             if until <= now {
-                cluster.resume_agent(id);
+                cluster.resume(id);
                 self.agents_paused_until.remove(&id);
             }
         }
@@ -291,7 +291,7 @@ impl Nemesis {
                 self.count("agent-isolate");
             }
             2 => {
-                cluster.pause_agent(victim);
+                cluster.pause(victim);
                 self.agents_paused_until.insert(victim, ms(200, 2_800));
                 self.count("agent-pause");
             }
@@ -349,7 +349,7 @@ impl Nemesis {
             cluster.restart(id);
         }
         for id in std::mem::take(&mut self.agents_paused_until).into_keys() {
-            cluster.resume_agent(id);
+            cluster.resume(id);
         }
         for id in std::mem::take(&mut self.agents_down_until).into_keys() {
             cluster.kill_agent(id);
