@@ -385,7 +385,7 @@ impl Driver {
                 }
             }
             out @ (Output::OpenPushPull { .. } | Output::OpenPingStream { .. }) => {
-                if let Ok(stream) = out.into_stream() {
+                if let Some(stream) = out.into_stream() {
                     let left = Duration::from_nanos(stream.deadline.0.saturating_sub(now().0));
                     self.open_stream(stream.id, stream.to, stream.msg, left);
                 }

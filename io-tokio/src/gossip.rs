@@ -709,7 +709,7 @@ impl Driver {
                 }
             }
             out @ (Output::OpenPushPull { .. } | Output::OpenPingStream { .. }) => {
-                if let Ok(stream) = out.into_stream() {
+                if let Some(stream) = out.into_stream() {
                     let left = stream.deadline.0.saturating_sub(clock::now().0);
                     let timeout = StdDuration::from_nanos(left);
                     self.open_stream(stream.id, stream.to, &stream.msg, timeout);

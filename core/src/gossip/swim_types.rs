@@ -134,15 +134,15 @@ pub struct OpenStream {
 impl Output {
     /// The stream to open for [`Output::OpenPushPull`] (sending our
     /// push/pull) and [`Output::OpenPingStream`] (sending the ping), so
-    /// that shells open both the same way; any other output comes back.
-    pub fn into_stream(self) -> Result<OpenStream, Output> {
+    /// that shells open both the same way; `None` for any other output.
+    pub fn into_stream(self) -> Option<OpenStream> {
         match self {
             Output::OpenPushPull {
                 id,
                 to,
                 state,
                 deadline,
-            } => Ok(OpenStream {
+            } => Some(OpenStream {
                 id,
                 to,
                 msg: Message::PushPull(state),
@@ -153,13 +153,13 @@ impl Output {
                 to,
                 ping,
                 deadline,
-            } => Ok(OpenStream {
+            } => Some(OpenStream {
                 id,
                 to,
                 msg: Message::Ping(ping),
                 deadline,
             }),
-            other => Err(other),
+            _ => None,
         }
     }
 }
