@@ -131,13 +131,26 @@ fn find<'a>(nodes: &[&'a TestNode], id: u64) -> &'a TestNode {
 }
 
 async fn write_many(leader: &TestNode, prefix: &str, count: usize, value: &[u8]) -> u64 {
+    use openraft::error::{ClientWriteError, RaftError};
     let mut last = 0;
     for i in 0..count {
-        let response = leader
-            .raft
-            .client_write(set(&format!("{prefix}/{i:04}"), value))
-            .await
-            .expect("write committed");
+        let command = set(&format!("{prefix}/{i:04}"), value);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let response = loop {
+            match leader.raft.client_write(command.clone()).await {
+                Ok(response) => break response,
+                // Refused before it was appended while this node still
+                // leads (its lease lapsed on a loaded machine, and comes
+                // back with the next heartbeats): a client tries again.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(refused)))
+                    if refused.leader_id.is_none_or(|id| id == leader.id)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("write committed: {e:?}"),
+            }
+        };
         assert_eq!(response.data, CommandResult::Bool(true));
         last = response.log_id.index;
     }
