@@ -859,6 +859,18 @@ impl Cluster {
             }
             Ok::<(), String>(())
         };
+        let what = format!("set voters to {voters:?} (only members) via n{id}");
+        self.traced_change(what, timeout, change).await
+    }
+
+    /// Runs a membership change for at most `timeout` and traces its
+    /// outcome after `what`.
+    async fn traced_change(
+        &self,
+        what: String,
+        timeout: Duration,
+        change: impl std::future::Future<Output = Result<(), String>>,
+    ) -> Result<(), String> {
         let result = match madsim::time::timeout(timeout, change).await {
             Err(_) => Err(format!("timed out after {timeout:?}")),
             Ok(result) => result,
@@ -867,10 +879,7 @@ impl Cluster {
             Ok(()) => "done".to_owned(),
             Err(e) => format!("failed: {e}"),
         };
-        self.trace.record(
-            0,
-            format!("set voters to {voters:?} (only members) via n{id}: {outcome}"),
-        );
+        self.trace.record(0, format!("{what}: {outcome}"));
         result
     }
 
@@ -886,21 +895,12 @@ impl Cluster {
         let Some(live) = self.live(id) else {
             return Err(format!("server {id} is down"));
         };
-        let change = live.raft.change_membership(voters.clone(), true);
-        let result = match madsim::time::timeout(timeout, change).await {
-            Err(_) => Err(format!("timed out after {timeout:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(_)) => Ok(()),
+        let change = async {
+            let changed = live.raft.change_membership(voters.clone(), true).await;
+            changed.map(|_| ()).map_err(|e| e.to_string())
         };
-        let outcome = match &result {
-            Ok(()) => "done".to_owned(),
-            Err(e) => format!("failed: {e}"),
-        };
-        self.trace.record(
-            0,
-            format!("change voters to {voters:?} via n{id}: {outcome}"),
-        );
-        result
+        let what = format!("change voters to {voters:?} via n{id}");
+        self.traced_change(what, timeout, change).await
     }
 
     /// The voters in server `id`'s effective membership (during a joint
