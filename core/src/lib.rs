@@ -41,6 +41,7 @@ pub mod limits;
 pub mod reconcile;
 pub mod restore;
 pub mod rng;
+pub mod route;
 pub mod rpc_frame;
 pub mod server;
 pub mod session;

@@ -153,9 +153,9 @@ pub enum ReadOutcome {
 }
 
 #[derive(Clone)]
-struct Live {
-    raft: Raft,
-    store: Arc<ServerStore>,
+pub(crate) struct Live {
+    pub(crate) raft: Raft,
+    pub(crate) store: Arc<ServerStore>,
     network: Network,
 }
 
@@ -238,6 +238,9 @@ struct AgentSlot {
     process: Process,
     members: crate::gossip::MemberView,
     control: crate::gossip::Control,
+    /// The servers it sends clients' requests to (core's router), made
+    /// at its first request; a restart starts without.
+    servers: Arc<Mutex<Option<tribune_core::route::Servers<u64>>>>,
 }
 
 pub struct Cluster {
@@ -249,6 +252,9 @@ pub struct Cluster {
     observations: Arc<Mutex<Observations>>,
     expiries: Arc<AtomicU64>,
     gossip_failures: Arc<AtomicU64>,
+    /// Requests through client agents: answered, refused (nothing done),
+    /// without an answer.
+    agent_requests: [AtomicU64; 3],
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -316,7 +322,13 @@ fn start_agent(
         process: Process::new(node),
         members,
         control,
+        servers: Arc::default(),
     }
+}
+
+/// How long a leader waits for a round of leadership confirmations.
+fn round_timeout(config: &ClusterConfig) -> Duration {
+    Duration::from_millis(2 * config.election_timeout_max_ms)
 }
 
 fn raft_config(config: &ClusterConfig) -> Arc<openraft::Config> {
@@ -354,6 +366,9 @@ impl Cluster {
                 .gossip
                 .then(|| (1..=config.size + config.spares).collect()),
             gossip_failures: Arc::clone(&gossip_failures),
+            serve_clients: config.agents > 0,
+            read_mode: config.read_mode,
+            round_timeout: round_timeout(&config),
         };
         let mut slots = BTreeMap::new();
         for id in 1..=config.size + config.spares {
@@ -431,6 +446,7 @@ impl Cluster {
             observations,
             expiries,
             gossip_failures,
+            agent_requests: Default::default(),
         }
     }
 
@@ -508,6 +524,7 @@ impl Cluster {
     /// Starts a killed client agent again; it joins the servers anew.
     pub fn restart_agent(&self, id: u64) {
         if self.agents[&id].process.restart(&self.handle) {
+            *lock(&self.agents[&id].servers) = None;
             self.trace
                 .record(0, format!("restart {}", crate::gossip::name(id)));
         }
@@ -527,6 +544,106 @@ impl Cluster {
                 .record(0, format!("leave {}", crate::gossip::name(id)));
         }
         asked
+    }
+
+    /// A client write through client agent `agent` (see
+    /// [`crate::client`]): the agent sends it to a server over the
+    /// network, which forwards it to the leader.
+    pub async fn agent_write(&self, agent: u64, command: Command) -> WriteOutcome {
+        use crate::client::{AgentError, ClientAnswer, ClientRequest};
+        match self
+            .through_agent(agent, ClientRequest::Write(command))
+            .await
+        {
+            Ok(ClientAnswer::Written(result)) => WriteOutcome::Applied(result),
+            Ok(ClientAnswer::NoLeader) => WriteOutcome::Refused("No cluster leader".into()),
+            Ok(ClientAnswer::Failed(why)) | Err(AgentError::Unknown(why)) => {
+                WriteOutcome::Unknown(why)
+            }
+            Ok(ClientAnswer::Read(_)) => WriteOutcome::Unknown("a read's answer to a write".into()),
+            Err(AgentError::NoServers) => {
+                WriteOutcome::Refused(tribune::upstream::NO_SERVERS.into())
+            }
+            Err(AgentError::Down(why)) => WriteOutcome::Refused(why),
+        }
+    }
+
+    /// A client read of `key` through client agent `agent`, served by the
+    /// leader in the cluster's read mode.
+    pub async fn agent_read(&self, agent: u64, key: &str) -> ReadOutcome {
+        use crate::client::{ClientAnswer, ClientRequest};
+        match self
+            .through_agent(agent, ClientRequest::Read(key.into()))
+            .await
+        {
+            Ok(ClientAnswer::Read(value)) => ReadOutcome::Read(value),
+            Ok(other) => ReadOutcome::Failed(format!("{other:?}")),
+            Err(e) => ReadOutcome::Failed(format!("{e:?}")),
+        }
+    }
+
+    /// Runs a client's request on agent `agent`'s node. An agent that is
+    /// down (killed, or stopped after leaving) refuses the connection
+    /// (nothing is done); one killed while the request is on its way
+    /// leaves its outcome unknown.
+    async fn through_agent(
+        &self,
+        agent: u64,
+        request: crate::client::ClientRequest,
+    ) -> Result<crate::client::ClientAnswer, crate::client::AgentError> {
+        use crate::client::{AgentError, ClientAnswer};
+        let answer = self.run_on_agent(agent, request).await;
+        let counter = match &answer {
+            Ok(ClientAnswer::Written(_) | ClientAnswer::Read(_)) => 0,
+            Ok(ClientAnswer::NoLeader) | Err(AgentError::NoServers | AgentError::Down(_)) => 1,
+            Ok(ClientAnswer::Failed(_)) | Err(AgentError::Unknown(_)) => 2,
+        };
+        self.agent_requests[counter].fetch_add(1, SeqCst);
+        answer
+    }
+
+    /// Whether client agent `id` takes requests: its process runs and it
+    /// has not left (Consul's agent exits once it left).
+    pub fn agent_serves(&self, id: u64) -> bool {
+        let slot = &self.agents[&id];
+        slot.process.is_up() && slot.control.is_running()
+    }
+
+    async fn run_on_agent(
+        &self,
+        agent: u64,
+        request: crate::client::ClientRequest,
+    ) -> Result<crate::client::ClientAnswer, crate::client::AgentError> {
+        use crate::client::AgentError;
+        let slot = &self.agents[&agent];
+        if !self.agent_serves(agent) {
+            return Err(AgentError::Down(format!("agent {agent} is down")));
+        }
+        let Some(node) = self.handle.get_node(slot.process.node.id()) else {
+            return Err(AgentError::Down(format!("agent {agent} is unknown")));
+        };
+        let (servers, members) = (Arc::clone(&slot.servers), Arc::clone(&slot.members));
+        let node_clock = self.config.clocks.get(&agent).copied();
+        let task = node.spawn(clock::with_clock(node_clock, async move {
+            crate::client::from_agent(&servers, &members, request).await
+        }));
+        // Killed, or stopped after its leave: madsim cancels the node's
+        // tasks, and the client sees its connection break.
+        match task.await {
+            Ok(answer) => answer,
+            Err(e) => Err(AgentError::Unknown(format!("agent {agent}: {e}"))),
+        }
+    }
+
+    /// Requests through client agents so far: (answered, refused with
+    /// nothing done, left without an answer).
+    pub fn agent_requests(&self) -> (u64, u64, u64) {
+        let [answered, refused, unanswered] = &self.agent_requests;
+        (
+            answered.load(SeqCst),
+            refused.load(SeqCst),
+            unanswered.load(SeqCst),
+        )
     }
 
     /// Server or client agent `id`'s process.
@@ -687,25 +804,11 @@ impl Cluster {
     /// Like the daemon's leader, the server first passes the command
     /// through its leader machine (`Leader::prepare`: lock-delay, fresh
     /// session IDs); a server without leader duties refuses it.
-    pub async fn write(&self, id: u64, mut command: Command, timeout: Duration) -> WriteOutcome {
+    pub async fn write(&self, id: u64, command: Command, timeout: Duration) -> WriteOutcome {
         let Some(live) = self.live(id) else {
             return WriteOutcome::Refused(format!("server {id} is down"));
         };
-        match live.store.prepare(self.now_on(id), &mut command) {
-            Err(duties::NotLeading::NotLeader) => {
-                return WriteOutcome::Refused("not the leader (no leader duties)".into())
-            }
-            Ok(Err(answer)) => return WriteOutcome::Applied(answer),
-            Ok(Ok(())) => {}
-        }
-        match madsim::time::timeout(timeout, live.raft.client_write(command)).await {
-            Err(_) => WriteOutcome::Unknown(format!("timed out after {timeout:?}")),
-            Ok(Ok(response)) => WriteOutcome::Applied(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(e)))) => {
-                WriteOutcome::Refused(format!("not the leader: {e}"))
-            }
-            Ok(Err(e)) => WriteOutcome::Unknown(e.to_string()),
-        }
+        write_on(&live, self.now_on(id), command, timeout).await
     }
 
     /// Server `id`'s clock reading now.
@@ -948,7 +1051,7 @@ impl Cluster {
             return Err(format!("server {id} is down"));
         };
         let mode = self.config.read_mode;
-        let round_timeout = Duration::from_millis(2 * self.config.election_timeout_max_ms);
+        let round_timeout = round_timeout(&self.config);
         // Runs on the server, so its calls to the voters go out from its
         // address (and partitions apply).
         // A fresh handle: the one from `create_node` still points at the
@@ -958,18 +1061,9 @@ impl Cluster {
         };
         let node_clock = self.config.clocks.get(&id).copied();
         let task = node.spawn(clock::with_clock(node_clock, async move {
-            let barrier = match mode {
-                ReadMode::LocalStale => Ok(()),
-                ReadMode::Linearizable => linearizable_barrier(id, &live, round_timeout).await,
-                ReadMode::OpenraftReadIndex => {
-                    openraft_barrier(&live, openraft::ReadPolicy::ReadIndex).await
-                }
-                ReadMode::OpenraftLeaseRead => {
-                    openraft_barrier(&live, openraft::ReadPolicy::LeaseRead).await
-                }
-                ReadMode::DaemonDefault => default_barrier(id, &live, round_timeout).await,
-            };
-            barrier.map(|()| read(&live.store))
+            barrier(mode, id, &live, round_timeout)
+                .await
+                .map(|()| read(&live.store))
         }));
         match madsim::time::timeout(timeout, task).await {
             Err(_) => Err(format!("timed out after {timeout:?}")),
@@ -979,7 +1073,54 @@ impl Cluster {
     }
 }
 
-fn read_key(store: &ServerStore, key: &str) -> ReadValue {
+/// A client write on server `id` (running there or not), waiting at most
+/// `timeout`: first through the leader machine (`Leader::prepare`), which
+/// a server without leader duties refuses, then Raft.
+pub(crate) async fn write_on(
+    live: &Live,
+    now: tribune_core::time::Instant,
+    mut command: Command,
+    timeout: Duration,
+) -> WriteOutcome {
+    match live.store.prepare(now, &mut command) {
+        Err(duties::NotLeading::NotLeader) => {
+            return WriteOutcome::Refused("not the leader (no leader duties)".into())
+        }
+        Ok(Err(answer)) => return WriteOutcome::Applied(answer),
+        Ok(Ok(())) => {}
+    }
+    match madsim::time::timeout(timeout, live.raft.client_write(command)).await {
+        Err(_) => WriteOutcome::Unknown(format!("timed out after {timeout:?}")),
+        Ok(Ok(response)) => WriteOutcome::Applied(response.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(e)))) => {
+            WriteOutcome::Refused(format!("not the leader: {e}"))
+        }
+        Ok(Err(e)) => WriteOutcome::Unknown(e.to_string()),
+    }
+}
+
+/// What server `me` must pass, running on its node, before it reads its
+/// store in read mode `mode`.
+pub(crate) async fn barrier(
+    mode: ReadMode,
+    me: u64,
+    live: &Live,
+    round_timeout: Duration,
+) -> Result<(), String> {
+    match mode {
+        ReadMode::LocalStale => Ok(()),
+        ReadMode::Linearizable => linearizable_barrier(me, live, round_timeout).await,
+        ReadMode::OpenraftReadIndex => {
+            openraft_barrier(live, openraft::ReadPolicy::ReadIndex).await
+        }
+        ReadMode::OpenraftLeaseRead => {
+            openraft_barrier(live, openraft::ReadPolicy::LeaseRead).await
+        }
+        ReadMode::DaemonDefault => default_barrier(me, live, round_timeout).await,
+    }
+}
+
+pub(crate) fn read_key(store: &ServerStore, key: &str) -> ReadValue {
     store.read(|fsm| {
         fsm.kv
             .get(key)
@@ -1124,6 +1265,12 @@ struct NodeSettings {
     /// With gossip on: every server's id (each joins the others).
     gossip: Option<Vec<u64>>,
     gossip_failures: Arc<AtomicU64>,
+    /// Serve clients' requests over the network (`crate::client`): when
+    /// there are client agents to send them (elsewhere the listener's
+    /// task would only move madsim's scheduling draws).
+    serve_clients: bool,
+    read_mode: ReadMode,
+    round_timeout: Duration,
 }
 
 /// Where a node's current incarnation reports to its slot: its Raft once
@@ -1196,10 +1343,18 @@ async fn run_node(
             return;
         }
     };
-    *lock(&live) = Some(Live {
+    let started = Live {
         raft: raft.clone(),
         store: Arc::clone(&store),
         network,
+    };
+    *lock(&live) = Some(started.clone());
+    let clients = Arc::new(crate::client::ServerSide {
+        id,
+        live: started,
+        read_mode: settings.read_mode,
+        round_timeout: settings.round_timeout,
+        clock: clock::current(),
     });
     madsim::task::spawn(clock::inherit(duties::run_duties(
         id,
@@ -1217,6 +1372,9 @@ async fn run_node(
         trace.clone(),
         observations,
     ));
+    if settings.serve_clients {
+        madsim::task::spawn(clock::inherit(crate::client::serve(clients, trace.clone())));
+    }
     net::serve(move |request| {
         let raft = raft.clone();
         let trace = trace.clone();

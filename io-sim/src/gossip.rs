@@ -78,6 +78,13 @@ impl Control {
             .as_ref()
             .is_some_and(|s| s.send(Input::Leave).is_ok())
     }
+
+    /// Whether an incarnation's gossip runs (not yet started, stopped
+    /// after its leave, or killed: no).
+    pub fn is_running(&self) -> bool {
+        let sender = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sender.as_ref().is_some_and(|s| !s.is_closed())
+    }
 }
 
 /// What a node's gossip runs with.

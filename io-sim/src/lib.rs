@@ -20,6 +20,7 @@
 //! without it this crate is empty. See book/src/simulation.md.
 #![cfg(madsim)]
 
+pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod disk;

@@ -35,6 +35,17 @@ pub fn ip(id: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, (id >> 8) as u8, id as u8))
 }
 
+/// The node at `ip`, if it is a simulated node's address.
+pub fn id_of(ip: IpAddr) -> Option<u64> {
+    match ip {
+        IpAddr::V4(v4) => match v4.octets() {
+            [10, 0, high, low] => Some(u64::from(high) << 8 | u64::from(low)),
+            _ => None,
+        },
+        IpAddr::V6(_) => None,
+    }
+}
+
 /// The server address of node `id`.
 pub fn addr(id: u64) -> SocketAddr {
     SocketAddr::new(ip(id), PORT)

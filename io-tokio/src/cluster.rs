@@ -35,8 +35,9 @@ use tribune_core::limits::RPC_CALL_TIMEOUT;
 use tribune_core::rpc_frame::FrameKind;
 
 /// How long a request waits for a leader before it fails (Consul's
-/// `rpc_hold_timeout`).
-pub const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+/// `rpc_hold_timeout`, core's `route::HOLD_TIMEOUT`).
+pub const RPC_HOLD_TIMEOUT: Duration =
+    Duration::from_nanos(tribune_core::route::HOLD_TIMEOUT.as_nanos());
 
 /// Between two attempts while there is no leader.
 const HOLD_RETRY: Duration = Duration::from_millis(50);

@@ -505,7 +505,7 @@ impl Node {
             }
             return Ok(result);
         }
-        let hold_until = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+        let call = tribune_core::route::Call::to_leader(clock::now(), false);
         loop {
             let attempt = match self.cluster.get() {
                 None => Ok(None),
@@ -519,12 +519,15 @@ impl Node {
                     LeaderIs::Unknown => Ok(None),
                 },
             };
-            match attempt? {
-                Some(reply) => return Ok(reply.result),
-                None if tokio::time::Instant::now() >= hold_until => {
-                    return Err(WriteError::NoLeader)
+            // No answer yet: no leader, or it was not reached (nothing sent).
+            if let Some(reply) = attempt? {
+                return Ok(reply.result);
+            }
+            match call.exhausted(clock::now()) {
+                tribune_core::route::Step::Wait(pause) => {
+                    tokio::time::sleep(clock::std_duration(pause)).await
                 }
-                None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                _ => return Err(WriteError::NoLeader),
             }
         }
     }

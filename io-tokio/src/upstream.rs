@@ -3,15 +3,11 @@
 //! `port` tag) and sends every request for the cluster's state to one of
 //! them over server RPC, as Consul's client agents do.
 //!
-//! Like Consul's router, a client sticks to one server and moves to the
-//! next when a call fails to reach it. A request is retried on another
-//! server only when nothing was sent (the connection could not be made)
-//! or when it was a read; a write whose connection broke after sending has
-//! an unknown outcome and fails. With no server known or reachable,
-//! requests are held and retried for [`RPC_HOLD_TIMEOUT`], then fail with
-//! Consul's "No known Consul servers".
+//! Which server, and whether a failed request is tried again, core's
+//! `route` decides (Consul's router: stick to one server, move on when a
+//! call fails; resend only reads, or what was never sent; hold for the
+//! hold timeout, then "No known Consul servers").
 
-use crate::cluster::RPC_HOLD_TIMEOUT;
 use crate::gossip::Gossip;
 use crate::raft::rpc::{decode_body, encode_body, RpcClient, RpcError, ServerReply, ServerRequest};
 use crate::raft::ForwardError;
@@ -21,13 +17,11 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tribune_core::gossip::{SerfEvent, SerfMember};
 use tribune_core::limits::RPC_CALL_TIMEOUT;
-use tribune_core::rng::Rng;
+use tribune_core::route::{Call, Miss, Servers, Step};
 use tribune_core::rpc_frame::FrameKind;
 
 /// Consul's error when a client knows no server.
 pub const NO_SERVERS: &str = "No known Consul servers";
-/// Between attempts while no server answers.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How often the server list is rebuilt from the member list even without
 /// membership events (a lost event must not leave it stale).
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -57,8 +51,7 @@ pub struct Upstream {
     datacenter: String,
     client: RpcClient,
     /// Known servers' RPC addresses; the first is the one in use.
-    servers: Mutex<Vec<SocketAddr>>,
-    rng: Mutex<Rng>,
+    servers: Mutex<Servers<SocketAddr>>,
     /// For callers on threads outside the runtime (the DNS threads).
     runtime: tokio::runtime::Handle,
 }
@@ -81,12 +74,11 @@ impl Upstream {
             runtime: tokio::runtime::Handle::current(),
             datacenter,
             client: RpcClient::new(),
-            servers: Mutex::new(Vec::new()),
-            rng: Mutex::new(Rng::from_seed(seed)),
+            servers: Mutex::new(Servers::new(seed)),
         }
     }
 
-    fn servers(&self) -> std::sync::MutexGuard<'_, Vec<SocketAddr>> {
+    fn servers(&self) -> std::sync::MutexGuard<'_, Servers<SocketAddr>> {
         self.servers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -94,38 +86,14 @@ impl Upstream {
 
     /// The servers known now, the one in use first.
     pub fn known(&self) -> Vec<SocketAddr> {
-        self.servers().clone()
+        self.servers().known().to_vec()
     }
 
-    /// Replaces the server list with what the pool shows. The server in use
-    /// stays first while it is listed; otherwise a random one is picked,
-    /// so clients spread over the servers.
+    /// Replaces the server list with what the pool shows (core's
+    /// `Servers::update`: the server in use stays first while listed).
     pub fn update(&self, members: &[SerfMember]) {
-        let mut found = servers_of(members, &self.datacenter);
-        let mut servers = self.servers();
-        let current = servers.first().copied();
-        match current.and_then(|c| found.iter().position(|s| *s == c)) {
-            Some(at) => found.rotate_left(at),
-            None if !found.is_empty() => {
-                let len = found.len() as u64;
-                let at = self
-                    .rng
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .below(len);
-                found.rotate_left(at as usize);
-            }
-            None => {}
-        }
-        *servers = found;
-    }
-
-    /// Moves `failed` to the back of the list (if it is still first).
-    fn demote(&self, failed: SocketAddr) {
-        let mut servers = self.servers();
-        if servers.first() == Some(&failed) {
-            servers.rotate_left(1);
-        }
+        let found = servers_of(members, &self.datacenter);
+        self.servers().update(found);
     }
 
     /// Keeps the server list in step with the pool for the life of the
@@ -158,8 +126,9 @@ impl Upstream {
 
     /// Sends `request` to a server and returns its answer. `read_only`
     /// requests may be resent to another server after a failure mid-call;
-    /// others only when the connection could not be made. `deadline`
-    /// bounds one attempt's exchange (a blocking query needs its wait).
+    /// others only when the connection could not be made (core's
+    /// `route::Call`). `deadline` bounds one attempt's exchange (a
+    /// blocking query needs its wait).
     pub async fn call(
         &self,
         request: &ServerRequest,
@@ -167,54 +136,57 @@ impl Upstream {
         deadline: Duration,
     ) -> Result<ServerReply, UpstreamError> {
         let body = encode_body(request);
-        let connect = Duration::from_nanos(RPC_CALL_TIMEOUT.as_nanos());
-        let hold_until = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+        let connect = crate::clock::std_duration(RPC_CALL_TIMEOUT);
+        let call = Call::from_client(crate::clock::now(), read_only);
         let mut last_error = String::new();
         loop {
             let candidates = self.known();
             for server in candidates {
-                let mut conn = match self.client.checkout(server, connect).await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        crate::log::debug(&format!("upstream: server {server}: {e}"));
-                        last_error = format!("server {server}: {e}");
-                        self.client.forget(server);
-                        self.demote(server);
-                        continue;
-                    }
-                };
-                match self
-                    .client
-                    .call_on(&mut conn, FrameKind::Request, &body, deadline)
-                    .await
-                {
-                    Ok(reply) => {
-                        self.client.checkin(conn);
-                        let answer: Result<ServerReply, ForwardError> = decode_body(&reply)
-                            .map_err(|e| UpstreamError::Failed(format!("server {server}: {e}")))?;
-                        // A server that found no leader already held the
-                        // request for the hold timeout: its answer is final.
-                        return answer.map_err(UpstreamError::Refused);
-                    }
-                    Err(e) => {
-                        self.client.forget(server);
-                        self.demote(server);
-                        if !read_only || matches!(e, RpcError::Remote(_)) {
+                let (miss, why) = match self.client.checkout(server, connect).await {
+                    Err(e) => (Miss::NotSent, e.to_string()),
+                    Ok(mut conn) => match self
+                        .client
+                        .call_on(&mut conn, FrameKind::Request, &body, deadline)
+                        .await
+                    {
+                        Ok(reply) => {
+                            self.client.checkin(conn);
+                            let answer: Result<ServerReply, ForwardError> = decode_body(&reply)
+                                .map_err(|e| {
+                                    UpstreamError::Failed(format!("server {server}: {e}"))
+                                })?;
+                            // A server that found no leader already held the
+                            // request for the hold timeout: its answer is final.
+                            return answer.map_err(UpstreamError::Refused);
+                        }
+                        // A remote error is the server's answer.
+                        Err(e @ RpcError::Remote(_)) => {
                             return Err(UpstreamError::Failed(format!(
                                 "rpc error talking to server {server}: {e}"
-                            )));
+                            )))
                         }
-                        last_error = format!("server {server}: {e}");
+                        Err(e) => (Miss::NoAnswer, e.to_string()),
+                    },
+                };
+                crate::log::debug(&format!("upstream: server {server}: {why}"));
+                self.client.forget(server);
+                self.servers().demote(&server);
+                if call.missed(miss) != Step::Next {
+                    return Err(UpstreamError::Failed(format!(
+                        "rpc error talking to server {server}: {why}"
+                    )));
+                }
+                last_error = format!("server {server}: {why}");
+            }
+            match call.exhausted(crate::clock::now()) {
+                Step::Wait(pause) => tokio::time::sleep(crate::clock::std_duration(pause)).await,
+                _ => {
+                    if !last_error.is_empty() {
+                        crate::log::warn(&format!("upstream: no server answered: {last_error}"));
                     }
+                    return Err(UpstreamError::NoServers);
                 }
             }
-            if tokio::time::Instant::now() >= hold_until {
-                if !last_error.is_empty() {
-                    crate::log::warn(&format!("upstream: no server answered: {last_error}"));
-                }
-                return Err(UpstreamError::NoServers);
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 }

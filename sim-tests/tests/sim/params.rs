@@ -68,6 +68,10 @@ pub struct Params {
     /// good (at once, or by bit rot on its disk) and bring the spare server
     /// in for it (one spare per seed; none in seeds with voter changes).
     pub replace_pct: u64,
+    /// KV and transaction clients that go through a client agent (every
+    /// other client, when there are agents): the agent picks a server and
+    /// sends over the network, the server forwards to the leader.
+    pub agent_clients: bool,
     pub disk: DiskConfig,
     pub read_mode: ReadMode,
     pub allow_log_reversion: bool,
@@ -133,6 +137,7 @@ impl Params {
         } else {
             Duration::ZERO
         };
+        let agent_clients = agents > 0 && fourth.below(3) > 0;
         Params {
             seed,
             size,
@@ -159,6 +164,7 @@ impl Params {
             agents,
             agent_fault_pct,
             replace_pct,
+            agent_clients,
             disk: DiskConfig {
                 latency_min: Duration::from_millis(disk_min),
                 latency_max: Duration::from_millis(disk_min + 1 + rng.below(10)),
@@ -214,6 +220,7 @@ impl Params {
         self.agents = 0;
         self.agent_fault_pct = 0;
         self.replace_pct = 0;
+        self.agent_clients = false;
         self.gossip_time = Duration::ZERO;
         self.disk.read_corruption_ppm = 0;
         self
@@ -240,7 +247,7 @@ impl Run {
         format!(
             "seed {}: {} servers, {} clients, {} keys, loss {}, duplicates {}, drift {}ppm, \
              snapshots every {:?} entries, voter changes {}%, txns {}%, locks {}%, \
-             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {} ({} agents, {}% agent faults), server replacement {}%, \
+             catalog {}%, read corruption {}ppm, {} lease clients (TTL {} ms), gossip {} ({} agents, {}% agent faults, clients through agents {}), server replacement {}%, \
              {} ops ({} acked writes), \
              faults {:?}, {:.1}s virtual in {:.2}s wall, trace {:016x} ({} events)",
             self.params.seed,
@@ -261,6 +268,7 @@ impl Run {
             self.params.gossip,
             self.params.agents,
             self.params.agent_fault_pct,
+            self.params.agent_clients,
             self.params.replace_pct,
             self.operations,
             self.acked_writes,

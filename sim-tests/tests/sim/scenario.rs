@@ -170,7 +170,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
             let key = format!("k{k}");
             let mut done = false;
             for _ in 0..20 {
-                if read_op(&cluster, &history, final_process, &key)
+                if read_op(&cluster, Via::Servers, &history, final_process, &key)
                     .await
                     .is_some()
                 {
@@ -269,6 +269,12 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
             ("sessions expired", cluster.sessions_expired()),
             ("gossip members failed", cluster.gossip_failures()),
         ];
+        let (answered, refused, unanswered) = cluster.agent_requests();
+        let counts = counts.into_iter().chain([
+            ("agent requests answered", answered),
+            ("agent requests refused", refused),
+            ("agent requests unanswered", unanswered),
+        ]);
         for (what, n) in counts {
             if n > 0 {
                 faults.insert(what, n);

@@ -75,15 +75,67 @@ pub(crate) fn target(cluster: &Cluster) -> u64 {
     }
 }
 
+/// How long a client waits for its agent's answer (the agent holds a
+/// request up to 7 s while no server answers; a paused agent never does).
+const AGENT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which way a client's requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Straight to a server, in-process (mostly the leader it can see).
+    Servers,
+    /// Through this client agent, over the network (`io_sim::client`).
+    Agent(u64),
+}
+
+impl Via {
+    /// With `agent_clients`, every other client goes through an agent.
+    pub(crate) fn of(params: &Params, process: u64) -> Via {
+        if params.agent_clients && params.agents > 0 && process.is_multiple_of(2) {
+            let k = 1 + (process / 2 - 1) % params.agents;
+            Via::Agent(io_sim::gossip::agent_id(k))
+        } else {
+            Via::Servers
+        }
+    }
+
+    pub(crate) async fn write(self, cluster: &Cluster, command: Command) -> WriteOutcome {
+        match self {
+            Via::Servers => cluster.write(target(cluster), command, WRITE_TIMEOUT).await,
+            Via::Agent(agent) => {
+                let answer = cluster.agent_write(agent, command);
+                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => WriteOutcome::Unknown(format!("agent {agent}: timed out")),
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn read(self, cluster: &Cluster, key: &str) -> ReadOutcome {
+        match self {
+            Via::Servers => cluster.read(target(cluster), key, READ_TIMEOUT).await,
+            Via::Agent(agent) => {
+                let answer = cluster.agent_read(agent, key);
+                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => ReadOutcome::Failed(format!("agent {agent}: timed out")),
+                }
+            }
+        }
+    }
+}
+
 pub(crate) async fn read_op(
     cluster: &Cluster,
+    via: Via,
     history: &SharedHistory,
     process: u64,
     key: &str,
 ) -> Option<ReadValue> {
     let invoked = now_ns();
     push(history, Event::invoke_read(process, key, invoked));
-    let outcome = cluster.read(target(cluster), key, READ_TIMEOUT).await;
+    let outcome = via.read(cluster, key).await;
     match outcome {
         ReadOutcome::Read(value) => {
             if let Some((_, index)) = &value {
@@ -124,6 +176,7 @@ pub(crate) async fn read_op(
 /// (atomicity across keys: `txn_atomicity`, over the legs grouped back).
 pub(crate) async fn txn_op(
     cluster: &Cluster,
+    via: Via,
     params: &Params,
     history: &SharedHistory,
     process: u64,
@@ -166,9 +219,7 @@ pub(crate) async fn txn_op(
             },
         );
     }
-    let outcome = cluster
-        .write(target(cluster), Command::Txn(ops), WRITE_TIMEOUT)
-        .await;
+    let outcome = via.write(cluster, Command::Txn(ops)).await;
     let done = now_ns();
     for (leg_process, key, write) in &legs {
         let f = if write.is_some() {
@@ -215,13 +266,14 @@ pub(crate) const TXN_PROCESSES: u64 = 10_000;
 
 pub(crate) async fn write_op(
     cluster: &Cluster,
+    via: Via,
     history: &SharedHistory,
     invoke: Event,
     command: Command,
 ) {
     let (process, f, key) = (invoke.process, invoke.f, invoke.key.clone());
     push(history, invoke);
-    let outcome = cluster.write(target(cluster), command, WRITE_TIMEOUT).await;
+    let outcome = via.write(cluster, command).await;
     let kind = write_event_type(&outcome);
     push(history, Event::complete(process, kind, f, &key, now_ns()));
 }
@@ -235,6 +287,7 @@ pub(crate) async fn client(
     stop: Arc<AtomicBool>,
 ) {
     let mut seq = 0u64;
+    let via = Via::of(&params, process);
     let mut lock = if params.lock_pct > 0 {
         create_session(&cluster, process, &stop).await
     } else {
@@ -258,36 +311,42 @@ pub(crate) async fn client(
                 lock_op(&cluster, process, lock, &locks, params.careless_locks).await;
             }
         } else if other < params.lock_pct + params.catalog_pct {
-            catalog_op(&cluster, &params, &history, process, &value).await;
+            catalog_op(&cluster, via, &params, &history, process, &value).await;
         } else if dice < params.write_pct {
             let invoke = Event::invoke_write(process, &key, &value, now_ns());
             let command = kv(KvVerb::Set, &key, &value, 0);
-            write_op(&cluster, &history, invoke, command).await;
+            write_op(&cluster, via, &history, invoke, command).await;
         } else if dice < params.write_pct + params.cas_pct {
             // Consul's CAS compares the modify index; values are
             // unique, so "index i" is "the value written at i", and the
             // history records a CAS on the value read just before.
-            let Some(read) = read_op(&cluster, &history, process, &key).await else {
+            let Some(read) = read_op(&cluster, via, &history, process, &key).await else {
                 continue;
             };
             let expected = value_string(&read);
             let index = read.as_ref().map_or(0, |(_, index)| *index);
             let invoke = Event::invoke_cas(process, &key, expected.as_deref(), &value, now_ns());
             let command = kv(KvVerb::Cas, &key, &value, index);
-            write_op(&cluster, &history, invoke, command).await;
+            write_op(&cluster, via, &history, invoke, command).await;
         } else if (params.write_pct + params.cas_pct + params.delete_pct
             ..params.write_pct + params.cas_pct + params.delete_pct + params.txn_pct)
             .contains(&dice)
         {
-            txn_op(&cluster, &params, &history, process, &value).await;
+            txn_op(&cluster, via, &params, &history, process, &value).await;
         } else if dice < params.write_pct + params.cas_pct + params.delete_pct {
             let invoke = Event::invoke_delete(process, &key, now_ns());
             let command = kv(KvVerb::Delete, &key, "", 0);
-            write_op(&cluster, &history, invoke, command).await;
+            write_op(&cluster, via, &history, invoke, command).await;
         } else {
-            read_op(&cluster, &history, process, &key).await;
+            read_op(&cluster, via, &history, process, &key).await;
         }
         madsim::time::sleep(Duration::from_millis(rand_below(20))).await;
+        // An application whose agent is down retries at a slower pace.
+        if let Via::Agent(agent) = via {
+            if !cluster.agent_serves(agent) {
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
     if let Some(Client {
         holding: Some((token, acquired)),
@@ -311,6 +370,7 @@ pub(crate) async fn client(
 /// reads, through the same linearizable barrier as KV reads.
 pub(crate) async fn catalog_op(
     cluster: &Cluster,
+    via: Via,
     params: &Params,
     history: &SharedHistory,
     process: u64,
@@ -342,6 +402,7 @@ pub(crate) async fn catalog_op(
             let invoke = Event::invoke_write(process, &key, value, now_ns());
             write_op(
                 cluster,
+                via,
                 history,
                 invoke,
                 Command::Register(Box::new(registration)),
@@ -355,7 +416,7 @@ pub(crate) async fn catalog_op(
                 service_id: Some(instance),
                 check_id: None,
             };
-            write_op(cluster, history, invoke, command).await;
+            write_op(cluster, via, history, invoke, command).await;
         }
         _ => {
             push(history, Event::invoke_read(process, &key, now_ns()));
