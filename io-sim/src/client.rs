@@ -134,6 +134,9 @@ pub(crate) struct ServerSide {
     pub(crate) read_mode: ReadMode,
     pub(crate) round_timeout: Duration,
     pub(crate) clock: Option<NodeClock>,
+    /// Broken on purpose (the teeth test): a forwarded write that brought
+    /// no answer is sent to the leader again.
+    pub(crate) resend_unanswered: bool,
 }
 
 impl ServerSide {
@@ -173,7 +176,7 @@ impl ServerSide {
                 }
                 None => Miss::NotLeader,
             };
-            if let Step::Fail(_) = call.missed(miss) {
+            if let (Step::Fail(_), false) = (call.missed(miss), self.resend_unanswered) {
                 return ClientAnswer::Failed("no answer from the leader".into());
             }
             match call.exhausted(self.now()) {
@@ -231,11 +234,12 @@ fn servers_in(members: &[SerfMember]) -> Vec<u64> {
 
 /// A client agent's half (runs on its node): picks a server from its
 /// member list, sends, and moves on or gives up as core's `route::Call`
-/// says.
+/// says (`resend_unanswered`: broken on purpose, every miss moves on).
 pub(crate) async fn from_agent(
     servers: &Mutex<Option<Servers<u64>>>,
     members: &crate::gossip::MemberView,
     request: ClientRequest,
+    resend_unanswered: bool,
 ) -> Result<ClientAnswer, AgentError> {
     let now = || crate::server::now_on(crate::clock::current());
     let call = Call::from_client(now(), request.read_only());
@@ -264,7 +268,7 @@ pub(crate) async fn from_agent(
                 Err(miss) => miss,
             };
             with_servers(&mut |list| list.demote(&server));
-            if let Step::Fail(_) = call.missed(miss) {
+            if let (Step::Fail(_), false) = (call.missed(miss), resend_unanswered) {
                 return Err(AgentError::Unknown(format!(
                     "no answer from server {server}"
                 )));

@@ -106,6 +106,10 @@ pub struct ClusterConfig {
     /// Broken on purpose (the teeth test): transactions apply their first
     /// operation only.
     pub partial_txns: bool,
+    /// Broken on purpose (the teeth test): client agents send a write that
+    /// brought no answer to the next server, and servers to the leader
+    /// again, against core's `route::Call`.
+    pub resend_unanswered_writes: bool,
 }
 
 /// One observation of a server's replicated state, for `replica_state`.
@@ -367,6 +371,7 @@ impl Cluster {
                 .then(|| (1..=config.size + config.spares).collect()),
             gossip_failures: Arc::clone(&gossip_failures),
             serve_clients: config.agents > 0,
+            resend_unanswered_writes: config.resend_unanswered_writes,
             read_mode: config.read_mode,
             round_timeout: round_timeout(&config),
         };
@@ -624,8 +629,9 @@ impl Cluster {
         };
         let (servers, members) = (Arc::clone(&slot.servers), Arc::clone(&slot.members));
         let node_clock = self.config.clocks.get(&agent).copied();
+        let resend = self.config.resend_unanswered_writes;
         let task = node.spawn(clock::with_clock(node_clock, async move {
-            crate::client::from_agent(&servers, &members, request).await
+            crate::client::from_agent(&servers, &members, request, resend).await
         }));
         // Killed, or stopped after its leave: madsim cancels the node's
         // tasks, and the client sees its connection break.
@@ -1269,6 +1275,7 @@ struct NodeSettings {
     /// there are client agents to send them (elsewhere the listener's
     /// task would only move madsim's scheduling draws).
     serve_clients: bool,
+    resend_unanswered_writes: bool,
     read_mode: ReadMode,
     round_timeout: Duration,
 }
@@ -1355,6 +1362,7 @@ async fn run_node(
         read_mode: settings.read_mode,
         round_timeout: settings.round_timeout,
         clock: clock::current(),
+        resend_unanswered: settings.resend_unanswered_writes,
     });
     madsim::task::spawn(clock::inherit(duties::run_duties(
         id,

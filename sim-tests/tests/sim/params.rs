@@ -54,6 +54,9 @@ pub struct Params {
     /// Broken on purpose (the teeth test): transactions apply their first
     /// operation only.
     pub partial_txns: bool,
+    /// Broken on purpose (the teeth test): client agents resend
+    /// unanswered writes.
+    pub resend_unanswered_writes: bool,
     /// Servers run gossip too; after healing, their member lists must
     /// converge.
     pub gossip: bool,
@@ -160,6 +163,7 @@ impl Params {
             lease_lock_delay_ms,
             forget_sessions_on_takeover: false,
             partial_txns: false,
+            resend_unanswered_writes: false,
             gossip,
             agents,
             agent_fault_pct,

@@ -50,6 +50,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
         agents: params.agents,
         spares: u64::from(params.replace_pct > 0),
         partial_txns: params.partial_txns,
+        resend_unanswered_writes: params.resend_unanswered_writes,
     };
     let cluster = Arc::new(Cluster::new(config, trace.clone()));
     cluster.initialize().await;

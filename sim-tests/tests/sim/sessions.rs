@@ -43,6 +43,7 @@ pub(crate) fn config(
         agents,
         spares: 0,
         partial_txns: false,
+        resend_unanswered_writes: false,
     }
 }
 

@@ -267,6 +267,38 @@ fn teeth_sessions_forgotten_by_new_leaders_are_caught() {
     );
 }
 
+/// Client agents that send a write which brought no answer to the next
+/// server (what core's `route::Call` forbids) apply it twice when the
+/// first copy did arrive: a compare-and-set that took effect then
+/// answers false, a set lands again after later writes. Some check must
+/// say so.
+#[test]
+fn teeth_agents_resending_unanswered_writes_are_caught() {
+    let through_agents = |params: &mut Params| {
+        params.gossip = true;
+        params.agents = params.agents.max(2);
+        params.agent_clients = true;
+        params.gossip_time = params.gossip_time.max(Duration::from_secs(2));
+        params.clients = params.clients.max(4);
+        params.kill_pct = params.kill_pct.max(30);
+    };
+    let caught = first_caught(|params| {
+        through_agents(params);
+        params.resend_unanswered_writes = true;
+    });
+    let (seed, violations) = caught.expect("writes applied twice went unnoticed");
+    eprintln!("resent writes caught at seed {seed}: {violations:?}");
+    // The same seed with the rule kept passes.
+    let mut params = Params::from_seed(seed);
+    through_agents(&mut params);
+    let run = run(&params, false);
+    assert!(
+        run.violations.is_empty(),
+        "seed {seed} fails even with the rule kept: {:?}",
+        run.violations
+    );
+}
+
 /// Transactions that apply only their first operation (and answer as
 /// if they applied all) leave other transactions reading one leg's new
 /// value beside another leg's old one: the transaction atomicity check
