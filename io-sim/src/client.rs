@@ -28,6 +28,9 @@ use tribune_core::command::{Command, CommandResult};
 use tribune_core::gossip::SerfMember;
 use tribune_core::route::{Call, Miss, Servers, Step};
 
+/// Consul's answer when a client agent reaches no server.
+pub use tribune::upstream::NO_SERVERS;
+
 /// Where servers take clients' requests (Consul's server RPC port).
 pub const PORT: u16 = 8300;
 

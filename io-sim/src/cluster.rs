@@ -566,9 +566,7 @@ impl Cluster {
                 WriteOutcome::Unknown(why)
             }
             Ok(ClientAnswer::Read(_)) => WriteOutcome::Unknown("a read's answer to a write".into()),
-            Err(AgentError::NoServers) => {
-                WriteOutcome::Refused(tribune::upstream::NO_SERVERS.into())
-            }
+            Err(AgentError::NoServers) => WriteOutcome::Refused(crate::client::NO_SERVERS.into()),
             Err(AgentError::Down(why)) => WriteOutcome::Refused(why),
         }
     }

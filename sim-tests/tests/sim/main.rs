@@ -39,6 +39,8 @@ fn requires_cfg_madsim() {
 }
 
 #[cfg(madsim)]
+mod agents;
+#[cfg(madsim)]
 mod leases;
 #[cfg(madsim)]
 mod nemesis;

@@ -197,13 +197,13 @@ fn teeth_a_new_leader_that_forgets_inherited_sessions_is_seen() {
 }
 
 /// The virtual time `d` from now, in nanoseconds.
-fn in_virtual(d: Duration) -> u64 {
+pub(crate) fn in_virtual(d: Duration) -> u64 {
     crate::workload::now_ns() + d.as_nanos() as u64
 }
 
 /// A quiet 3-server cluster whose servers (and `agents` client agents)
 /// gossip, once every member list shows every node alive.
-async fn gossiping_cluster(agents: u64) -> Cluster {
+pub(crate) async fn gossiping_cluster(agents: u64) -> Cluster {
     let cluster = Cluster::new(config(false, true, agents), Trace::default());
     cluster.initialize().await;
     crate::scenario::members_converge(&cluster, in_virtual(Duration::from_secs(10)))
@@ -268,7 +268,11 @@ fn serf_health(
 
 /// Polls every 100 ms of virtual time until `done` holds; panics with
 /// `what()` after `within`.
-async fn wait_for(within: Duration, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+pub(crate) async fn wait_for(
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) {
     let until = in_virtual(within);
     while !done() {
         assert!(crate::workload::now_ns() < until, "{}", what());
