@@ -16,7 +16,7 @@
 //! paused and killed nodes apply to the client's path too (the direct
 //! `Cluster::write` and `Cluster::read` reach a server in-process).
 
-use crate::cluster::{self, Live, ReadMode, ReadValue, WriteOutcome};
+use crate::cluster::{self, Live, ReadMode, WriteOutcome};
 use crate::net;
 use crate::trace::Trace;
 use crate::NodeClock;
@@ -26,7 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tribune_core::command::{Command, CommandResult};
 use tribune_core::gossip::SerfMember;
+use tribune_core::ids::SessionId;
+use tribune_core::kv::KvEntry;
 use tribune_core::route::{Call, Miss, Servers, Step};
+use tribune_core::session::Session;
 
 /// Consul's answer when a client agent reaches no server.
 pub use tribune::upstream::NO_SERVERS;
@@ -48,8 +51,11 @@ pub const SERVER_CALL_TIMEOUT: Duration = Duration::from_millis(
 #[derive(Clone, Debug)]
 pub enum ClientRequest {
     Write(Command),
-    /// A key's value and modify index, in the cluster's read mode.
+    /// A key's entry, in the cluster's read mode.
     Read(String),
+    /// `PUT /v1/session/renew`: the leader resets the session's TTL timer
+    /// (not a Raft write, not resent: it is no read).
+    Renew(SessionId),
 }
 
 impl ClientRequest {
@@ -57,6 +63,7 @@ impl ClientRequest {
         match self {
             ClientRequest::Write(_) => "client-write",
             ClientRequest::Read(_) => "client-read",
+            ClientRequest::Renew(_) => "client-renew",
         }
     }
 
@@ -69,7 +76,9 @@ impl ClientRequest {
 #[derive(Clone, Debug)]
 pub enum ClientAnswer {
     Written(CommandResult),
-    Read(ReadValue),
+    Read(Option<KvEntry>),
+    /// The renewed session; `None`: no such session.
+    Renewed(Option<Session>),
     /// Nothing was done: no leader was found within the hold timeout (or,
     /// to a forwarded request, this server does not lead).
     NoLeader,
@@ -206,7 +215,12 @@ impl ServerSide {
                 cluster::barrier(self.read_mode, self.id, &self.live, self.round_timeout)
                     .await
                     .ok()?;
-                Some(ClientAnswer::Read(cluster::read_key(&self.live.store, key)))
+                let entry = self.live.store.read(|fsm| fsm.kv.get(key).cloned());
+                Some(ClientAnswer::Read(entry))
+            }
+            ClientRequest::Renew(id) => {
+                let renewed = self.live.store.renew(self.now(), *id).ok()?;
+                Some(ClientAnswer::Renewed(renewed))
             }
         }
     }

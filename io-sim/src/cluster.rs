@@ -565,7 +565,9 @@ impl Cluster {
             Ok(ClientAnswer::Failed(why)) | Err(AgentError::Unknown(why)) => {
                 WriteOutcome::Unknown(why)
             }
-            Ok(ClientAnswer::Read(_)) => WriteOutcome::Unknown("a read's answer to a write".into()),
+            Ok(other @ (ClientAnswer::Read(_) | ClientAnswer::Renewed(_))) => {
+                WriteOutcome::Unknown(format!("a write answered {other:?}"))
+            }
             Err(AgentError::NoServers) => WriteOutcome::Refused(crate::client::NO_SERVERS.into()),
             Err(AgentError::Down(why)) => WriteOutcome::Refused(why),
         }
@@ -574,14 +576,45 @@ impl Cluster {
     /// A client read of `key` through client agent `agent`, served by the
     /// leader in the cluster's read mode.
     pub async fn agent_read(&self, agent: u64, key: &str) -> ReadOutcome {
+        match self.agent_read_entry(agent, key).await {
+            Ok(entry) => ReadOutcome::Read(entry.map(|e| (e.value.to_vec(), e.modify_index))),
+            Err(why) => ReadOutcome::Failed(why),
+        }
+    }
+
+    /// `key`'s whole entry (its lock index and holder too), read as
+    /// [`Cluster::agent_read`] does.
+    pub async fn agent_read_entry(
+        &self,
+        agent: u64,
+        key: &str,
+    ) -> Result<Option<tribune_core::kv::KvEntry>, String> {
         use crate::client::{ClientAnswer, ClientRequest};
         match self
             .through_agent(agent, ClientRequest::Read(key.into()))
             .await
         {
-            Ok(ClientAnswer::Read(value)) => ReadOutcome::Read(value),
-            Ok(other) => ReadOutcome::Failed(format!("{other:?}")),
-            Err(e) => ReadOutcome::Failed(format!("{e:?}")),
+            Ok(ClientAnswer::Read(entry)) => Ok(entry),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    /// Renews `session` through client agent `agent` (the leader resets
+    /// its timer), as [`Cluster::renew_session`] does on a server.
+    pub async fn agent_renew(
+        &self,
+        agent: u64,
+        session: tribune_core::ids::SessionId,
+    ) -> Result<Option<tribune_core::session::Session>, String> {
+        use crate::client::{ClientAnswer, ClientRequest};
+        match self
+            .through_agent(agent, ClientRequest::Renew(session))
+            .await
+        {
+            Ok(ClientAnswer::Renewed(renewed)) => Ok(renewed),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(format!("{e:?}")),
         }
     }
 
@@ -597,7 +630,7 @@ impl Cluster {
         use crate::client::{AgentError, ClientAnswer};
         let answer = self.run_on_agent(agent, request).await;
         let counter = match &answer {
-            Ok(ClientAnswer::Written(_) | ClientAnswer::Read(_)) => 0,
+            Ok(ClientAnswer::Written(_) | ClientAnswer::Read(_) | ClientAnswer::Renewed(_)) => 0,
             Ok(ClientAnswer::NoLeader) | Err(AgentError::NoServers | AgentError::Down(_)) => 1,
             Ok(ClientAnswer::Failed(_)) | Err(AgentError::Unknown(_)) => 2,
         };

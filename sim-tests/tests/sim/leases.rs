@@ -14,7 +14,10 @@
 //! would be reaped, as Consul's reconciliation does), and whose
 //! `serfHealth` it writes from gossip: an agent that gossip declares
 //! failed (killed, isolated, stalled) or that leaves invalidates them.
-//! Their node fails only when the nemesis says so.
+//! Their node fails only when the nemesis says so. In seeds that send
+//! clients through agents (`agent_clients`), their requests go through
+//! that agent too (session create, acquire, the token's read, renew,
+//! release): a renewal that cannot reach the leader lets the TTL run out.
 //!
 //! A client believes it holds the lock from the acquire's acknowledgement
 //! (confirmed by a linearizable read that shows its session as holder,
@@ -60,6 +63,9 @@ struct LeaseClient {
     /// the leader writes from gossip) the sessions are bound to; without,
     /// the client's own node.
     agent: Option<u64>,
+    /// Its requests' way: through that agent when the seed sends clients
+    /// through agents, else straight to a server.
+    via: Via,
     ttl: Duration,
     session: Option<SessionId>,
     /// (token, acknowledged at) of the hold this client believes in.
@@ -117,7 +123,7 @@ impl LeaseClient {
         };
         let command = Command::SessionCreate(Box::new(session));
         if let WriteOutcome::Applied(CommandResult::SessionCreated(id)) =
-            cluster.write(target(cluster), command, WRITE_TIMEOUT).await
+            self.via.write(cluster, command).await
         {
             self.session = Some(id);
         }
@@ -126,10 +132,7 @@ impl LeaseClient {
     /// Renews the session: a session that is gone ends the hold.
     async fn renew(&mut self, cluster: &Cluster, locks: &SharedLocks) {
         let Some(id) = self.session else { return };
-        if let Ok(None) = cluster
-            .renew_session(target(cluster), id, READ_TIMEOUT)
-            .await
-        {
+        if let Ok(None) = self.via.renew(cluster, id).await {
             self.end_hold(locks, now_ns());
             self.session = None;
         }
@@ -142,19 +145,11 @@ impl LeaseClient {
             session: Some(id),
             ..KvOp::new(KvVerb::Lock, LEASE_KEY)
         };
-        let outcome = cluster
-            .write(target(cluster), Command::Kv(acquire), WRITE_TIMEOUT)
-            .await;
+        let outcome = self.via.write(cluster, Command::Kv(acquire)).await;
         match outcome {
             WriteOutcome::Applied(CommandResult::Bool(true)) => {
                 let acquired = now_ns();
-                let read = cluster
-                    .read_fsm(target(cluster), READ_TIMEOUT, |fsm| {
-                        fsm.kv
-                            .get(LEASE_KEY)
-                            .map(|entry| (entry.lock_index, entry.session))
-                    })
-                    .await;
+                let read = self.via.read_lock(cluster, LEASE_KEY).await;
                 match read {
                     Ok(Some((token, Some(holder)))) if holder == id => {
                         self.holding = Some((token, acquired));
@@ -178,9 +173,7 @@ impl LeaseClient {
             session: Some(id),
             ..KvOp::new(KvVerb::Unlock, LEASE_KEY)
         };
-        let outcome = cluster
-            .write(target(cluster), Command::Kv(unlock), WRITE_TIMEOUT)
-            .await;
+        let outcome = self.via.write(cluster, Command::Kv(unlock)).await;
         if !matches!(outcome, WriteOutcome::Applied(CommandResult::Bool(_))) {
             self.session = None;
         }
@@ -199,9 +192,14 @@ pub(crate) async fn lease_client(
     // With gossip, a lease node outside the pool would be reaped by the
     // leader's reconciliation (as in Consul): bind to an agent's node.
     let agent = (params.agents > 0).then(|| io_sim::gossip::agent_id(1 + (n - 1) % params.agents));
+    let via = match agent {
+        Some(agent) if params.agent_clients => Via::Agent(agent),
+        _ => Via::Servers,
+    };
     let mut client = LeaseClient {
         n,
         agent,
+        via,
         ttl,
         session: None,
         holding: None,

@@ -112,6 +112,54 @@ impl Via {
         }
     }
 
+    /// Renews `session` (the leader resets its timer): the session, or
+    /// `None` if it is gone.
+    pub(crate) async fn renew(
+        self,
+        cluster: &Cluster,
+        session: tribune_core::ids::SessionId,
+    ) -> Result<Option<tribune_core::session::Session>, String> {
+        match self {
+            Via::Servers => {
+                cluster
+                    .renew_session(target(cluster), session, READ_TIMEOUT)
+                    .await
+            }
+            Via::Agent(agent) => {
+                let answer = cluster.agent_renew(agent, session);
+                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(format!("agent {agent}: timed out")),
+                }
+            }
+        }
+    }
+
+    /// `key`'s lock index and holder, read in the cluster's read mode.
+    pub(crate) async fn read_lock(
+        self,
+        cluster: &Cluster,
+        key: &'static str,
+    ) -> Result<Option<(u64, Option<tribune_core::ids::SessionId>)>, String> {
+        let lock = |entry: &tribune_core::kv::KvEntry| (entry.lock_index, entry.session);
+        match self {
+            Via::Servers => {
+                cluster
+                    .read_fsm(target(cluster), READ_TIMEOUT, move |fsm| {
+                        fsm.kv.get(key).map(lock)
+                    })
+                    .await
+            }
+            Via::Agent(agent) => {
+                let answer = cluster.agent_read_entry(agent, key);
+                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
+                    Ok(entry) => entry.map(|entry| entry.as_ref().map(lock)),
+                    Err(_) => Err(format!("agent {agent}: timed out")),
+                }
+            }
+        }
+    }
+
     pub(crate) async fn read(self, cluster: &Cluster, key: &str) -> ReadOutcome {
         match self {
             Via::Servers => cluster.read(target(cluster), key, READ_TIMEOUT).await,
