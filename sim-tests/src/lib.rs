@@ -23,6 +23,7 @@
 //!          +-------------------------- History::from_events ----------------> History --check--> Report
 //! ```
 
+pub mod fuzzing;
 pub mod generate;
 pub mod history;
 pub mod index_monotonic;
