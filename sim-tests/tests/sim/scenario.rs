@@ -24,6 +24,8 @@ use crate::workload::*;
 /// What the simulated run hands to the checkers.
 pub(crate) struct Outcome {
     pub(crate) history: Vec<Event>,
+    /// Transaction read legs' modify indexes (see `Recorded`).
+    pub(crate) txn_read_indexes: BTreeMap<(u64, u64), u64>,
     pub(crate) votes: Vec<VoteSeen>,
     pub(crate) applied: Vec<AppliedEntry>,
     pub(crate) samples: Vec<StoreSample>,
@@ -220,11 +222,12 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     for id in cluster.ids() {
         samples.extend(cluster.store_state(id));
     }
-    let (history, indexes) = {
+    let (history, indexes, txn_read_indexes) = {
         let mut recorded = history.lock().unwrap();
         (
             std::mem::take(&mut recorded.events),
             std::mem::take(&mut recorded.indexes),
+            std::mem::take(&mut recorded.txn_read_indexes),
         )
     };
     // Reads of present keys; no restores here (generation 0). Deletes
@@ -284,6 +287,7 @@ pub(crate) async fn scenario(params: Params, trace: Trace) -> Outcome {
     }
     Outcome {
         history,
+        txn_read_indexes,
         votes,
         applied,
         samples,
@@ -599,9 +603,20 @@ pub fn run(params: &Params, keep_lines: bool) -> Run {
     match History::from_events(&outcome.history) {
         Err(e) => violations.push(format!("history does not pair: {e}")),
         Ok(history) => {
-            match txn_atomicity::check(&history, &txn_groups(&history)) {
+            // Each read leg's modify index, by operation.
+            let read_indexes: BTreeMap<usize, u64> = history
+                .operations
+                .iter()
+                .enumerate()
+                .filter_map(|(i, op)| {
+                    let at = (op.process, op.complete_time?);
+                    outcome.txn_read_indexes.get(&at).map(|index| (i, *index))
+                })
+                .collect();
+            match txn_atomicity::check(&history, &txn_groups(&history), &read_indexes) {
                 Ok(coverage) if coverage.pairs_judged > 0 => {
                     faults.insert("txn read pairs judged", coverage.pairs_judged as u64);
+                    faults.insert("txn read pairs decided by index", coverage.by_index as u64);
                 }
                 Ok(_) => {}
                 Err(torn) => violations.push(format!("transaction atomicity: {torn}")),

@@ -7,6 +7,7 @@ use madsim::rand::Rng;
 use sim_tests::history::{Event, EventType, Function};
 use sim_tests::index_monotonic::IndexObservation;
 use sim_tests::lock_exclusivity::LockHold;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub(crate) fn rand_below(bound: u64) -> u64 {
 pub(crate) struct Recorded {
     pub(crate) events: Vec<Event>,
     pub(crate) indexes: Vec<IndexObservation>,
+    /// The modify index a transaction's read leg saw with its value, by
+    /// (leg process, completion time): for `txn_atomicity`.
+    pub(crate) txn_read_indexes: BTreeMap<(u64, u64), u64>,
 }
 
 pub(crate) type SharedHistory = Arc<Mutex<Recorded>>;
@@ -289,6 +293,11 @@ pub(crate) async fn txn_op(
                             }
                             Some(r) => {
                                 let text = String::from_utf8_lossy(&r.entry.value).into_owned();
+                                history
+                                    .lock()
+                                    .unwrap()
+                                    .txn_read_indexes
+                                    .insert((*leg_process, done), r.entry.modify_index);
                                 Event::ok_read(*leg_process, key, Some(&text), done)
                             }
                             None => Event::complete(*leg_process, EventType::Fail, f, key, done),
@@ -337,7 +346,7 @@ pub(crate) async fn client(
     let mut seq = 0u64;
     let via = Via::of(&params, process);
     let mut lock = if params.lock_pct > 0 {
-        create_session(&cluster, process, &stop).await
+        create_session(&cluster, via, process, &stop).await
     } else {
         None
     };
@@ -356,7 +365,7 @@ pub(crate) async fn client(
         };
         if other < params.lock_pct {
             if let Some(lock) = lock.as_mut() {
-                lock_op(&cluster, process, lock, &locks, params.careless_locks).await;
+                lock_op(&cluster, via, process, lock, &locks, params.careless_locks).await;
             }
         } else if other < params.lock_pct + params.catalog_pct {
             catalog_op(&cluster, via, &params, &history, process, &value).await;
@@ -543,6 +552,7 @@ pub(crate) struct Client {
 /// client `process`; `None` if the safety phase ends first.
 pub(crate) async fn create_session(
     cluster: &Cluster,
+    via: Via,
     process: u64,
     stop: &AtomicBool,
 ) -> Option<Client> {
@@ -566,7 +576,7 @@ pub(crate) async fn create_session(
         if !registered {
             let command = Command::Register(Box::new(node.clone()));
             registered = matches!(
-                cluster.write(target(cluster), command, WRITE_TIMEOUT).await,
+                via.write(cluster, command).await,
                 WriteOutcome::Applied(CommandResult::Done)
             );
         } else {
@@ -574,7 +584,7 @@ pub(crate) async fn create_session(
             // An attempt whose answer was lost may leave a session
             // behind, holding nothing.
             if let WriteOutcome::Applied(CommandResult::SessionCreated(session)) =
-                cluster.write(target(cluster), command, WRITE_TIMEOUT).await
+                via.write(cluster, command).await
             {
                 return Some(Client {
                     session,
@@ -595,6 +605,7 @@ pub(crate) async fn create_session(
 /// is followed by releases until one is answered, and records nothing.
 pub(crate) async fn lock_op(
     cluster: &Cluster,
+    via: Via,
     process: u64,
     client: &mut Client,
     locks: &SharedLocks,
@@ -615,7 +626,7 @@ pub(crate) async fn lock_op(
             acquired,
             released: Some(now_ns()),
         });
-        client.stuck = !release(cluster, unlock).await;
+        client.stuck = !release(cluster, via, unlock).await;
         return;
     }
     let acquire = KvOp {
@@ -623,20 +634,13 @@ pub(crate) async fn lock_op(
         session: Some(client.session),
         ..KvOp::new(KvVerb::Lock, LOCK_KEY)
     };
-    let outcome = cluster
-        .write(target(cluster), Command::Kv(acquire), WRITE_TIMEOUT)
-        .await;
+    let outcome = via.write(cluster, Command::Kv(acquire)).await;
     let refused = outcome == WriteOutcome::Applied(CommandResult::Bool(false));
     match outcome {
         WriteOutcome::Applied(CommandResult::Bool(granted)) if granted || careless => {
             let acquired = now_ns();
             for _ in 0..5 {
-                let read = cluster.read_fsm(target(cluster), READ_TIMEOUT, |fsm| {
-                    fsm.kv
-                        .get(LOCK_KEY)
-                        .map(|entry| (entry.lock_index, entry.session))
-                });
-                match read.await {
+                match via.read_lock(cluster, LOCK_KEY).await {
                     Ok(Some((token, Some(holder))))
                         if holder == client.session || (careless && refused) =>
                     {
@@ -653,20 +657,18 @@ pub(crate) async fn lock_op(
                     Err(_) => madsim::time::sleep(Duration::from_millis(50)).await,
                 }
             }
-            client.stuck = !release(cluster, unlock).await;
+            client.stuck = !release(cluster, via, unlock).await;
         }
         // Held by another session, or refused before it was proposed.
         WriteOutcome::Applied(_) | WriteOutcome::Refused(_) => {}
-        WriteOutcome::Unknown(_) => client.stuck = !release(cluster, unlock).await,
+        WriteOutcome::Unknown(_) => client.stuck = !release(cluster, via, unlock).await,
     }
 }
 
 /// Releases until a server answers (true or false); false if none did.
-pub(crate) async fn release(cluster: &Cluster, unlock: KvOp) -> bool {
+pub(crate) async fn release(cluster: &Cluster, via: Via, unlock: KvOp) -> bool {
     for _ in 0..20 {
-        let outcome = cluster
-            .write(target(cluster), Command::Kv(unlock.clone()), WRITE_TIMEOUT)
-            .await;
+        let outcome = via.write(cluster, Command::Kv(unlock.clone())).await;
         if let WriteOutcome::Applied(CommandResult::Bool(_)) = outcome {
             return true;
         }
