@@ -193,6 +193,13 @@ mod tests {
             Event::ok_read(21, "b", got_b, 40),
         ];
         let history = History::from_events(&events).expect("pairs");
+        let groups = writer_and_reader(&history);
+        (history, groups)
+    }
+
+    /// The legs of the writing transaction (processes 10 and 11) and of
+    /// the reading one (20 and 21), as operation indexes.
+    fn writer_and_reader(history: &History) -> Vec<Vec<usize>> {
         let index = |process: u64| {
             history
                 .operations
@@ -200,8 +207,7 @@ mod tests {
                 .position(|op| op.process == process)
                 .unwrap()
         };
-        let groups = vec![vec![index(10), index(11)], vec![index(20), index(21)]];
-        (history, groups)
+        vec![vec![index(10), index(11)], vec![index(20), index(21)]]
     }
 
     #[test]
@@ -248,15 +254,8 @@ mod tests {
             Event::ok_read(21, "b", Some("o-b"), 40),
         ];
         let history = History::from_events(&events).expect("pairs");
-        let index = |process: u64| {
-            history
-                .operations
-                .iter()
-                .position(|op| op.process == process)
-                .unwrap()
-        };
-        let groups = vec![vec![index(10), index(11)], vec![index(20), index(21)]];
-        let indexes = BTreeMap::from([(index(20), 7), (index(21), b_index)]);
+        let groups = writer_and_reader(&history);
+        let indexes = BTreeMap::from([(groups[1][0], 7), (groups[1][1], b_index)]);
         (history, groups, indexes)
     }
 

@@ -83,6 +83,19 @@ pub(crate) fn target(cluster: &Cluster) -> u64 {
 /// request up to 7 s while no server answers; a paused agent never does).
 const AGENT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Waits for agent `agent`'s `answer` as an application does, at most
+/// [`AGENT_CLIENT_TIMEOUT`]; then what it concludes is `late(why)`.
+async fn patiently<T>(
+    agent: u64,
+    answer: impl std::future::Future<Output = T>,
+    late: impl FnOnce(String) -> T,
+) -> T {
+    match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
+        Ok(answer) => answer,
+        Err(_) => late(format!("agent {agent}: timed out")),
+    }
+}
+
 /// Which way a client's requests go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Via {
@@ -108,10 +121,7 @@ impl Via {
             Via::Servers => cluster.write(target(cluster), command, WRITE_TIMEOUT).await,
             Via::Agent(agent) => {
                 let answer = cluster.agent_write(agent, command);
-                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => WriteOutcome::Unknown(format!("agent {agent}: timed out")),
-                }
+                patiently(agent, answer, WriteOutcome::Unknown).await
             }
         }
     }
@@ -129,13 +139,7 @@ impl Via {
                     .renew_session(target(cluster), session, READ_TIMEOUT)
                     .await
             }
-            Via::Agent(agent) => {
-                let answer = cluster.agent_renew(agent, session);
-                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(format!("agent {agent}: timed out")),
-                }
-            }
+            Via::Agent(agent) => patiently(agent, cluster.agent_renew(agent, session), Err).await,
         }
     }
 
@@ -155,11 +159,8 @@ impl Via {
                     .await
             }
             Via::Agent(agent) => {
-                let answer = cluster.agent_read_entry(agent, key);
-                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
-                    Ok(entry) => entry.map(|entry| entry.as_ref().map(lock)),
-                    Err(_) => Err(format!("agent {agent}: timed out")),
-                }
+                let entry = patiently(agent, cluster.agent_read_entry(agent, key), Err).await;
+                entry.map(|entry| entry.as_ref().map(lock))
             }
         }
     }
@@ -168,11 +169,7 @@ impl Via {
         match self {
             Via::Servers => cluster.read(target(cluster), key, READ_TIMEOUT).await,
             Via::Agent(agent) => {
-                let answer = cluster.agent_read(agent, key);
-                match madsim::time::timeout(AGENT_CLIENT_TIMEOUT, answer).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => ReadOutcome::Failed(format!("agent {agent}: timed out")),
-                }
+                patiently(agent, cluster.agent_read(agent, key), ReadOutcome::Failed).await
             }
         }
     }
