@@ -6,8 +6,10 @@
 //! A client agent sticks to one server ([`Servers`]) and moves to the next
 //! when a call fails to reach it. A request ([`Call`]) is tried on another
 //! server only when nothing was sent (the connection could not be made)
-//! or when it was a read: a write whose request may have arrived has an
-//! unknown outcome, and sending it again could apply it twice. While no
+//! or when it is resendable (a read, or a request that does the same
+//! however often it arrives, such as a session renewal): a write whose
+//! request may have arrived has an unknown outcome, and sending it again
+//! could apply it twice. While no
 //! server is reachable (or, on a server, no leader is known) the request
 //! is held and tried again for Consul's `rpc_hold_timeout`, then fails.
 
@@ -115,16 +117,18 @@ enum Holder {
 /// One request on its way, from its first attempt to its answer.
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
-    read_only: bool,
+    resendable: bool,
     holder: Holder,
     hold_until: Instant,
 }
 
 impl Call {
-    /// A client agent's request to its servers, begun at `now`.
-    pub fn from_client(now: Instant, read_only: bool) -> Call {
+    /// A client agent's request to its servers, begun at `now`;
+    /// `resendable`: a read, or a request that does the same however often
+    /// it arrives.
+    pub fn from_client(now: Instant, resendable: bool) -> Call {
         Call {
-            read_only,
+            resendable,
             holder: Holder::Client,
             hold_until: now + HOLD_TIMEOUT,
         }
@@ -132,9 +136,9 @@ impl Call {
 
     /// A server's request to the leader (a forwarded write or read), begun
     /// at `now`.
-    pub fn to_leader(now: Instant, read_only: bool) -> Call {
+    pub fn to_leader(now: Instant, resendable: bool) -> Call {
         Call {
-            read_only,
+            resendable,
             holder: Holder::Server,
             hold_until: now + HOLD_TIMEOUT,
         }
@@ -144,7 +148,7 @@ impl Call {
     /// the request may have taken effect (a write that was sent).
     pub fn missed(&self, miss: Miss) -> Step {
         match miss {
-            Miss::NoAnswer if !self.read_only => Step::Fail(Failure::Unknown),
+            Miss::NoAnswer if !self.resendable => Step::Fail(Failure::Unknown),
             Miss::NotSent | Miss::NoAnswer | Miss::NotLeader => Step::Next,
         }
     }

@@ -319,7 +319,10 @@ impl Cluster {
     }
 
     /// Sends `request` to the leader, holding while there is none. `local`
-    /// answers it when this server leads.
+    /// answers it when this server leads. Every request sent this way
+    /// (read indexes, renewals, removals) does the same however often it
+    /// arrives, so one that brought no answer is sent again (core's
+    /// `route::Call`).
     pub async fn to_leader<F, Fut>(
         &self,
         request: ServerRequest,
@@ -329,28 +332,30 @@ impl Cluster {
         F: Fn(ServerRequest) -> Fut,
         Fut: std::future::Future<Output = Result<ServerReply, ForwardError>>,
     {
-        let hold_until = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+        use tribune_core::route::{Call, Miss, Step};
+        let call = Call::to_leader(crate::clock::now(), true);
         loop {
             let answer = match self.leader() {
-                LeaderIs::Me => Some(local(request.clone()).await),
-                LeaderIs::Other { addr, .. } => match self.call(addr, &request).await {
-                    Ok(answer) => Some(answer),
-                    Err(e) => {
-                        crate::log::debug(&format!("cluster: leader at {addr}: {e}"));
-                        None
-                    }
-                },
-                LeaderIs::Unknown => None,
+                LeaderIs::Me => Ok(local(request.clone()).await),
+                LeaderIs::Other { addr, .. } => self.call(addr, &request).await.map_err(|e| {
+                    crate::log::debug(&format!("cluster: leader at {addr}: {e}"));
+                    Miss::NoAnswer
+                }),
+                LeaderIs::Unknown => Err(Miss::NotLeader),
             };
-            match answer {
-                Some(Ok(reply)) => return Ok(reply),
-                Some(Err(ForwardError::NotLeader { .. })) | None => {}
-                Some(Err(ForwardError::Failed(why))) => return Err(ClusterError::Failed(why)),
+            let miss = match answer {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(ForwardError::NotLeader { .. })) => Miss::NotLeader,
+                Ok(Err(ForwardError::Failed(why))) => return Err(ClusterError::Failed(why)),
+                Err(miss) => miss,
+            };
+            if let Step::Fail(_) = call.missed(miss) {
+                return Err(ClusterError::Failed("no answer from the leader".into()));
             }
-            if tokio::time::Instant::now() >= hold_until {
-                return Err(ClusterError::NoLeader);
+            match call.exhausted(crate::clock::now()) {
+                Step::Wait(pause) => tokio::time::sleep(crate::clock::std_duration(pause)).await,
+                _ => return Err(ClusterError::NoLeader),
             }
-            tokio::time::sleep(HOLD_RETRY).await;
         }
     }
 

@@ -422,38 +422,46 @@ impl Node {
         if servers.is_empty() {
             return None;
         }
+        use tribune_core::route::{Call, Miss, Step};
         let body = encode_body(request);
+        let call = Call::from_client(clock::now(), read_only);
         let mut last_error = String::new();
         for server in servers {
-            let reply = cluster
-                .client
-                .call(
-                    server,
-                    tribune_core::rpc_frame::FrameKind::Request,
-                    &body,
-                    deadline,
-                )
-                .await;
-            match reply {
-                Ok(bytes) => {
-                    let answer = decode_body::<Result<ServerReply, ForwardError>>(&bytes)
-                        .map_err(|e| WriteError::NotCommitted(format!("server {server}: {e}")));
-                    return Some(answer.and_then(|a| {
-                        a.map_err(|e| match e {
-                            ForwardError::NotLeader { .. } => WriteError::NoLeader,
-                            ForwardError::Failed(why) => WriteError::NotCommitted(why),
-                        })
-                    }));
+            // Another server is tried only when nothing was sent, or for a
+            // read (core's `route::Call`): a write sent and not answered
+            // may have been applied there.
+            let (miss, why) = match cluster.client.checkout(server, deadline).await {
+                Err(e) => (Miss::NotSent, e.to_string()),
+                Ok(mut conn) => {
+                    let kind = tribune_core::rpc_frame::FrameKind::Request;
+                    match cluster
+                        .client
+                        .call_on(&mut conn, kind, &body, deadline)
+                        .await
+                    {
+                        Ok(bytes) => {
+                            cluster.client.checkin(conn);
+                            let answer = decode_body::<Result<ServerReply, ForwardError>>(&bytes)
+                                .map_err(|e| {
+                                    WriteError::NotCommitted(format!("server {server}: {e}"))
+                                });
+                            return Some(answer.and_then(|a| {
+                                a.map_err(|e| match e {
+                                    ForwardError::NotLeader { .. } => WriteError::NoLeader,
+                                    ForwardError::Failed(why) => WriteError::NotCommitted(why),
+                                })
+                            }));
+                        }
+                        Err(e) => (Miss::NoAnswer, e.to_string()),
+                    }
                 }
-                Err(e) if read_only || matches!(e, crate::raft::RpcError::Io(_)) => {
-                    cluster.client.forget(server);
-                    last_error = format!("server {server} of {datacenter}: {e}");
-                }
-                Err(e) => {
-                    return Some(Err(WriteError::NotCommitted(format!(
-                        "rpc error talking to server {server} of {datacenter}: {e}"
-                    ))))
-                }
+            };
+            cluster.client.forget(server);
+            last_error = format!("server {server} of {datacenter}: {why}");
+            if call.missed(miss) != Step::Next {
+                return Some(Err(WriteError::NotCommitted(format!(
+                    "rpc error talking to server {server} of {datacenter}: {why}"
+                ))));
             }
         }
         Some(Err(WriteError::NotCommitted(last_error)))
