@@ -418,8 +418,36 @@ impl Cluster {
             )));
         }
         let (peers, _) = self.configuration();
-        if peers.iter().any(|p| p.id == info.id && p.voter) {
+        if peers
+            .iter()
+            .any(|p| p.id == info.id && p.addr == info.rpc_addr && p.voter)
+        {
             return Ok(ServerReply::Done);
+        }
+        // As Consul's leader does (`joinConsulServer`): a server at this
+        // address under another ID (it lost its data directory and came
+        // back with a new node ID), or this ID at another address (it
+        // moved), is taken out first, so that the stale entry does not stay
+        // a voter that never answers.
+        let stale: BTreeSet<u64> = peers
+            .iter()
+            .filter(|p| p.id != self.me.id && (p.addr == info.rpc_addr) != (p.id == info.id))
+            .map(|p| p.id)
+            .collect();
+        if !stale.is_empty() {
+            let change = ChangeMembers::RemoveVoters(stale.clone());
+            self.while_in_progress(|| self.raft.change_membership(change.clone(), false))
+                .await?;
+            crate::log::info(&format!(
+                "cluster: removed {} before adding server {} ({}): same address or ID",
+                stale
+                    .iter()
+                    .map(|id| format!("{id:016x}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                info.name,
+                info.rpc_addr
+            ));
         }
         let node = ServerNode::new(info.name.clone(), info.rpc_addr);
         // A learner first, caught up before it counts in the quorum.

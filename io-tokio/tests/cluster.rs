@@ -349,6 +349,81 @@ fn remove_peer_of_dead_servers_restores_a_healthy_quorum() {
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
+/// A server whose data directory is lost comes back at its old address
+/// with a new node ID: the leader takes the stale entry out before adding
+/// it (Consul's `joinConsulServer`), so the cluster is three voters again,
+/// not four with one that never answers, and it survives losing another.
+#[test]
+fn a_server_that_lost_its_data_rejoins_in_place_of_its_old_self() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let lost = cluster.other_than(leader);
+    let addr = cluster.servers[lost].rpc_addr();
+    let at_addr = |config: &serde_json::Value| -> Vec<serde_json::Value> {
+        config["Servers"]
+            .as_array()
+            .map(|servers| {
+                servers
+                    .iter()
+                    .filter(|s| s["Address"] == addr.as_str())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let configuration = |cluster: &Cluster| {
+        cluster.servers[leader]
+            .client
+            .get("/v1/operator/raft/configuration")
+            .json()
+    };
+    let before = at_addr(&configuration(&cluster));
+    assert_eq!(before.len(), 1, "{before:?}");
+    let old_id = before[0]["ID"].clone();
+    let put = cluster.servers[leader].client.put("/v1/kv/before", "loss");
+    assert_eq!(put.status, 200, "{}", put.text());
+
+    cluster.servers[lost].kill();
+    std::fs::remove_dir_all(&cluster.servers[lost].data_dir).expect("wipe the data dir");
+    cluster.servers[lost].restart();
+    let config = wait_for(
+        WAIT,
+        "three voters, the new one in place of the old",
+        || {
+            let config = configuration(&cluster);
+            let servers = config["Servers"].as_array().map(Vec::len);
+            let here = at_addr(&config);
+            let replaced = here.len() == 1 && here[0]["ID"] != old_id && here[0]["Voter"] == true;
+            (servers == Some(3) && replaced).then_some(config)
+        },
+    );
+    assert!(
+        !config.to_string().contains(old_id.as_str().unwrap_or("?")),
+        "{config}"
+    );
+    let removed = format!("before adding server {}", cluster.servers[lost].name);
+    assert!(
+        cluster
+            .servers
+            .iter()
+            .any(|s| s.log_contents().contains(&removed)),
+        "no leader took the stale entry out"
+    );
+    // It caught up, and with it the cluster keeps a quorum without a third.
+    let caught_up = wait_for(WAIT, "the rejoined server has the data", || {
+        let resp = cluster.servers[lost]
+            .client
+            .try_request("GET", "/v1/kv/before?raw&stale", None, &[])
+            .ok()?;
+        (resp.status == 200).then(|| resp.text())
+    });
+    assert_eq!(caught_up, "loss");
+    let third = (0..3).find(|&i| i != leader && i != lost).expect("a third");
+    cluster.servers[third].kill();
+    let put = cluster.servers[leader].client.put("/v1/kv/after", "still");
+    assert_eq!(put.status, 200, "{}", put.text());
+}
+
 /// `tribune leave` on a server takes it out of the configuration and stops
 /// it; the other two carry on as a two-server cluster.
 #[test]

@@ -344,5 +344,26 @@ async fn rpc_server_refuses_garbage_and_oversize_frames() {
         ),
         "{answer:?}"
     );
+
+    // A Raft message meant for another server's ID (a server that lost its
+    // state and came back at the address of server 2) is refused.
+    use tribune::raft::rpc::{Addressed, RpcError};
+    let vote = openraft::raft::VoteRequest::<tribune::raft::TypeConfig>::new(
+        openraft::Vote::new(1, 2),
+        None,
+    );
+    let answer: Result<openraft::raft::VoteResponse<tribune::raft::TypeConfig>, _> =
+        RpcClient::new()
+            .request(
+                node.addr,
+                FrameKind::Vote,
+                &Addressed { to: 2, rpc: vote },
+                WAIT,
+            )
+            .await;
+    assert!(
+        matches!(&answer, Err(RpcError::Remote(why)) if why.contains("not 0000000000000002")),
+        "{answer:?}"
+    );
     node.stop().await;
 }

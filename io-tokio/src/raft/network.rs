@@ -7,7 +7,7 @@
 //! connection, an error from the peer) is reported as `Unreachable`, which
 //! makes openraft back off before retrying that peer.
 
-use super::rpc::{ForwardError, ForwardReply, RpcClient, RpcError, SnapshotChunk};
+use super::rpc::{Addressed, ForwardError, ForwardReply, RpcClient, RpcError, SnapshotChunk};
 use super::types::{ServerNode, TypeConfig};
 use bytes::Bytes;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -67,14 +67,20 @@ fn unreachable(target: u64, e: RpcError) -> Unreachable<C> {
 }
 
 impl Peer {
+    /// Sends a Raft message addressed to the target's ID (see
+    /// [`Addressed`]).
     async fn request<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         kind: FrameKind,
-        request: &Req,
+        rpc: Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>> {
+        let request = Addressed {
+            to: self.target,
+            rpc,
+        };
         self.client
-            .request(self.addr, kind, request, option.soft_ttl())
+            .request(self.addr, kind, &request, option.soft_ttl())
             .await
             .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
     }
@@ -107,7 +113,10 @@ impl Peer {
                 total_len,
                 data: bytes[offset..end].to_vec(),
             };
-            let body = super::rpc::encode_body(&chunk);
+            let body = super::rpc::encode_body(&Addressed {
+                to: self.target,
+                rpc: chunk,
+            });
             let call = self
                 .client
                 .call_on(&mut conn, FrameKind::SnapshotChunk, &body, deadline);
@@ -138,7 +147,7 @@ impl RaftNetworkV2<C> for Peer {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        self.request(FrameKind::AppendEntries, &rpc, &option).await
+        self.request(FrameKind::AppendEntries, rpc, &option).await
     }
 
     async fn vote(
@@ -146,7 +155,7 @@ impl RaftNetworkV2<C> for Peer {
         rpc: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.request(FrameKind::Vote, &rpc, &option).await
+        self.request(FrameKind::Vote, rpc, &option).await
     }
 
     async fn pre_vote(
@@ -154,7 +163,7 @@ impl RaftNetworkV2<C> for Peer {
         rpc: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.request(FrameKind::PreVote, &rpc, &option).await
+        self.request(FrameKind::PreVote, rpc, &option).await
     }
 
     async fn full_snapshot(

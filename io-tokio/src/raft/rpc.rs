@@ -31,6 +31,33 @@ use tribune_core::rpc_frame::{self, FrameError, FrameHeader, FrameKind, RPC_FRAM
 /// One piece of a full snapshot streamed to a follower. Chunks go in order
 /// on one connection; each is acknowledged before the next is sent, so
 /// neither side holds more than a chunk in flight.
+/// A Raft message (`AppendEntries`, `Vote`, `PreVote`, `SnapshotChunk`
+/// bodies) with the Raft ID of the server it is meant for. A server
+/// answers only messages addressed to itself: one that lost its state and
+/// came back at the same address under a new ID must not take the
+/// replication (or grant the votes) meant for its old self, which Raft
+/// cannot survive (a vote given twice in one term, acknowledged entries
+/// forgotten).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Addressed<T> {
+    pub to: u64,
+    pub rpc: T,
+}
+
+impl<T: DeserializeOwned> Addressed<T> {
+    /// Decodes a body addressed to `me`; another address is refused.
+    pub fn open(me: u64, body: &[u8]) -> Result<T, RpcError> {
+        let Addressed { to, rpc } = decode_body::<Addressed<T>>(body)?;
+        if to != me {
+            return Err(RpcError::Remote(format!(
+                "this server is {me:016x}, not {to:016x}: it lost its state or took \
+                 another server's address"
+            )));
+        }
+        Ok(rpc)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct SnapshotChunk<C: RaftTypeConfig> {
@@ -437,9 +464,9 @@ pub fn fuzzing(data: &[u8]) {
     match kind % FUZZ_BODY_KINDS {
         0 => round_trip::<ServerRequest>(body),
         1 => round_trip::<Result<ServerReply, ForwardError>>(body),
-        2 => round_trip::<AppendEntriesRequest<TypeConfig>>(body),
-        3 => round_trip::<VoteRequest<TypeConfig>>(body),
-        _ => round_trip::<SnapshotChunk<TypeConfig>>(body),
+        2 => round_trip::<Addressed<AppendEntriesRequest<TypeConfig>>>(body),
+        3 => round_trip::<Addressed<VoteRequest<TypeConfig>>>(body),
+        _ => round_trip::<Addressed<SnapshotChunk<TypeConfig>>>(body),
     }
 }
 
@@ -453,9 +480,9 @@ pub fn fuzz_decodes(data: &[u8]) -> bool {
     match kind % FUZZ_BODY_KINDS {
         0 => decode_body::<ServerRequest>(body).is_ok(),
         1 => decode_body::<Result<ServerReply, ForwardError>>(body).is_ok(),
-        2 => decode_body::<AppendEntriesRequest<TypeConfig>>(body).is_ok(),
-        3 => decode_body::<VoteRequest<TypeConfig>>(body).is_ok(),
-        _ => decode_body::<SnapshotChunk<TypeConfig>>(body).is_ok(),
+        2 => decode_body::<Addressed<AppendEntriesRequest<TypeConfig>>>(body).is_ok(),
+        3 => decode_body::<Addressed<VoteRequest<TypeConfig>>>(body).is_ok(),
+        _ => decode_body::<Addressed<SnapshotChunk<TypeConfig>>>(body).is_ok(),
     }
 }
 
@@ -570,10 +597,13 @@ pub fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "valid-vote",
             with_kind(
                 3,
-                encode_body(&VoteRequest::<TypeConfig>::new(
-                    openraft::Vote::new(2, 1),
-                    Some(openraft::testing::log_id::<TypeConfig>(1, 1, 5)),
-                )),
+                encode_body(&Addressed {
+                    to: 2,
+                    rpc: VoteRequest::<TypeConfig>::new(
+                        openraft::Vote::new(2, 1),
+                        Some(openraft::testing::log_id::<TypeConfig>(1, 1, 5)),
+                    ),
+                }),
             ),
         ),
     ]

@@ -3,14 +3,15 @@
 //!
 //! | request kind    | body                         | reply body                                   |
 //! |-----------------|------------------------------|----------------------------------------------|
-//! | `AppendEntries` | `AppendEntriesRequest`       | `Reply<AppendEntriesResponse>`               |
-//! | `Vote`/`PreVote`| `VoteRequest`                | `Reply<VoteResponse>`                        |
-//! | `SnapshotChunk` | [`SnapshotChunk`]            | `Reply<Option<SnapshotResponse>>` (Some at the end) |
+//! | `AppendEntries` | `Addressed<AppendEntriesRequest>` | `Reply<AppendEntriesResponse>`          |
+//! | `Vote`/`PreVote`| `Addressed<VoteRequest>`     | `Reply<VoteResponse>`                        |
+//! | `SnapshotChunk` | `Addressed<`[`SnapshotChunk`]`>` | `Reply<Option<SnapshotResponse>>` (Some at the end) |
 //! | `Forward`       | `Command::encode()`          | `Result<ForwardReply, ForwardError>`         |
 //!
 //! A frame the server cannot read (bad header, oversize) closes the
 //! connection: the stream is no longer in sync. A body that does not decode
-//! gets an `Error` frame and the connection stays open.
+//! gets an `Error` frame and the connection stays open, and so does a Raft
+//! message addressed to another server's ID ([`Addressed`]).
 //!
 //! A streamed snapshot is assembled per connection, up to
 //! [`RAFT_SNAPSHOT_BYTES_MAX`], and validated in full
@@ -19,8 +20,8 @@
 //! must be refused here.
 
 use super::rpc::{
-    decode_body, encode_body, read_frame, write_frame, ForwardError, ForwardReply, Reply, RpcError,
-    ServerReply, ServerRequest, SnapshotChunk,
+    decode_body, encode_body, read_frame, write_frame, Addressed, ForwardError, ForwardReply,
+    Reply, RpcError, ServerReply, ServerRequest, SnapshotChunk,
 };
 use super::state_machine::validate_snapshot;
 use super::types::{Raft, TypeConfig};
@@ -205,19 +206,26 @@ async fn dispatch(
     fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Vec<u8> {
         encode_body::<Reply<T>>(&result.map_err(|e| e.to_string()))
     }
+    // Raft messages are answered only when they are meant for this server.
+    let me = {
+        use openraft::async_runtime::WatchReceiver;
+        let metrics = raft.metrics();
+        let id = metrics.borrow_watched().id;
+        id
+    };
     Ok(match kind {
         FrameKind::AppendEntries => {
-            let answer = raft.append_entries(decode_body(body)?).await;
+            let answer = raft.append_entries(Addressed::open(me, body)?).await;
             if matches!(&answer, Ok(response) if !matches!(response, openraft::raft::AppendEntriesResponse::HigherVote(_)))
             {
                 writer.leader_contact();
             }
             reply(answer)
         }
-        FrameKind::Vote => reply(raft.vote(decode_body(body)?).await),
-        FrameKind::PreVote => reply(raft.pre_vote(decode_body(body)?).await),
+        FrameKind::Vote => reply(raft.vote(Addressed::open(me, body)?).await),
+        FrameKind::PreVote => reply(raft.pre_vote(Addressed::open(me, body)?).await),
         FrameKind::SnapshotChunk => {
-            let chunk = decode_body(body)?;
+            let chunk = Addressed::open(me, body)?;
             encode_body(&receive_chunk(raft, chunk, assembly).await)
         }
         FrameKind::Forward => {
