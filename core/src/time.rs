@@ -44,6 +44,10 @@ impl Duration {
     pub fn saturating_mul(self, k: u64) -> Self {
         Duration(self.0.saturating_mul(k))
     }
+    /// The same span as std's type (for the shells' timers).
+    pub const fn to_std(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0)
+    }
 }
 
 impl Instant {

@@ -192,7 +192,7 @@ impl ServerSide {
                 return ClientAnswer::Failed("no answer from the leader".into());
             }
             match call.exhausted(self.now()) {
-                Step::Wait(pause) => madsim::time::sleep(clock_duration(pause)).await,
+                Step::Wait(pause) => madsim::time::sleep(pause.to_std()).await,
                 _ => return ClientAnswer::NoLeader,
             }
         }
@@ -226,10 +226,6 @@ impl ServerSide {
     }
 }
 
-fn clock_duration(d: tribune_core::time::Duration) -> Duration {
-    Duration::from_nanos(d.as_nanos())
-}
-
 /// Why a client agent brought back no server's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentError {
@@ -249,6 +245,19 @@ fn servers_in(members: &[SerfMember]) -> Vec<u64> {
         .collect()
 }
 
+/// Runs `f` on an agent's server list, made (with a seed from the
+/// simulation's RNG) at its first use.
+fn with_servers<T>(
+    servers: &Mutex<Option<Servers<u64>>>,
+    f: impl FnOnce(&mut Servers<u64>) -> T,
+) -> T {
+    let mut guard = servers.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.get_or_insert_with(|| {
+        use madsim::rand::Rng;
+        Servers::new(madsim::rand::thread_rng().gen())
+    }))
+}
+
 /// A client agent's half (runs on its node): picks a server from its
 /// member list, sends, and moves on or gives up as core's `route::Call`
 /// says (`resend_unanswered`: broken on purpose, every miss moves on).
@@ -260,20 +269,11 @@ pub(crate) async fn from_agent(
 ) -> Result<ClientAnswer, AgentError> {
     let now = || crate::server::now_on(crate::clock::current());
     let call = Call::from_client(now(), request.read_only());
-    let with_servers = |f: &mut dyn FnMut(&mut Servers<u64>)| {
-        let mut guard = servers.lock().unwrap_or_else(|p| p.into_inner());
-        let list = guard.get_or_insert_with(|| {
-            use madsim::rand::Rng;
-            Servers::new(madsim::rand::thread_rng().gen())
-        });
-        f(list)
-    };
     loop {
         let found = servers_in(&members.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut candidates = Vec::new();
-        with_servers(&mut |list| {
-            list.update(found.iter().copied());
-            candidates = list.known().to_vec();
+        let candidates = with_servers(servers, |list| {
+            list.update(found);
+            list.known().to_vec()
         });
         for server in candidates {
             let sent = Sent {
@@ -284,7 +284,7 @@ pub(crate) async fn from_agent(
                 Ok(answer) => return Ok(answer),
                 Err(miss) => miss,
             };
-            with_servers(&mut |list| list.demote(&server));
+            with_servers(servers, |list| list.demote(&server));
             if let (Step::Fail(_), false) = (call.missed(miss), resend_unanswered) {
                 return Err(AgentError::Unknown(format!(
                     "no answer from server {server}"
@@ -292,7 +292,7 @@ pub(crate) async fn from_agent(
             }
         }
         match call.exhausted(now()) {
-            Step::Wait(pause) => madsim::time::sleep(clock_duration(pause)).await,
+            Step::Wait(pause) => madsim::time::sleep(pause.to_std()).await,
             _ => return Err(AgentError::NoServers),
         }
     }

@@ -1157,7 +1157,7 @@ pub(crate) async fn barrier(
     }
 }
 
-pub(crate) fn read_key(store: &ServerStore, key: &str) -> ReadValue {
+fn read_key(store: &ServerStore, key: &str) -> ReadValue {
     store.read(|fsm| {
         fsm.kv
             .get(key)

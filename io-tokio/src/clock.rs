@@ -21,11 +21,6 @@ pub fn to_std(at: Instant) -> std::time::Instant {
     origin() + std::time::Duration::from_nanos(at.0)
 }
 
-/// A core duration as std's (for tokio timers).
-pub fn std_duration(d: tribune_core::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_nanos(d.as_nanos())
-}
-
 /// A seed for core's RNG, drawn once from the OS (via std's randomly keyed
 /// hasher and the wall clock); the agent logs it so a run can be replayed.
 pub fn os_seed() -> u64 {

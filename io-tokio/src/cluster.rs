@@ -353,7 +353,7 @@ impl Cluster {
                 return Err(ClusterError::Failed("no answer from the leader".into()));
             }
             match call.exhausted(crate::clock::now()) {
-                Step::Wait(pause) => tokio::time::sleep(crate::clock::std_duration(pause)).await,
+                Step::Wait(pause) => tokio::time::sleep(pause.to_std()).await,
                 _ => return Err(ClusterError::NoLeader),
             }
         }

@@ -422,7 +422,7 @@ impl Node {
         if servers.is_empty() {
             return None;
         }
-        use tribune_core::route::{Call, Miss, Step};
+        use tribune_core::route::{Call, Step};
         let body = encode_body(request);
         let call = Call::from_client(clock::now(), read_only);
         let mut last_error = String::new();
@@ -430,31 +430,23 @@ impl Node {
             // Another server is tried only when nothing was sent, or for a
             // read (core's `route::Call`): a write sent and not answered
             // may have been applied there.
-            let (miss, why) = match cluster.client.checkout(server, deadline).await {
-                Err(e) => (Miss::NotSent, e.to_string()),
-                Ok(mut conn) => {
-                    let kind = tribune_core::rpc_frame::FrameKind::Request;
-                    match cluster
-                        .client
-                        .call_on(&mut conn, kind, &body, deadline)
-                        .await
-                    {
-                        Ok(bytes) => {
-                            cluster.client.checkin(conn);
-                            let answer = decode_body::<Result<ServerReply, ForwardError>>(&bytes)
-                                .map_err(|e| {
-                                    WriteError::NotCommitted(format!("server {server}: {e}"))
-                                });
-                            return Some(answer.and_then(|a| {
-                                a.map_err(|e| match e {
-                                    ForwardError::NotLeader { .. } => WriteError::NoLeader,
-                                    ForwardError::Failed(why) => WriteError::NotCommitted(why),
-                                })
-                            }));
-                        }
-                        Err(e) => (Miss::NoAnswer, e.to_string()),
-                    }
+            let kind = tribune_core::rpc_frame::FrameKind::Request;
+            let reply = cluster
+                .client
+                .try_call(server, kind, &body, deadline, deadline)
+                .await;
+            let (miss, why) = match reply {
+                Ok(bytes) => {
+                    let answer = decode_body::<Result<ServerReply, ForwardError>>(&bytes)
+                        .map_err(|e| WriteError::NotCommitted(format!("server {server}: {e}")));
+                    return Some(answer.and_then(|a| {
+                        a.map_err(|e| match e {
+                            ForwardError::NotLeader { .. } => WriteError::NoLeader,
+                            ForwardError::Failed(why) => WriteError::NotCommitted(why),
+                        })
+                    }));
                 }
+                Err((miss, e)) => (miss, e.to_string()),
             };
             cluster.client.forget(server);
             last_error = format!("server {server} of {datacenter}: {why}");
@@ -532,9 +524,7 @@ impl Node {
                 return Ok(reply.result);
             }
             match call.exhausted(clock::now()) {
-                tribune_core::route::Step::Wait(pause) => {
-                    tokio::time::sleep(clock::std_duration(pause)).await
-                }
+                tribune_core::route::Step::Wait(pause) => tokio::time::sleep(pause.to_std()).await,
                 _ => return Err(WriteError::NoLeader),
             }
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tribune_core::gossip::{SerfEvent, SerfMember};
 use tribune_core::limits::RPC_CALL_TIMEOUT;
-use tribune_core::route::{Call, Miss, Servers, Step};
+use tribune_core::route::{Call, Servers, Step};
 use tribune_core::rpc_frame::FrameKind;
 
 /// Consul's error when a client knows no server.
@@ -136,37 +136,32 @@ impl Upstream {
         deadline: Duration,
     ) -> Result<ServerReply, UpstreamError> {
         let body = encode_body(request);
-        let connect = crate::clock::std_duration(RPC_CALL_TIMEOUT);
+        let connect = RPC_CALL_TIMEOUT.to_std();
         let call = Call::from_client(crate::clock::now(), read_only);
         let mut last_error = String::new();
         loop {
             let candidates = self.known();
             for server in candidates {
-                let (miss, why) = match self.client.checkout(server, connect).await {
-                    Err(e) => (Miss::NotSent, e.to_string()),
-                    Ok(mut conn) => match self
-                        .client
-                        .call_on(&mut conn, FrameKind::Request, &body, deadline)
-                        .await
-                    {
-                        Ok(reply) => {
-                            self.client.checkin(conn);
-                            let answer: Result<ServerReply, ForwardError> = decode_body(&reply)
-                                .map_err(|e| {
-                                    UpstreamError::Failed(format!("server {server}: {e}"))
-                                })?;
-                            // A server that found no leader already held the
-                            // request for the hold timeout: its answer is final.
-                            return answer.map_err(UpstreamError::Refused);
-                        }
-                        // A remote error is the server's answer.
-                        Err(e @ RpcError::Remote(_)) => {
-                            return Err(UpstreamError::Failed(format!(
-                                "rpc error talking to server {server}: {e}"
-                            )))
-                        }
-                        Err(e) => (Miss::NoAnswer, e.to_string()),
-                    },
+                let kind = FrameKind::Request;
+                let (miss, why) = match self
+                    .client
+                    .try_call(server, kind, &body, connect, deadline)
+                    .await
+                {
+                    Ok(reply) => {
+                        let answer: Result<ServerReply, ForwardError> = decode_body(&reply)
+                            .map_err(|e| UpstreamError::Failed(format!("server {server}: {e}")))?;
+                        // A server that found no leader already held the
+                        // request for the hold timeout: its answer is final.
+                        return answer.map_err(UpstreamError::Refused);
+                    }
+                    // A remote error is the server's answer.
+                    Err((_, e @ RpcError::Remote(_))) => {
+                        return Err(UpstreamError::Failed(format!(
+                            "rpc error talking to server {server}: {e}"
+                        )))
+                    }
+                    Err((miss, e)) => (miss, e.to_string()),
                 };
                 crate::log::debug(&format!("upstream: server {server}: {why}"));
                 self.client.forget(server);
@@ -179,7 +174,7 @@ impl Upstream {
                 last_error = format!("server {server}: {why}");
             }
             match call.exhausted(crate::clock::now()) {
-                Step::Wait(pause) => tokio::time::sleep(crate::clock::std_duration(pause)).await,
+                Step::Wait(pause) => tokio::time::sleep(pause.to_std()).await,
                 _ => {
                     if !last_error.is_empty() {
                         crate::log::warn(&format!("upstream: no server answered: {last_error}"));

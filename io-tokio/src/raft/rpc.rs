@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tribune_core::command::CommandResult;
 use tribune_core::limits::RPC_IDLE_CONNS_PER_PEER_MAX;
+use tribune_core::route::Miss;
 use tribune_core::rpc_frame::{self, FrameError, FrameHeader, FrameKind, RPC_FRAME_HEADER_BYTES};
 
 // ---------------------------------------------------------------- messages
@@ -333,8 +334,31 @@ impl RpcClient {
         body: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, RpcError> {
-        let mut conn = self.checkout(addr, deadline).await?;
-        let reply = self.call_on(&mut conn, kind, body, deadline).await?;
+        self.try_call(addr, kind, body, deadline, deadline)
+            .await
+            .map_err(|(_, e)| e)
+    }
+
+    /// One request, one reply: connecting within `connect`, the exchange
+    /// within `deadline`. A failure says whether anything was sent
+    /// (core's `route::Miss`: `NotSent` when the connection could not be
+    /// made, else `NoAnswer`), which decides whether it may be resent.
+    pub async fn try_call(
+        &self,
+        addr: SocketAddr,
+        kind: FrameKind,
+        body: &[u8],
+        connect: Duration,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, (Miss, RpcError)> {
+        let mut conn = self
+            .checkout(addr, connect)
+            .await
+            .map_err(|e| (Miss::NotSent, e))?;
+        let reply = self
+            .call_on(&mut conn, kind, body, deadline)
+            .await
+            .map_err(|e| (Miss::NoAnswer, e))?;
         self.checkin(conn);
         Ok(reply)
     }
